@@ -1,0 +1,44 @@
+# Sourced by scripts/test.sh and scripts/run.sh: makes a fresh Debian machine with
+# only Node 20 (or newer) ready, idempotently and quickly when already done.
+#   - etcd 3.4 from Debian's etcd-server/etcd-client when `etcd` is not on PATH;
+#   - a Node 24 runtime from the npm registry (package `node`) into .tools/ when the
+#     machine's node is older than 22 (vitest, connect-node and testcontainers need 22+);
+#   - the pnpm version pinned in package.json's `packageManager`, into .tools/.
+#     (corepack 0.34 as shipped with Node 20 fails to verify pnpm 10's registry
+#     signatures, "No compatible signature found", so npm installs the same pin);
+#   - `pnpm install --frozen-lockfile` and the TypeScript build.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NODE_PIN="$(cat "$ROOT/.node-version")"
+PNPM_PIN="$(sed -n 's/.*"packageManager": *"pnpm@\([^"]*\)".*/\1/p' "$ROOT/package.json")"
+TOOLS="$ROOT/.tools"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if ! command -v etcd >/dev/null 2>&1; then
+  log "etcd not found: installing Debian's etcd-server and etcd-client"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq etcd-server etcd-client >/dev/null
+  # The Debian package starts a system etcd on 2379; our harness and run script use
+  # their own ports and data dirs, so stop it rather than share state with it.
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+fi
+
+export PATH="$TOOLS/node_modules/.bin:$PATH"
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+if [ "$(node_major)" -lt 22 ] || [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_PIN" ]; then
+  want=("pnpm@$PNPM_PIN")
+  [ "$(node_major)" -lt 22 ] && want+=("node@$NODE_PIN")
+  [ -x "$TOOLS/node_modules/.bin/node" ] && want+=("node@$NODE_PIN")
+  log "installing ${want[*]} into .tools/ (machine node: $(node --version 2>/dev/null || echo none))"
+  mkdir -p "$TOOLS"
+  # npm refuses install scripts by default; the node package ships its binary, so none is needed.
+  npm install --prefix "$TOOLS" --no-save --no-audit --no-fund --loglevel=error "${want[@]}" >/dev/null
+fi
+log "node $(node --version), pnpm $(pnpm --version), $(etcd --version | head -1)"
+
+cd "$ROOT"
+pnpm install --frozen-lockfile --prefer-offline --reporter=silent
+pnpm run --silent build
