@@ -28,3 +28,5 @@ export const shardProtoFile = "shard/v1/shard.proto";
 
 /** The fully-qualified gRPC service name, as it appears in request paths. */
 export const shardServiceName = "shard.v1.ShardService";
+
+export { fnv1a32, shardOf } from "./shard-of.js";

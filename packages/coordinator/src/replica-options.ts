@@ -1,0 +1,156 @@
+import { hostname } from "node:os";
+import { type StrategyName, strategyNames } from "./assignment.js";
+import { CoordinatorError } from "./errors.js";
+
+/** Settings of one replica, every field resolved (see {@link resolveReplicaOptions}). */
+export interface ReplicaOptions {
+  /** etcd client URLs. @default ["http://127.0.0.1:2379"] */
+  readonly etcdEndpoints: readonly string[];
+  /** host:port the gRPC server binds. @default "0.0.0.0:50051" */
+  readonly listen: string;
+  /** host:port workers and peers use to reach this replica. @default listen, with 0.0.0.0 replaced by the host name */
+  readonly advertise: string;
+  /** Replica id in logs, the election value and member records. @default "<hostname>-<pid>" */
+  readonly id: string;
+  /** etcd key prefix. @default "/shardmgr" */
+  readonly namespace: string;
+  /** Election lease TTL in seconds; a dead leader is replaced within about this. @default 3 */
+  readonly leaderTtlSec: number;
+  /** Interval workers heartbeat at, in ms. @default 1000 */
+  readonly heartbeatIntervalMs: number;
+  /** A member silent this long is expelled, in ms. @default 5000 */
+  readonly sessionTimeoutMs: number;
+  /** TTL of each member's etcd lease in seconds; must outlast a leader failover. @default 15 */
+  readonly memberLeaseTtlSec: number;
+  /** Debounce between a membership change and the new version, in ms. @default 1000 */
+  readonly rebalanceDelayMs: number;
+  /** Default strategy of groups without a config key. @default "modulo" */
+  readonly strategy: StrategyName;
+  /** Default shard count for `sticky`. @default 16 */
+  readonly shards: number;
+  /** host:port of the HTTP health/metrics/status server; empty disables it. @default "" */
+  readonly httpListen: string;
+  /** Largest inbound gRPC message, in bytes. @default 65536 */
+  readonly maxMessageBytes: number;
+}
+
+/** What a caller may pass: every field optional, strings accepted for numbers (flags, env). */
+export type ReplicaOptionsInput = { [K in keyof ReplicaOptions]?: ReplicaOptions[K] | string | undefined };
+
+function int(name: string, raw: unknown, min: number, max: number): number {
+  const n = typeof raw === "number" ? raw : Number(String(raw).trim());
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--${name} must be an integer in ${min}..${max}, got ${JSON.stringify(raw)}`,
+    );
+  }
+  return n;
+}
+
+function hostPort(name: string, raw: string): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(raw);
+  if (!m || Number(m[2]) > 65535) {
+    throw new CoordinatorError("invalid_config", `--${name} must be host:port, got ${JSON.stringify(raw)}`);
+  }
+  return raw;
+}
+
+/**
+ * Resolves and checks settings once, so the rest of the code never sees a partial or
+ * inconsistent configuration. Throws `CoordinatorError("invalid_config")` with one clear line.
+ *
+ * @example
+ * ```ts
+ * const options = resolveReplicaOptions({ etcdEndpoints: ["http://127.0.0.1:2379"], listen: "127.0.0.1:50051" });
+ * ```
+ */
+export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaOptions {
+  const pick = <K extends keyof ReplicaOptions>(k: K) => input[k];
+  const endpointsRaw = pick("etcdEndpoints") ?? ["http://127.0.0.1:2379"];
+  const etcdEndpoints = (typeof endpointsRaw === "string" ? endpointsRaw.split(",") : [...endpointsRaw])
+    .map((e) => e.trim())
+    .filter((e) => e.length > 0);
+  if (etcdEndpoints.length === 0)
+    throw new CoordinatorError("invalid_config", "--etcd needs at least one endpoint");
+  for (const e of etcdEndpoints) {
+    if (!/^https?:\/\/[^/\s]+$/.test(e)) {
+      throw new CoordinatorError(
+        "invalid_config",
+        `--etcd endpoint ${JSON.stringify(e)} is not http(s)://host:port`,
+      );
+    }
+  }
+  const listen = hostPort("listen", String(pick("listen") ?? "0.0.0.0:50051"));
+  const advertiseRaw = pick("advertise");
+  const advertise =
+    advertiseRaw !== undefined && advertiseRaw !== ""
+      ? hostPort("advertise", String(advertiseRaw))
+      : listen.replace(/^(0\.0\.0\.0|\[::\]):/, `${hostname()}:`);
+  const id = String(pick("id") ?? `${hostname()}-${process.pid}`);
+  if (!/^[A-Za-z0-9._:-]{1,128}$/.test(id)) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--id must be 1-128 characters of [A-Za-z0-9._:-], got ${JSON.stringify(id)}`,
+    );
+  }
+  const namespace = String(pick("namespace") ?? "/shardmgr").replace(/\/+$/, "");
+  if (!/^\/[A-Za-z0-9._\-/]*$/.test(namespace) || namespace.length < 2) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--namespace must start with / and be a plain path, got ${JSON.stringify(namespace)}`,
+    );
+  }
+  const leaderTtlSec = int("leader-ttl", pick("leaderTtlSec") ?? 3, 2, 3600);
+  const heartbeatIntervalMs = int("heartbeat-interval", pick("heartbeatIntervalMs") ?? 1000, 50, 600_000);
+  const sessionTimeoutMs = int("session-timeout", pick("sessionTimeoutMs") ?? 5000, 100, 3_600_000);
+  const memberLeaseTtlSec = int("member-lease-ttl", pick("memberLeaseTtlSec") ?? 15, 2, 86_400);
+  const rebalanceDelayMs = int("rebalance-delay", pick("rebalanceDelayMs") ?? 1000, 0, 600_000);
+  const strategyRaw = String(pick("strategy") ?? "modulo");
+  if (!(strategyNames as readonly string[]).includes(strategyRaw)) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--strategy must be one of ${strategyNames.join(", ")}, got ${JSON.stringify(strategyRaw)}`,
+    );
+  }
+  const shards = int("shards", pick("shards") ?? 16, 1, 65_536);
+  const httpRaw = String(pick("httpListen") ?? "");
+  const httpListen = httpRaw === "" ? "" : hostPort("http-listen", httpRaw);
+  const maxMessageBytes = int("max-message-bytes", pick("maxMessageBytes") ?? 65_536, 1024, 16 * 1024 * 1024);
+
+  // The consistency rules the design depends on.
+  if (sessionTimeoutMs <= 2 * heartbeatIntervalMs) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--session-timeout (${sessionTimeoutMs} ms) must be above two heartbeat intervals (${2 * heartbeatIntervalMs} ms)`,
+    );
+  }
+  if (memberLeaseTtlSec <= leaderTtlSec) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--member-lease-ttl (${memberLeaseTtlSec} s) must be longer than --leader-ttl (${leaderTtlSec} s), or members vanish during a failover`,
+    );
+  }
+  if (memberLeaseTtlSec * 1000 <= sessionTimeoutMs) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--member-lease-ttl (${memberLeaseTtlSec} s) must be longer than --session-timeout (${sessionTimeoutMs} ms)`,
+    );
+  }
+  return {
+    etcdEndpoints,
+    listen,
+    advertise,
+    id,
+    namespace,
+    leaderTtlSec,
+    heartbeatIntervalMs,
+    sessionTimeoutMs,
+    memberLeaseTtlSec,
+    rebalanceDelayMs,
+    strategy: strategyRaw as StrategyName,
+    shards,
+    httpListen,
+    maxMessageBytes,
+  };
+}

@@ -1,0 +1,128 @@
+import { createHash } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import { Metadata, status } from "@grpc/grpc-js";
+import {
+  AssignmentPhase,
+  type DataRecord,
+  DataRecordSchema,
+  type FetchShardDataRequest,
+  type GetShardInfoRequest,
+  type GetShardInfoResponse,
+  GetShardInfoResponseSchema,
+} from "@org/proto";
+import type { Etcd3 } from "etcd3";
+import { primaryShard } from "./assignment.js";
+import type { DataSource } from "./data-source.js";
+import type { KeyLayout } from "./keys.js";
+import { checkName } from "./names.js";
+import { type AssignmentRecord, assignmentRecordSchema, memberRecordSchema, parseRecord } from "./records.js";
+import { StatusError } from "./shard-server.js";
+
+function validate(group: string, nodeId: string): void {
+  const bad = checkName("group", group) ?? checkName("node_id", nodeId);
+  if (bad !== undefined) throw new StatusError(status.INVALID_ARGUMENT, bad);
+}
+
+async function readAssignment(
+  client: Etcd3,
+  keys: KeyLayout,
+  group: string,
+): Promise<AssignmentRecord | undefined> {
+  let raw: string | null;
+  try {
+    raw = await client.get(keys.assignment(group)).string();
+  } catch (e) {
+    throw new StatusError(
+      status.UNAVAILABLE,
+      `etcd unavailable: ${e instanceof Error ? e.message : String(e)}`,
+    );
+  }
+  if (raw === null) return undefined;
+  try {
+    return parseRecord(assignmentRecordSchema, keys.assignment(group), raw);
+  } catch (e) {
+    throw new StatusError(status.INTERNAL, String(e));
+  }
+}
+
+/** GetShardInfo, answered from etcd so any replica (follower or leader) can serve it. */
+export async function getShardInfo(
+  client: Etcd3,
+  keys: KeyLayout,
+  req: GetShardInfoRequest,
+): Promise<GetShardInfoResponse> {
+  validate(req.group, req.nodeId);
+  const a = await readAssignment(client, keys, req.group);
+  if (a === undefined) return create(GetShardInfoResponseSchema, { shardId: -1 });
+  return create(GetShardInfoResponseSchema, {
+    totalShards: a.totalShards,
+    shardId: primaryShard(a.owners, req.nodeId),
+    version: BigInt(a.version),
+    shards: [...(a.owners[req.nodeId] ?? [])],
+    phase: a.phase === "active" ? AssignmentPhase.ACTIVE : AssignmentPhase.PENDING,
+    strategy: a.strategy,
+    leaderEpoch: BigInt(a.leaderEpoch),
+  });
+}
+
+const ownershipRecheckMs = 500;
+
+/**
+ * FetchShardData: only the shard's owner in an active version, proving membership with its
+ * session token, gets the records; ownership is re-checked while streaming, and a stream
+ * whose shard moves away ends with FAILED_PRECONDITION.
+ */
+export async function fetchShardData(
+  client: Etcd3,
+  keys: KeyLayout,
+  source: DataSource,
+  req: FetchShardDataRequest,
+  signal: AbortSignal,
+  write: (rec: DataRecord) => Promise<void>,
+): Promise<void> {
+  validate(req.group, req.nodeId);
+  if (req.batchSize > 1000)
+    throw new StatusError(status.INVALID_ARGUMENT, `batch_size ${req.batchSize} is above 1000`);
+  const pageSize = req.batchSize === 0 ? 100 : req.batchSize;
+  const check = async (): Promise<number> => {
+    const a = await readAssignment(client, keys, req.group);
+    const owned = a?.owners[req.nodeId] ?? [];
+    if (a === undefined || a.phase !== "active" || !owned.includes(req.shardId)) {
+      const md = new Metadata();
+      md.set("x-shard-version", String(a?.version ?? 0));
+      throw new StatusError(
+        status.FAILED_PRECONDITION,
+        `node ${req.nodeId} does not own shard ${req.shardId} of group ${req.group} in an active version (version ${a?.version ?? 0}, ${a?.phase ?? "none"})`,
+        md,
+      );
+    }
+    return a.totalShards;
+  };
+  const totalShards = await check();
+  const memberRaw = await client.get(keys.member(req.group, req.nodeId)).string();
+  const member =
+    memberRaw === null
+      ? undefined
+      : parseRecord(memberRecordSchema, keys.member(req.group, req.nodeId), memberRaw);
+  const hash = createHash("sha256").update(req.sessionToken).digest("hex");
+  if (member === undefined || req.sessionToken === "" || hash !== member.sessionHash) {
+    throw new StatusError(
+      status.PERMISSION_DENIED,
+      `session token does not match member ${req.nodeId} of group ${req.group}`,
+    );
+  }
+  let checkedAt = performance.now();
+  for await (const rec of source.read(req.group, req.shardId, totalShards, {
+    afterId: req.afterId,
+    pageSize,
+    signal,
+  })) {
+    if (performance.now() - checkedAt > ownershipRecheckMs) {
+      const now = await check();
+      if (now !== totalShards)
+        throw new StatusError(status.FAILED_PRECONDITION, "the shard count changed; fetch again");
+      checkedAt = performance.now();
+    }
+    await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
+  }
+}

@@ -1,0 +1,226 @@
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  Metadata,
+  Server,
+  ServerCredentials,
+  type ServerDuplexStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type ServiceDefinition,
+  type sendUnaryData,
+  status,
+} from "@grpc/grpc-js";
+import {
+  type CoordinatorMessage,
+  CoordinatorMessageSchema,
+  type DataRecord,
+  DataRecordSchema,
+  type FetchShardDataRequest,
+  FetchShardDataRequestSchema,
+  type GetShardInfoRequest,
+  GetShardInfoRequestSchema,
+  type GetShardInfoResponse,
+  GetShardInfoResponseSchema,
+  shardServiceName,
+} from "@org/proto";
+import type { Logger } from "pino";
+
+/** A call failed with this gRPC status (thrown by handlers, sent by the server). */
+export class StatusError extends Error {
+  override name = "StatusError";
+  readonly code: status;
+  readonly metadata: Metadata | undefined;
+  constructor(code: status, details: string, metadata?: Metadata) {
+    super(details);
+    this.code = code;
+    this.metadata = metadata;
+  }
+}
+
+/** What serves the three RPCs; the server only does transport. */
+export interface ShardHandlers {
+  heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void;
+  getShardInfo(req: GetShardInfoRequest, signal: AbortSignal): Promise<GetShardInfoResponse>;
+  fetchShardData(
+    req: FetchShardDataRequest,
+    signal: AbortSignal,
+    write: (rec: DataRecord) => Promise<void>,
+  ): Promise<void>;
+}
+
+export interface ShardServerOptions {
+  readonly listen: string;
+  readonly maxMessageBytes: number;
+  readonly log: Logger;
+}
+
+const identity = (b: Buffer) => b;
+
+/**
+ * The `shard.v1.ShardService` transport, a plain grpc-js `Server` with protobuf-es
+ * serializers. It is the seam DESIGN.md asks for: swapping in connect-node means rewriting
+ * this file only. Requests are decoded in the handlers (not in grpc-js's deserializer), so
+ * undecodable bytes get INVALID_ARGUMENT instead of grpc-js's generic INTERNAL.
+ *
+ * grpc-js brings what the design wants from the transport: a read limit
+ * (`grpc.max_receive_message_length`: RESOURCE_EXHAUSTED), HTTP/2 keep-alive pings from
+ * the server, and a ping policy that tolerates the SDK's keep-alive pings.
+ */
+const service: ServiceDefinition = {
+  HeartbeatStream: {
+    path: `/${shardServiceName}/HeartbeatStream`,
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: (m: CoordinatorMessage) => Buffer.from(toBinary(CoordinatorMessageSchema, m)),
+    responseDeserialize: (b: Buffer) => fromBinary(CoordinatorMessageSchema, b),
+  },
+  GetShardInfo: {
+    path: `/${shardServiceName}/GetShardInfo`,
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: (m: GetShardInfoResponse) => Buffer.from(toBinary(GetShardInfoResponseSchema, m)),
+    responseDeserialize: (b: Buffer) => fromBinary(GetShardInfoResponseSchema, b),
+  },
+  FetchShardData: {
+    path: `/${shardServiceName}/FetchShardData`,
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: (m: DataRecord) => Buffer.from(toBinary(DataRecordSchema, m)),
+    responseDeserialize: (b: Buffer) => fromBinary(DataRecordSchema, b),
+  },
+};
+
+function toStatus(e: unknown): { code: status; details: string; metadata: Metadata } {
+  if (e instanceof StatusError)
+    return { code: e.code, details: e.message, metadata: e.metadata ?? new Metadata() };
+  return {
+    code: status.INTERNAL,
+    details: e instanceof Error ? e.message : String(e),
+    metadata: new Metadata(),
+  };
+}
+
+/** A started server; `close()` stops accepting, ends every call and waits (bounded). */
+export interface ShardServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+export async function startShardServer(handlers: ShardHandlers, o: ShardServerOptions): Promise<ShardServer> {
+  const server = new Server({
+    "grpc.max_receive_message_length": o.maxMessageBytes,
+    // Server-side HTTP/2 PINGs find dead TCP peers even when a worker stops heartbeating.
+    "grpc.keepalive_time_ms": 10_000,
+    "grpc.keepalive_timeout_ms": 5_000,
+    // The SDK pings every 10 s; allow that without GOAWAY(too_many_pings).
+    "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+    "grpc.keepalive_permit_without_calls": 1,
+  });
+  const controllers = new Set<AbortController>();
+  server.addService(service, {
+    HeartbeatStream: (call: ServerDuplexStream<Buffer, CoordinatorMessage>) => handlers.heartbeatStream(call),
+    GetShardInfo: (
+      call: ServerUnaryCall<Buffer, GetShardInfoResponse>,
+      callback: sendUnaryData<GetShardInfoResponse>,
+    ) => {
+      const ac = new AbortController();
+      controllers.add(ac);
+      call.on("cancelled", () => ac.abort());
+      let req: GetShardInfoRequest;
+      try {
+        req = fromBinary(GetShardInfoRequestSchema, call.request);
+      } catch (e) {
+        controllers.delete(ac);
+        callback({ code: status.INVALID_ARGUMENT, details: `undecodable GetShardInfoRequest: ${String(e)}` });
+        return;
+      }
+      handlers
+        .getShardInfo(req, ac.signal)
+        .then(
+          (res) => callback(null, res),
+          (e: unknown) => callback(toStatus(e)),
+        )
+        .finally(() => controllers.delete(ac));
+    },
+    FetchShardData: (call: ServerWritableStream<Buffer, DataRecord>) => {
+      const ac = new AbortController();
+      controllers.add(ac);
+      call.on("cancelled", () => ac.abort());
+      let req: FetchShardDataRequest;
+      try {
+        req = fromBinary(FetchShardDataRequestSchema, call.request);
+      } catch (e) {
+        controllers.delete(ac);
+        call.emit("error", {
+          code: status.INVALID_ARGUMENT,
+          details: `undecodable FetchShardDataRequest: ${String(e)}`,
+        });
+        return;
+      }
+      // HTTP/2 flow control sets the pace: when the client stops reading, write() returns
+      // false and we wait for 'drain' before producing more.
+      const write = (rec: DataRecord) =>
+        new Promise<void>((resolve, reject) => {
+          if (ac.signal.aborted) {
+            reject(new StatusError(status.CANCELLED, "cancelled"));
+            return;
+          }
+          if (call.write(rec)) {
+            resolve();
+            return;
+          }
+          const onDrain = () => {
+            ac.signal.removeEventListener("abort", onAbort);
+            resolve();
+          };
+          const onAbort = () => {
+            call.off("drain", onDrain);
+            reject(new StatusError(status.CANCELLED, "cancelled"));
+          };
+          call.once("drain", onDrain);
+          ac.signal.addEventListener("abort", onAbort, { once: true });
+        });
+      handlers
+        .fetchShardData(req, ac.signal, write)
+        .then(
+          () => call.end(),
+          (e: unknown) => {
+            if (!ac.signal.aborted) call.emit("error", toStatus(e));
+          },
+        )
+        .finally(() => controllers.delete(ac));
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync(o.listen, ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    );
+  });
+  o.log.info({ event: "grpc_listening", listen: o.listen, port });
+  let closed: Promise<void> | undefined;
+  return {
+    port,
+    close() {
+      closed ??= (async () => {
+        for (const ac of controllers) ac.abort();
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 1000);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        });
+      })();
+      return closed;
+    },
+  };
+}

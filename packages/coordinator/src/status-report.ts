@@ -1,0 +1,99 @@
+import type { Etcd3 } from "etcd3";
+import { parseLeaderInfo } from "./election.js";
+import type { KeyLayout } from "./keys.js";
+import {
+  type AssignmentRecord,
+  assignmentRecordSchema,
+  type MemberRecord,
+  memberRecordSchema,
+  parseRecord,
+} from "./records.js";
+
+/** The whole coordinator state, read from etcd (what `coordinator status` prints). */
+export interface StatusReport {
+  readonly namespace: string;
+  readonly leader: { readonly id: string; readonly address: string; readonly epoch: number } | null;
+  readonly candidates: number;
+  readonly groups: readonly {
+    readonly group: string;
+    readonly members: readonly MemberRecord[];
+    readonly assignment: AssignmentRecord | null;
+    readonly errors: readonly string[];
+  }[];
+}
+
+/** Reads the report with a handful of range requests. */
+export async function readStatus(client: Etcd3, keys: KeyLayout): Promise<StatusReport> {
+  const election = await client.getAll().prefix(keys.electionPrefix).sort("Create", "Ascend").exec();
+  const first = election.kvs[0];
+  const info = first === undefined ? undefined : parseLeaderInfo(first.value.toString());
+  const groupKeys = await client.getAll().prefix(keys.groupsPrefix).keys();
+  const names = [
+    ...new Set(
+      groupKeys.map((k) => keys.parseGroupKey(k)?.group).filter((g): g is string => g !== undefined),
+    ),
+  ].sort();
+  const groups = [];
+  for (const group of names) {
+    const errors: string[] = [];
+    const members: MemberRecord[] = [];
+    const kvs = await client.getAll().prefix(keys.membersPrefix(group)).strings();
+    for (const [key, value] of Object.entries(kvs)) {
+      try {
+        members.push(parseRecord(memberRecordSchema, key, value));
+      } catch (e) {
+        errors.push(String(e));
+      }
+    }
+    let assignment: AssignmentRecord | null = null;
+    const raw = await client.get(keys.assignment(group)).string();
+    if (raw !== null) {
+      try {
+        assignment = parseRecord(assignmentRecordSchema, keys.assignment(group), raw);
+      } catch (e) {
+        errors.push(String(e));
+      }
+    }
+    if (members.length === 0 && assignment === null && errors.length === 0) continue; // data only
+    members.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
+    groups.push({ group, members, assignment, errors });
+  }
+  return {
+    namespace: keys.namespace,
+    leader:
+      first === undefined
+        ? null
+        : { id: info?.id ?? "?", address: info?.address ?? "?", epoch: Number(first.create_revision) },
+    candidates: election.kvs.length,
+    groups,
+  };
+}
+
+/** The human form: one block per group, one line per member. */
+export function formatStatus(r: StatusReport): string {
+  const lines: string[] = [];
+  lines.push(
+    r.leader === null
+      ? `leader: none (${r.candidates} candidates)`
+      : `leader: ${r.leader.id} at ${r.leader.address} (epoch ${r.leader.epoch}, ${r.candidates} candidates)`,
+  );
+  if (r.groups.length === 0) lines.push("no groups");
+  for (const g of r.groups) {
+    const a = g.assignment;
+    lines.push(
+      a === null
+        ? `group ${g.group}: no assignment yet, ${g.members.length} members`
+        : `group ${g.group}: version ${a.version} ${a.phase}, ${a.strategy}, ${a.totalShards} shards, ${g.members.length} members` +
+            (a.awaitingRelease.length > 0 ? `, awaiting release from ${a.awaitingRelease.join(",")}` : ""),
+    );
+    const owners = a?.owners ?? {};
+    for (const m of g.members) {
+      const shards = owners[m.nodeId] ?? [];
+      lines.push(
+        `  ${m.nodeId.padEnd(24)} shards [${shards.join(",")}]  capacity ${m.capacity}  via ${m.replica}`,
+      );
+    }
+    for (const e of g.errors) lines.push(`  ! ${e}`);
+  }
+  return lines.join("\n");
+}

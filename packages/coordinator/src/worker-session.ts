@@ -1,0 +1,239 @@
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
+import { Metadata, type ServerDuplexStream, status } from "@grpc/grpc-js";
+import {
+  type CoordinatorMessage,
+  CoordinatorMessageSchema,
+  type Heartbeat,
+  type Hello,
+  type Leave,
+  type Release,
+  type WorkerMessage,
+  WorkerMessageSchema,
+} from "@org/proto";
+import type { Logger } from "pino";
+import { checkName } from "./names.js";
+import { TokenBucket } from "./rate-limiter.js";
+
+/** A gRPC status to end a stream with. */
+export interface StreamStatus {
+  readonly code: status;
+  readonly details: string;
+  readonly metadata?: Metadata;
+}
+
+/** What a session asks of the leader; implemented by `Leader`. */
+export interface SessionHost {
+  /** Admits the worker, or returns the status to refuse it with. */
+  hello(session: WorkerSession, hello: Hello): Promise<StreamStatus | undefined>;
+  heartbeat(session: WorkerSession, hb: Heartbeat, seq: bigint): void;
+  release(session: WorkerSession, release: Release): void;
+  leave(session: WorkerSession, leave: Leave): void;
+  /** The stream ended without Leave (the member stays until its session timeout). */
+  detached(session: WorkerSession): void;
+}
+
+export interface SessionLimits {
+  /** Outbound messages queued for a slow reader before it is disconnected. */
+  readonly maxQueued: number;
+  /** Heartbeats a worker may send in a burst, and per second sustained. */
+  readonly heartbeatBurst: number;
+  readonly heartbeatsPerSecond: number;
+}
+
+export type CoordinatorMessageKind = MessageInitShape<typeof CoordinatorMessageSchema>["kind"];
+
+/**
+ * One worker's HeartbeatStream on the leader: decodes and validates what arrives, numbers
+ * what leaves, bounds the outbound queue, and turns protocol errors into precise statuses.
+ * Membership decisions belong to the host; this class only speaks the protocol.
+ */
+export class WorkerSession {
+  readonly #call: ServerDuplexStream<Buffer, CoordinatorMessage>;
+  readonly #host: SessionHost;
+  readonly #log: Logger;
+  readonly #limits: SessionLimits;
+  readonly #bucket: TokenBucket;
+  #seq = 0n;
+  #peerSeq = 0n;
+  #state: "new" | "opening" | "open" | "closed" = "new";
+  group = "";
+  nodeId = "";
+
+  constructor(
+    call: ServerDuplexStream<Buffer, CoordinatorMessage>,
+    host: SessionHost,
+    log: Logger,
+    limits: SessionLimits,
+  ) {
+    this.#call = call;
+    this.#host = host;
+    this.#log = log;
+    this.#limits = limits;
+    this.#bucket = new TokenBucket(limits.heartbeatBurst, limits.heartbeatsPerSecond, performance.now());
+  }
+
+  /** Starts reading; the session ends itself on a protocol error or when the peer goes. */
+  start(): void {
+    this.#call.on("data", (chunk: Buffer) => this.#onData(chunk));
+    this.#call.on("end", () => this.#ended("client half-closed"));
+    this.#call.on("cancelled", () => this.#ended("cancelled"));
+    this.#call.on("error", (err: Error) => this.#ended(`stream error: ${err.message}`));
+    this.#call.on("close", () => this.#ended("closed"));
+  }
+
+  get open(): boolean {
+    return this.#state === "open";
+  }
+
+  get peer(): string {
+    return this.#call.getPeer();
+  }
+
+  /** Queues a message; a reader that lets `maxQueued` pile up is disconnected. */
+  send(kind: CoordinatorMessageKind): void {
+    if (this.#state === "closed") return;
+    if (this.#call.writableLength >= this.#limits.maxQueued) {
+      this.close({
+        code: status.RESOURCE_EXHAUSTED,
+        details: "outbound queue overflow: the worker does not read its stream",
+      });
+      return;
+    }
+    this.#seq += 1n;
+    this.#call.write(create(CoordinatorMessageSchema, { seq: this.#seq, ackSeq: this.#peerSeq, kind }));
+  }
+
+  /** Ends the stream with `st` (OK ends it cleanly). Safe to call more than once. */
+  close(st: StreamStatus): void {
+    if (this.#state === "closed") return;
+    const wasOpen = this.#state === "open";
+    this.#state = "closed";
+    this.#log.info({
+      event: "stream_closed",
+      group: this.group || undefined,
+      node: this.nodeId || undefined,
+      code: status[st.code],
+      details: st.details,
+    });
+    try {
+      if (st.code === status.OK) this.#call.end(st.metadata ?? new Metadata());
+      else
+        this.#call.emit("error", {
+          code: st.code,
+          details: st.details,
+          metadata: st.metadata ?? new Metadata(),
+        });
+    } catch {
+      // the transport is already gone
+    }
+    if (wasOpen) this.#host.detached(this);
+  }
+
+  #ended(why: string): void {
+    if (this.#state === "closed") return;
+    const wasOpen = this.#state === "open";
+    this.#state = "closed";
+    this.#log.info({
+      event: "stream_ended",
+      group: this.group || undefined,
+      node: this.nodeId || undefined,
+      why,
+    });
+    try {
+      this.#call.end();
+    } catch {
+      // already ended
+    }
+    if (wasOpen) this.#host.detached(this);
+  }
+
+  #fail(code: status, details: string): void {
+    this.close({ code, details });
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#state === "closed") return;
+    let msg: WorkerMessage;
+    try {
+      msg = fromBinary(WorkerMessageSchema, chunk);
+    } catch (e) {
+      this.#fail(
+        status.INVALID_ARGUMENT,
+        `undecodable WorkerMessage: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      return;
+    }
+    if (msg.seq > this.#peerSeq) this.#peerSeq = msg.seq;
+    const kind = msg.kind;
+    if (this.#state === "new") {
+      if (kind.case !== "hello") {
+        this.#fail(
+          status.INVALID_ARGUMENT,
+          `the first message must be hello, got ${kind.case ?? "an empty message"}`,
+        );
+        return;
+      }
+      const bad = checkName("group", kind.value.group) ?? checkName("node_id", kind.value.nodeId);
+      if (bad !== undefined) {
+        this.#fail(status.INVALID_ARGUMENT, bad);
+        return;
+      }
+      this.group = kind.value.group;
+      this.nodeId = kind.value.nodeId;
+      this.#state = "opening";
+      this.#call.pause(); // nothing else is read until the hello is decided
+      this.#host.hello(this, kind.value).then(
+        (refusal) => {
+          if (this.#state !== "opening") return;
+          if (refusal !== undefined) {
+            this.close(refusal);
+            return;
+          }
+          this.#state = "open";
+          this.#call.resume();
+        },
+        (err: unknown) => {
+          this.#log.error({ event: "hello_failed", group: this.group, node: this.nodeId, err: String(err) });
+          this.#state = "new";
+          this.#fail(status.UNAVAILABLE, "the coordinator could not admit the worker; retry");
+        },
+      );
+      return;
+    }
+    if (this.#state !== "open") return;
+    switch (kind.case) {
+      case "heartbeat":
+        if (!this.#bucket.take(performance.now())) {
+          this.#fail(
+            status.RESOURCE_EXHAUSTED,
+            `heartbeats faster than ${this.#limits.heartbeatsPerSecond}/s`,
+          );
+          return;
+        }
+        if (kind.value.nodeId !== "" && kind.value.nodeId !== this.nodeId) {
+          this.#fail(
+            status.INVALID_ARGUMENT,
+            `heartbeat node_id ${JSON.stringify(kind.value.nodeId)} does not match hello`,
+          );
+          return;
+        }
+        this.#host.heartbeat(this, kind.value, msg.seq);
+        return;
+      case "release":
+        this.#host.release(this, kind.value);
+        return;
+      case "leave":
+        this.#host.leave(this, kind.value);
+        return;
+      case "taskUpdate":
+      case "commandAck":
+        // Accepted and ignored until task dispatch exists; counted as liveness only by heartbeats.
+        return;
+      case "hello":
+        this.#fail(status.INVALID_ARGUMENT, "hello may only be the first message");
+        return;
+      default:
+        this.#fail(status.INVALID_ARGUMENT, "empty WorkerMessage (no kind set)");
+    }
+  }
+}
