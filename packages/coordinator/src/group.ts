@@ -311,7 +311,8 @@ export class Group {
 
   heartbeat(session: WorkerSession, hb: Heartbeat, seq: bigint): void {
     const m = this.#members.get(session.nodeId);
-    if (m === undefined || m.session !== session || m.expelling) {
+    if (m !== undefined && m.session === session && m.expelling) return; // leaving: no more acks
+    if (m === undefined || m.session !== session) {
       session.close({
         code: status.FAILED_PRECONDITION,
         details: "no longer a member of the group (expelled); reconnect to rejoin",

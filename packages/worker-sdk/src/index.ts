@@ -1,1 +1,26 @@
-export {};
+/**
+ * `@org/worker-sdk`: what a sharded job imports to join a worker group, follow the leading
+ * coordinator, own shards safely and fetch their data.
+ *
+ * @example
+ * ```ts
+ * import { connectWorker } from "@org/worker-sdk";
+ * const worker = await connectWorker({
+ *   coordinators: ["rm-1:50051", "rm-2:50051", "rm-3:50051"],
+ *   group: "billing",
+ *   nodeId: "billing-7",
+ * });
+ * await worker.runShards(async (shard, signal) => {
+ *   for await (const rec of worker.fetchShardData(shard, { batchSize: 100, signal })) handle(rec);
+ * });
+ * ```
+ */
+export { shardOf } from "@org/proto";
+export type { BackoffOptions } from "./backoff.js";
+export { backoffCeiling, backoffDelay, defaultBackoff } from "./backoff.js";
+export type { WorkerErrorCode } from "./errors.js";
+export { WorkerError } from "./errors.js";
+export type { Phase, StabilityWindow } from "./ownership.js";
+export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker.js";
+export { connectWorker, Worker } from "./worker.js";
+export type { WorkerOptions } from "./worker-options.js";

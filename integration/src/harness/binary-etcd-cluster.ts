@@ -1,0 +1,144 @@
+import { randomUUID } from "node:crypto";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { BinaryEtcdMember } from "./binary-etcd-member.js";
+import { EtcdPortInUseError } from "./errors.js";
+import type { EtcdCluster, ResolvedEtcdClusterOptions } from "./etcd-cluster.js";
+import type { EtcdMember, WaitHealthyOptions } from "./etcd-member.js";
+import { getFreePorts, LOOPBACK_HOST } from "./free-port.js";
+import { sweepOrphanedTempDirs, tempDirPrefix, trackTempDir, untrackTempDir } from "./process-registry.js";
+
+/** Port races are rare; three fresh sets of ports in a row colliding means something else is wrong. */
+const MAX_START_ATTEMPTS = 3;
+
+/**
+ * Starts `options.size` local etcd processes on free loopback ports, each with a fresh
+ * temp dir, and waits until all are healthy. Retries with new ports when a member
+ * loses the race for one of its ports.
+ */
+export async function startBinaryEtcdCluster(options: ResolvedEtcdClusterOptions): Promise<EtcdCluster> {
+  sweepOrphanedTempDirs();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await BinaryEtcdCluster.start(options);
+    } catch (error) {
+      if (!(error instanceof EtcdPortInUseError) || attempt >= MAX_START_ATTEMPTS) throw error;
+    }
+  }
+}
+
+class BinaryEtcdCluster implements EtcdCluster {
+  readonly provider = "binary";
+  readonly endpoints: string[];
+  readonly #members: readonly BinaryEtcdMember[];
+  readonly #tempDirs: readonly string[];
+  #stopping: Promise<void> | undefined;
+
+  private constructor(members: readonly BinaryEtcdMember[], tempDirs: readonly string[]) {
+    this.#members = members;
+    this.#tempDirs = tempDirs;
+    this.endpoints = members.map((member) => member.clientUrl);
+  }
+
+  /** One start attempt; on any failure everything it created is torn down before rethrowing. */
+  static async start(options: ResolvedEtcdClusterOptions): Promise<BinaryEtcdCluster> {
+    const ports = await getFreePorts(options.size * 2);
+    // The token keeps members of different test clusters from ever talking to each
+    // other should a port be reused while an old member still retries its peers.
+    const token = `${options.name}-${randomUUID()}`;
+    const specs = Array.from({ length: options.size }, (_, index) => ({
+      name: `${options.name}-${index}`,
+      clientUrl: `http://${LOOPBACK_HOST}:${ports[index * 2]}`,
+      peerUrl: `http://${LOOPBACK_HOST}:${ports[index * 2 + 1]}`,
+    }));
+    const initialCluster = specs.map((spec) => `${spec.name}=${spec.peerUrl}`).join(",");
+    const logDir = options.logDir === undefined ? undefined : resolve(options.logDir);
+
+    const members: BinaryEtcdMember[] = [];
+    const tempDirs: string[] = [];
+    try {
+      if (logDir !== undefined) await mkdir(logDir, { recursive: true });
+      for (const spec of specs) {
+        const dir = await mkdtemp(tempDirPrefix(spec.name));
+        trackTempDir(dir);
+        tempDirs.push(dir);
+        members.push(
+          BinaryEtcdMember.spawn({
+            ...spec,
+            dataDir: join(dir, "data"),
+            logFile:
+              logDir === undefined
+                ? join(dir, "etcd.log")
+                : join(logDir, `${spec.name}.${token.slice(-8)}.log`),
+            initialCluster,
+            initialClusterToken: token,
+          }),
+        );
+      }
+      await waitAllHealthy(members, { timeoutMs: options.startTimeoutMs, signal: options.signal });
+      return new BinaryEtcdCluster(members, tempDirs);
+    } catch (error) {
+      await stopAndRemove(members, tempDirs);
+      throw error;
+    }
+  }
+
+  get members(): EtcdMember[] {
+    return [...this.#members];
+  }
+
+  waitHealthy(options?: WaitHealthyOptions): Promise<void> {
+    return waitAllHealthy(
+      this.#members.filter((member) => member.running),
+      options,
+    );
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= stopAndRemove(this.#members, this.#tempDirs);
+    return this.#stopping;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+async function waitAllHealthy(
+  members: readonly BinaryEtcdMember[],
+  options: WaitHealthyOptions = {},
+): Promise<void> {
+  // The first failure (e.g. a member that died) cancels the other waits, so the
+  // caller gets that member's error instead of waiting out everyone's timeout.
+  const failFast = new AbortController();
+  const signal =
+    options.signal === undefined ? failFast.signal : AbortSignal.any([options.signal, failFast.signal]);
+  try {
+    await Promise.all(
+      members.map((member) =>
+        member.waitHealthy({ ...options, signal }).catch((error: unknown) => {
+          failFast.abort(error);
+          throw error;
+        }),
+      ),
+    );
+  } finally {
+    failFast.abort();
+  }
+}
+
+async function stopAndRemove(
+  members: readonly BinaryEtcdMember[],
+  tempDirs: readonly string[],
+): Promise<void> {
+  // One member at a time on purpose: SIGTERM makes a leader hand leadership to a
+  // live peer first. Stopped together, the leader waits seconds for peers that are
+  // themselves shutting down; stopped in turn, each member exits in ~50 ms.
+  for (const member of members) await member.stop();
+  await Promise.all(
+    tempDirs.map(async (dir) => {
+      await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      untrackTempDir(dir);
+    }),
+  );
+}

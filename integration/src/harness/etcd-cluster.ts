@@ -1,0 +1,85 @@
+import { startBinaryEtcdCluster } from "./binary-etcd-cluster.js";
+import { startContainerEtcdCluster } from "./container-etcd-cluster.js";
+import { HarnessConfigError } from "./errors.js";
+import type { EtcdMember, WaitHealthyOptions } from "./etcd-member.js";
+import { type EtcdProvider, resolveEtcdProvider } from "./etcd-provider.js";
+
+/** Options of {@link startEtcdCluster}. */
+export interface EtcdClusterOptions {
+  /** Number of members; defaults to 1. */
+  readonly size?: 1 | 3;
+  /** Defaults to `$ETCD_PROVIDER`, else `"binary"`. */
+  readonly provider?: EtcdProvider;
+  /** Prefix of member names (`<name>-0`, …) and of the cluster token; defaults to `"etcd"`. */
+  readonly name?: string;
+  /**
+   * Directory for member logs, kept after `stop()` for post-mortems. By default each
+   * log lives in the member's temp dir and is deleted with it. Binary provider only.
+   */
+  readonly logDir?: string;
+  /** How long to wait for every member to become healthy; defaults to 30 s. */
+  readonly startTimeoutMs?: number;
+  /** Aborting cancels a start in progress (everything started so far is cleaned up). */
+  readonly signal?: AbortSignal;
+}
+
+/** {@link EtcdClusterOptions} with defaults applied, as passed to a provider. */
+export interface ResolvedEtcdClusterOptions {
+  readonly size: 1 | 3;
+  readonly name: string;
+  readonly logDir: string | undefined;
+  readonly startTimeoutMs: number;
+  readonly signal: AbortSignal | undefined;
+}
+
+/** A running etcd cluster owned by one test. */
+export interface EtcdCluster extends AsyncDisposable {
+  readonly provider: EtcdProvider;
+  /** Client URLs of all members, e.g. `http://127.0.0.1:40123`, for `new Etcd3({ hosts })`. */
+  readonly endpoints: string[];
+  readonly members: EtcdMember[];
+  /** Wait until every running member reports healthy. */
+  waitHealthy(options?: WaitHealthyOptions): Promise<void>;
+  /**
+   * Stop every member (resuming paused ones first; SIGKILL after 3 s) and delete all
+   * temp dirs. Safe to call more than once; later calls return the same promise.
+   */
+  stop(): Promise<void>;
+  /** Same as `stop()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+const DEFAULT_START_TIMEOUT_MS = 30_000;
+
+/**
+ * Starts a fresh etcd cluster for a test and resolves once every member is healthy.
+ *
+ * @example
+ * ```ts
+ * await using cluster = await startEtcdCluster({ size: 3 });
+ * const client = new Etcd3({ hosts: cluster.endpoints });
+ * ```
+ */
+export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
+  const name = options.name ?? "etcd";
+  // Names end up in etcd flags, file names and URLs-adjacent strings: keep them boring.
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$/.test(name)) {
+    throw new HarnessConfigError(`cluster name ${JSON.stringify(name)} must match [A-Za-z0-9][A-Za-z0-9_-]*`);
+  }
+  const size = options.size ?? 1;
+  if (size !== 1 && size !== 3) throw new HarnessConfigError(`cluster size must be 1 or 3, got ${size}`);
+  const resolved: ResolvedEtcdClusterOptions = {
+    size,
+    name,
+    logDir: options.logDir,
+    startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
+    signal: options.signal,
+  };
+  resolved.signal?.throwIfAborted();
+  switch (resolveEtcdProvider(options.provider)) {
+    case "binary":
+      return startBinaryEtcdCluster(resolved);
+    case "testcontainers":
+      return startContainerEtcdCluster(resolved);
+  }
+}

@@ -1,0 +1,265 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { getFreePorts } from "../harness/free-port.js";
+import { withParentDeathSignal } from "../harness/parent-death-signal.js";
+import { trackChild } from "../harness/process-registry.js";
+
+/** The coordinator's CLI entry (built by `pnpm build`). */
+export const coordinatorBin = fileURLToPath(
+  new URL("../../../packages/coordinator/bin/coordinator.js", import.meta.url),
+);
+
+/** One parsed JSON log line of a replica, with the time we received it. */
+export interface LogLine {
+  readonly at: number;
+  readonly event?: string;
+  readonly [key: string]: unknown;
+}
+
+export interface RmProcessOptions {
+  readonly id: string;
+  readonly etcd: readonly string[];
+  readonly namespace: string;
+  readonly port: number;
+  readonly httpPort: number;
+  /** Extra CLI flags, e.g. ["--leader-ttl", "2"]. */
+  readonly args?: readonly string[];
+}
+
+/**
+ * A real coordinator replica process: started with the CLI, its JSON logs collected, and
+ * killable for real (SIGKILL), stoppable (SIGTERM), pausable (SIGSTOP/SIGCONT).
+ */
+export class RmProcess {
+  readonly options: RmProcessOptions;
+  readonly logs: LogLine[] = [];
+  readonly stderr: string[] = [];
+  #child: ChildProcess | undefined;
+  #exit: Promise<number | null> = Promise.resolve(null);
+  #paused = false;
+  readonly #waiters = new Set<() => void>();
+
+  constructor(options: RmProcessOptions) {
+    this.options = options;
+  }
+
+  get id(): string {
+    return this.options.id;
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.options.port}`;
+  }
+
+  get httpUrl(): string {
+    return `http://127.0.0.1:${this.options.httpPort}`;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  get running(): boolean {
+    return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  /** Resolves with the exit code (null when killed by a signal). */
+  get exited(): Promise<number | null> {
+    return this.#exit;
+  }
+
+  start(): void {
+    const o = this.options;
+    const args = [
+      coordinatorBin,
+      "serve",
+      "--etcd",
+      o.etcd.join(","),
+      "--listen",
+      this.address,
+      "--http-listen",
+      `127.0.0.1:${o.httpPort}`,
+      "--id",
+      o.id,
+      "--namespace",
+      o.namespace,
+      ...(o.args ?? []),
+    ];
+    const cmd = withParentDeathSignal(process.execPath, args);
+    const child = spawn(cmd.command, [...cmd.args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, LOG_LEVEL: "info" },
+    });
+    trackChild(child);
+    this.#child = child;
+    this.#paused = false;
+    this.#exit = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      try {
+        this.logs.push({ at: performance.now(), ...(JSON.parse(line) as Record<string, unknown>) });
+      } catch {
+        this.stderr.push(line);
+      }
+      for (const w of this.#waiters) w();
+    });
+    createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) =>
+      this.stderr.push(line),
+    );
+  }
+
+  /** Waits for a log line matching `pred` (searching lines from `fromIndex`). */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 15_000, fromIndex = 0): Promise<LogLine> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        for (let i = fromIndex; i < this.logs.length; i++) {
+          const l = this.logs[i];
+          if (l !== undefined && pred(l)) {
+            cleanup();
+            resolve(l);
+            return true;
+          }
+        }
+        return false;
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(
+          new Error(`${this.id}: no matching log line within ${timeoutMs} ms; last lines:\n${this.tail(10)}`),
+        );
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(waiter);
+      };
+      const waiter = () => void check();
+      this.#waiters.add(waiter);
+      check();
+    });
+  }
+
+  tail(n: number): string {
+    return [...this.logs.slice(-n).map((l) => JSON.stringify(l)), ...this.stderr.slice(-n)].join("\n");
+  }
+
+  /** GET /status from the replica. */
+  async status(): Promise<{
+    role: string;
+    leaderEpoch: number;
+    etcdWrites: number;
+    leader: { id: string; address: string } | null;
+  }> {
+    const res = await fetch(`${this.httpUrl}/status`, { signal: AbortSignal.timeout(2000) });
+    return (await res.json()) as {
+      role: string;
+      leaderEpoch: number;
+      etcdWrites: number;
+      leader: { id: string; address: string } | null;
+    };
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.#child?.pid !== undefined && this.running) process.kill(this.#child.pid, sig);
+  }
+
+  async kill(): Promise<void> {
+    if (!this.running) return;
+    if (this.#paused) this.resume();
+    this.signal("SIGKILL");
+    await this.#exit;
+  }
+
+  /** SIGTERM and wait for the exit code. */
+  async stop(): Promise<number | null> {
+    if (!this.running) return this.#exit;
+    if (this.#paused) this.resume();
+    this.signal("SIGTERM");
+    const timer = setTimeout(() => this.signal("SIGKILL"), 10_000);
+    try {
+      return await this.#exit;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  pause(): void {
+    this.signal("SIGSTOP");
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.signal("SIGCONT");
+    this.#paused = false;
+  }
+}
+
+export interface RmClusterOptions {
+  readonly etcd: readonly string[];
+  readonly count?: number;
+  readonly namespace?: string;
+  readonly args?: readonly string[];
+}
+
+/** N replicas against one etcd, on free loopback ports, each in its own process. */
+export class RmCluster implements AsyncDisposable {
+  readonly replicas: RmProcess[];
+  readonly namespace: string;
+
+  private constructor(replicas: RmProcess[], namespace: string) {
+    this.replicas = replicas;
+    this.namespace = namespace;
+  }
+
+  static async start(o: RmClusterOptions): Promise<RmCluster> {
+    const count = o.count ?? 3;
+    const namespace = o.namespace ?? `/test-${randomBytes(4).toString("hex")}`;
+    const ports = await getFreePorts(count * 2);
+    const replicas = Array.from({ length: count }, (_, i) => {
+      return new RmProcess({
+        id: `rm-${i + 1}`,
+        etcd: o.etcd,
+        namespace,
+        port: ports[2 * i] ?? 0,
+        httpPort: ports[2 * i + 1] ?? 0,
+        args: o.args,
+      });
+    });
+    for (const r of replicas) r.start();
+    const cluster = new RmCluster(replicas, namespace);
+    await cluster.waitForLeader();
+    return cluster;
+  }
+
+  get addresses(): string[] {
+    return this.replicas.map((r) => r.address);
+  }
+
+  /** Polls /status of the running replicas until exactly one says it leads; returns it. */
+  async waitForLeader(options: { timeoutMs?: number; not?: RmProcess } = {}): Promise<RmProcess> {
+    const deadline = performance.now() + (options.timeoutMs ?? 20_000);
+    let last = "";
+    while (performance.now() < deadline) {
+      const leaders: RmProcess[] = [];
+      for (const r of this.replicas) {
+        if (!r.running || r === options.not) continue;
+        try {
+          if ((await r.status()).role === "leader") leaders.push(r);
+        } catch (e) {
+          last = String(e);
+        }
+      }
+      if (leaders.length === 1 && leaders[0] !== undefined) return leaders[0];
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`no single leader within the timeout (${last})`);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.replicas.map((r) => r.kill()));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
