@@ -11,6 +11,7 @@ import { pollUntilHealthy } from "./etcd-health.js";
 import { DEFAULT_HEALTH_TIMEOUT_MS, type EtcdMember, type WaitHealthyOptions } from "./etcd-member.js";
 import { readLogTail } from "./log-tail.js";
 import { withParentDeathSignal } from "./parent-death-signal.js";
+import { waitForStopStateSync } from "./proc-state.js";
 import { trackChild } from "./process-registry.js";
 
 /** Everything needed to (re)start one member as a local `etcd` process. */
@@ -108,12 +109,17 @@ export class BinaryEtcdMember implements EtcdMember {
     if (this.#paused) return;
     this.#signal("SIGSTOP");
     this.#paused = true;
+    const pid = this.pid;
+    if (pid !== undefined) waitForStopStateSync(pid, true);
   }
 
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
-    if (this.running) this.#signal("SIGCONT");
+    const pid = this.pid;
+    if (pid === undefined) return;
+    this.#signal("SIGCONT");
+    waitForStopStateSync(pid, false);
   }
 
   async restart(options?: WaitHealthyOptions): Promise<void> {

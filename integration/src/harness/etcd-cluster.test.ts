@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { Etcd3 } from "etcd3";
 import { afterEach, describe, expect, it } from "vitest";
 import { type EtcdCluster, type EtcdMember, startEtcdCluster } from "./index.js";
+import { readProcessState } from "./proc-state.js";
 import { isProcessAlive, TEMP_DIR_PREFIX } from "./process-registry.js";
 
 const clusters: EtcdCluster[] = [];
@@ -47,16 +48,27 @@ async function expectPutToFail(client: Etcd3, key: string, deadlineMs: number): 
   expect(Date.now() - startedAt).toBeLessThan(deadlineMs + 2_000);
 }
 
-/** `T` (stopped) or `t` (traced) while SIGSTOPped, per proc(5). */
-function processState(pid: number): string {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  return stat.slice(stat.lastIndexOf(")") + 2).charAt(0);
-}
-
 function harnessDirsNamed(name: string): string[] {
   return readdirSync(tmpdir()).filter((entry) =>
     entry.startsWith(`${TEMP_DIR_PREFIX}${process.pid}-${name}-`),
   );
+}
+
+/** Pids of live etcd processes this test process spawned for members of cluster `name`. */
+function etcdChildrenNamed(name: string): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        const parentPid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        return parentPid === process.pid && args[args.indexOf("--name") + 1]?.startsWith(`${name}-`);
+      } catch {
+        return false; // exited while we looked
+      }
+    })
+    .map(Number);
 }
 
 function member(from: EtcdCluster, index: number): EtcdMember {
@@ -155,7 +167,7 @@ describe("startEtcdCluster (binary provider)", () => {
     frozen.pause();
     expect(frozen.paused).toBe(true);
     expect(frozen.running).toBe(true);
-    expect(processState(frozenPid)).toBe("T");
+    expect(readProcessState(frozenPid)).toBe("T");
     // The frozen member accepts TCP connections (the kernel does that) but answers nothing.
     await expect(get(clientFor(frozen), "k", 1_000)).rejects.toThrow();
     // The rest of the cluster still has quorum, even if the frozen member was the leader.
@@ -163,7 +175,7 @@ describe("startEtcdCluster (binary provider)", () => {
 
     frozen.resume();
     expect(frozen.paused).toBe(false);
-    expect(processState(frozenPid)).not.toBe("T");
+    expect(readProcessState(frozenPid)).not.toBe("T");
     await frozen.waitHealthy();
     expect(await get(clientFor(frozen), "k")).toBe("written-while-frozen");
   });
@@ -201,9 +213,12 @@ describe("startEtcdCluster (binary provider)", () => {
     const controller = new AbortController();
     const reason = new Error("test gave up");
     const starting = startEtcdCluster({ size: 3, name: "aborted", signal: controller.signal });
-    setTimeout(() => controller.abort(reason), 100);
+    // Abort once the members exist, i.e. while the start waits for them to be healthy.
+    await expect.poll(() => etcdChildrenNamed("aborted").length, { timeout: 5_000, interval: 5 }).toBe(3);
+    controller.abort(reason);
 
     await expect(starting).rejects.toBe(reason);
+    expect(etcdChildrenNamed("aborted")).toEqual([]);
     expect(harnessDirsNamed("aborted")).toEqual([]);
   });
 });

@@ -31,6 +31,7 @@ export class LeaseKeeper {
   #opening: Promise<void> | undefined;
   // Keep-alive answers on one stream come back in request order, per lease.
   readonly #inFlight = new Map<string, number[]>();
+  readonly #pending = new Set<string>();
   #closed = false;
 
   constructor(client: Etcd3, log: Logger, onAck: (ack: LeaseAck) => void) {
@@ -59,6 +60,7 @@ export class LeaseKeeper {
   /** Forgets a lease's pending answers (after the owner stops caring about it). */
   forget(leaseId: string): void {
     this.#inFlight.delete(leaseId);
+    this.#pending.delete(leaseId);
   }
 
   /** Sends one keep-alive for `leaseId` (opening the stream if needed). Never throws. */
@@ -66,6 +68,8 @@ export class LeaseKeeper {
     if (this.#closed) return;
     const stream = this.#stream;
     if (stream === undefined) {
+      // Sent as soon as the stream is open: dropping it would let an adopted lease run out.
+      this.#pending.add(leaseId);
       void this.#open();
       return;
     }
@@ -103,6 +107,9 @@ export class LeaseKeeper {
           if (this.#stream === stream) this.#reset();
         });
         this.#stream = stream;
+        const pending = [...this.#pending];
+        this.#pending.clear();
+        for (const id of pending) this.keepAlive(id);
       } catch (e) {
         this.#log.warn({ event: "lease_keepalive_open_failed", err: String(e) });
       } finally {

@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// An example sharded job: it joins a worker group, and for every shard it owns streams
+// that shard's records (`taskId % totalShards == shardId`) from the coordinator's data
+// source and "processes" them. It prints one JSON line per event on stdout, each with a
+// wall-clock time in ms, so a run can be replayed as an ownership timeline.
+//
+// Usage: node examples/dist/dataset-job.js --node <id> [--group demo]
+//          [--coordinators 127.0.0.1:50051,127.0.0.1:50052] [--item-ms 50] [--loop]
+import { parseArgs } from "node:util";
+import { connectWorker, type Shard } from "@org/worker-sdk";
+
+const { values } = parseArgs({
+  options: {
+    node: { type: "string" },
+    group: { type: "string", default: "demo" },
+    coordinators: { type: "string", default: "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053" },
+    "item-ms": { type: "string", default: "50" },
+    loop: { type: "boolean", default: false },
+    capacity: { type: "string", default: "1" },
+  },
+});
+if (values.node === undefined) {
+  process.stderr.write("dataset-job: --node <id> is required\n");
+  process.exit(2);
+}
+const itemMs = Number(values["item-ms"]);
+const print = (event: string, fields: Record<string, unknown> = {}) =>
+  process.stdout.write(`${JSON.stringify({ t: Date.now(), node: values.node, event, ...fields })}\n`);
+
+const stop = new AbortController();
+process.on("SIGTERM", () => stop.abort());
+process.on("SIGINT", () => stop.abort());
+
+const worker = await connectWorker({
+  coordinators: values.coordinators.split(","),
+  group: values.group,
+  nodeId: values.node,
+  capacity: Number(values.capacity),
+  signal: stop.signal,
+});
+print("joined", { assignment: worker.assignment });
+
+void (async () => {
+  for await (const e of worker.events()) {
+    if (e.type === "assignment") print("assignment", { ...e.assignment });
+    else if (e.type === "shard_started" || e.type === "shard_stopped") print(e.type, { shard: e.shard.id, totalShards: e.shard.totalShards, version: e.shard.version });
+    else if (e.type === "connected") print("connected", { coordinator: e.coordinator, leaderEpoch: e.leaderEpoch, resumed: e.resumed });
+    else if (e.type === "disconnected") print("disconnected", { coordinator: e.coordinator, reason: e.reason });
+    else if (e.type === "fenced") print("fenced");
+    else if (e.type === "released") print("released", { version: e.version });
+  }
+})();
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+
+let processed = 0;
+await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
+  do {
+    try {
+      for await (const rec of worker.fetchShardData(shard, { batchSize: 50, signal })) {
+        if (signal.aborted) break;
+        // Check ownership right before the side effect: the SDK aborts `signal` the moment
+        // the shard is lost, and owns() is false from that instant.
+        if (!worker.owns(rec.id)) break;
+        print("processed", { shard: shard.id, totalShards: shard.totalShards, version: shard.version, id: rec.id });
+        processed += 1;
+        await sleep(itemMs, signal);
+      }
+    } catch (e) {
+      if (!signal.aborted) print("fetch_failed", { shard: shard.id, error: String(e) });
+    }
+    if (values.loop) await sleep(1000, signal);
+  } while (values.loop && !signal.aborted);
+  if (!signal.aborted) print("shard_done", { shard: shard.id });
+  await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+});
+print("closed", { processed });
