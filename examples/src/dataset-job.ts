@@ -43,9 +43,12 @@ print("joined", { assignment: worker.assignment });
 void (async () => {
   for await (const e of worker.events()) {
     if (e.type === "assignment") print("assignment", { ...e.assignment });
-    else if (e.type === "shard_started" || e.type === "shard_stopped") print(e.type, { shard: e.shard.id, totalShards: e.shard.totalShards, version: e.shard.version });
-    else if (e.type === "connected") print("connected", { coordinator: e.coordinator, leaderEpoch: e.leaderEpoch, resumed: e.resumed });
-    else if (e.type === "disconnected") print("disconnected", { coordinator: e.coordinator, reason: e.reason });
+    else if (e.type === "shard_started" || e.type === "shard_stopped")
+      print(e.type, { shard: e.shard.id, totalShards: e.shard.totalShards, version: e.shard.version });
+    else if (e.type === "connected")
+      print("connected", { coordinator: e.coordinator, leaderEpoch: e.leaderEpoch, resumed: e.resumed });
+    else if (e.type === "disconnected")
+      print("disconnected", { coordinator: e.coordinator, reason: e.reason });
     else if (e.type === "fenced") print("fenced");
     else if (e.type === "released") print("released", { version: e.version });
   }
@@ -54,10 +57,14 @@ void (async () => {
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const t = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
   });
 
 let processed = 0;
@@ -69,7 +76,12 @@ await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
         // Check ownership right before the side effect: the SDK aborts `signal` the moment
         // the shard is lost, and owns() is false from that instant.
         if (!worker.owns(rec.id)) break;
-        print("processed", { shard: shard.id, totalShards: shard.totalShards, version: shard.version, id: rec.id });
+        print("processed", {
+          shard: shard.id,
+          totalShards: shard.totalShards,
+          version: shard.version,
+          id: rec.id,
+        });
         processed += 1;
         await sleep(itemMs, signal);
       }
@@ -78,7 +90,9 @@ await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
     }
     if (values.loop) await sleep(1000, signal);
   } while (values.loop && !signal.aborted);
-  if (!signal.aborted) print("shard_done", { shard: shard.id });
+  if (signal.aborted) return;
+  print("shard_done", { shard: shard.id });
+  // Keep the shard until it is taken away.
   await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 });
 print("closed", { processed });

@@ -5,6 +5,7 @@ import { BinaryEtcdMember } from "./binary-etcd-member.js";
 import { EtcdPortInUseError } from "./errors.js";
 import type { EtcdCluster, ResolvedEtcdClusterOptions } from "./etcd-cluster.js";
 import type { EtcdMember, WaitHealthyOptions } from "./etcd-member.js";
+import { fetchMemberStatus } from "./etcd-status.js";
 import { getFreePorts, LOOPBACK_HOST } from "./free-port.js";
 import { sweepOrphanedTempDirs, tempDirPrefix, trackTempDir, untrackTempDir } from "./process-registry.js";
 
@@ -131,14 +132,37 @@ async function stopAndRemove(
   members: readonly BinaryEtcdMember[],
   tempDirs: readonly string[],
 ): Promise<void> {
-  // One member at a time on purpose: SIGTERM makes a leader hand leadership to a
-  // live peer first. Stopped together, the leader waits seconds for peers that are
-  // themselves shutting down; stopped in turn, each member exits in ~50 ms.
-  for (const member of members) await member.stop();
+  for (const member of await inShutdownOrder(members)) await member.stop();
   await Promise.all(
     tempDirs.map(async (dir) => {
       await rm(dir, { recursive: true, force: true, maxRetries: 3 });
       untrackTempDir(dir);
     }),
+  );
+}
+
+/**
+ * Orders running members so that believed leaders stop last, one at a time.
+ *
+ * On SIGTERM an etcd leader first hands leadership to the peer it believes is
+ * most connected and waits (up to its ~6 s request timeout) for that to finish.
+ * Stopped all at once, or with the leader early, that peer may be exiting or
+ * frozen and the leader sits out the wait until our SIGKILL. Followers stopping
+ * first close their peer connections, so the leader finds no live peer and exits
+ * at once; each member then takes ~50 ms. Paused members are resumed first: the
+ * status probe needs them to answer, and SIGTERM waits for SIGCONT anyway.
+ */
+async function inShutdownOrder(members: readonly BinaryEtcdMember[]): Promise<BinaryEtcdMember[]> {
+  const running = members.filter((member) => member.running);
+  for (const member of running) member.resume();
+  const statuses = await Promise.all(running.map((member) => fetchMemberStatus(member.clientUrl)));
+  const leaderIds = new Set(statuses.map((status) => status?.leaderId).filter((id) => id !== undefined));
+  const isLeader = (index: number): boolean => {
+    const memberId = statuses[index]?.memberId;
+    return memberId !== undefined && leaderIds.has(memberId);
+  };
+  const order = running.map((member, index) => ({ member, last: isLeader(index) }));
+  return [...order.filter((entry) => !entry.last), ...order.filter((entry) => entry.last)].map(
+    (entry) => entry.member,
   );
 }

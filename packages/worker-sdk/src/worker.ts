@@ -129,6 +129,7 @@ export class Worker implements AsyncDisposable {
   #closeError: Error | undefined;
   #welcomed: { resolve: () => void; reject: (e: Error) => void } | undefined;
   #retiring = false;
+  #connectedTo: string | undefined;
   #cpu = process.cpuUsage();
   #cpuAt = performance.now();
 
@@ -182,6 +183,11 @@ export class Worker implements AsyncDisposable {
     };
   }
 
+  /** The replica (host:port) of the current stream; undefined while reconnecting. */
+  get coordinator(): string | undefined {
+    return this.#connectedTo;
+  }
+
   /** The leader epoch of the coordinator we last heard from. */
   get leaderEpoch(): number {
     return this.#leaderEpoch;
@@ -193,6 +199,12 @@ export class Worker implements AsyncDisposable {
    * in an active version and the session is not fenced.
    */
   owns(taskId: number | bigint | string): boolean {
+    // Checked synchronously against the fence, not only by the periodic tick: after a
+    // process pause, a handler's timer may run before the tick that would fence us.
+    if (!this.#fence.valid(performance.now())) {
+      this.#onTick();
+      return false;
+    }
     const total = this.#ownership.runningTotalShards;
     if (total === 0) return false;
     return this.#ownership.runs(shardOf(taskId, total), total);
@@ -446,6 +458,7 @@ export class Worker implements AsyncDisposable {
         if (kind.case === "welcome") {
           const w = kind.value;
           welcomed = true;
+          this.#connectedTo = target;
           onWelcome();
           this.#sessionToken = w.sessionToken;
           this.#leaderEpoch = Number(w.leaderEpoch);
@@ -517,6 +530,7 @@ export class Worker implements AsyncDisposable {
       return welcomed;
     } finally {
       clearInterval(heartbeat);
+      this.#connectedTo = undefined;
       this.#closing.signal.removeEventListener("abort", onClose);
       out.close();
       if (this.#out === out) this.#out = undefined;

@@ -1,0 +1,102 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { withParentDeathSignal } from "../harness/parent-death-signal.js";
+import { trackChild } from "../harness/process-registry.js";
+
+/** The example dataset job (built by `pnpm build`): a real worker process using the SDK. */
+export const datasetJob = fileURLToPath(new URL("../../../examples/dist/dataset-job.js", import.meta.url));
+
+/** One JSON line the job printed: `t` is its wall clock in ms. */
+export interface JobEvent {
+  readonly t: number;
+  readonly node: string;
+  readonly event: string;
+  readonly shard?: number;
+  readonly totalShards?: number;
+  readonly version?: number;
+  readonly id?: string;
+  readonly [key: string]: unknown;
+}
+
+/** A dataset-job process whose event lines are collected as they arrive. */
+export class JobProcess {
+  readonly events: JobEvent[] = [];
+  readonly stderr: string[] = [];
+  readonly #child: ChildProcess;
+  readonly exited: Promise<number | null>;
+  readonly #waiters = new Set<() => void>();
+
+  constructor(args: {
+    node: string;
+    group: string;
+    coordinators: readonly string[];
+    itemMs?: number;
+    loop?: boolean;
+  }) {
+    const cmd = withParentDeathSignal(process.execPath, [
+      datasetJob,
+      "--node",
+      args.node,
+      "--group",
+      args.group,
+      "--coordinators",
+      args.coordinators.join(","),
+      "--item-ms",
+      String(args.itemMs ?? 20),
+      ...(args.loop === false ? [] : ["--loop"]),
+    ]);
+    this.#child = spawn(cmd.command, [...cmd.args], { stdio: ["ignore", "pipe", "pipe"] });
+    trackChild(this.#child);
+    this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
+    createInterface({ input: this.#child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      try {
+        this.events.push(JSON.parse(line) as JobEvent);
+      } catch {
+        this.stderr.push(line);
+      }
+      for (const w of this.#waiters) w();
+    });
+    createInterface({ input: this.#child.stderr as NodeJS.ReadableStream }).on("line", (l) =>
+      this.stderr.push(l),
+    );
+  }
+
+  waitFor(pred: (e: JobEvent) => boolean, timeoutMs = 15_000, from = 0): Promise<JobEvent> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const e = this.events.slice(from).find(pred);
+        if (e !== undefined) {
+          done();
+          resolve(e);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(
+          new Error(
+            `no matching job event within ${timeoutMs} ms; last: ${JSON.stringify(this.events.slice(-5))} ${this.stderr.slice(-5).join("\n")}`,
+          ),
+        );
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(check);
+      };
+      this.#waiters.add(check);
+      check();
+    });
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.#child.pid !== undefined && this.#child.exitCode === null) process.kill(this.#child.pid, sig);
+  }
+
+  async stop(): Promise<void> {
+    this.signal("SIGCONT");
+    this.signal("SIGTERM");
+    const t = setTimeout(() => this.signal("SIGKILL"), 5000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
