@@ -27,8 +27,8 @@ function clientFor(...members: EtcdMember[]): Etcd3 {
   return client;
 }
 
-function put(client: Etcd3, key: string, value: string, deadlineMs = 10_000): Promise<unknown> {
-  return client
+async function put(client: Etcd3, key: string, value: string, deadlineMs = 10_000): Promise<void> {
+  await client
     .put(key)
     .value(value)
     .options({ deadline: Date.now() + deadlineMs });
