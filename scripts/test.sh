@@ -5,5 +5,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 echo "== buf lint"; pnpm exec buf lint
 echo "== proto:check"; pnpm run --silent proto:check
-echo "== biome"; pnpm exec biome ci .
+echo "== biome"; pnpm exec biome ci --colors=off .
 echo "== vitest"; pnpm exec vitest run "$@"
