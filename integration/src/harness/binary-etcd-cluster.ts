@@ -79,7 +79,9 @@ class BinaryEtcdCluster implements EtcdCluster {
       await waitAllHealthy(members, { timeoutMs: options.startTimeoutMs, signal: options.signal });
       return new BinaryEtcdCluster(members, tempDirs);
     } catch (error) {
-      await stopAndRemove(members, tempDirs);
+      // A cluster that never came up has nothing to shut down gracefully, and etcd
+      // can sit on SIGTERM for seconds mid-bootstrap.
+      await stopAndRemove(members, tempDirs, false);
       throw error;
     }
   }
@@ -96,7 +98,7 @@ class BinaryEtcdCluster implements EtcdCluster {
   }
 
   stop(): Promise<void> {
-    this.#stopping ??= stopAndRemove(this.#members, this.#tempDirs);
+    this.#stopping ??= stopAndRemove(this.#members, this.#tempDirs, true);
     return this.#stopping;
   }
 
@@ -131,8 +133,13 @@ async function waitAllHealthy(
 async function stopAndRemove(
   members: readonly BinaryEtcdMember[],
   tempDirs: readonly string[],
+  graceful: boolean,
 ): Promise<void> {
-  for (const member of await inShutdownOrder(members)) await member.stop();
+  if (graceful) {
+    for (const member of await inShutdownOrder(members)) await member.retire(true);
+  }
+  // Kills whatever is left; also marks members that were not running as retired.
+  await Promise.all(members.map((member) => member.retire(false)));
   await Promise.all(
     tempDirs.map(async (dir) => {
       await rm(dir, { recursive: true, force: true, maxRetries: 3 });

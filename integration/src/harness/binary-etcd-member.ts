@@ -36,6 +36,7 @@ export class BinaryEtcdMember implements EtcdMember {
   #exited: Promise<void> = Promise.resolve();
   #spawnError: Error | undefined;
   #paused = false;
+  #retired = false;
 
   private constructor(spec: BinaryMemberSpec) {
     this.#spec = spec;
@@ -123,9 +124,21 @@ export class BinaryEtcdMember implements EtcdMember {
   }
 
   async restart(options?: WaitHealthyOptions): Promise<void> {
+    // After the cluster's stop() the data dir is gone: etcd would silently found a
+    // new one-member cluster in an untracked directory.
+    if (this.#retired) throw new EtcdMemberStateError(this.name, "cannot restart: its cluster was stopped");
     await this.stop();
     this.#spawnProcess();
     await this.waitHealthy(options);
+  }
+
+  /**
+   * Stop for good, as part of the cluster's teardown; `restart()` is refused
+   * afterwards. Not `graceful` means SIGKILL right away.
+   */
+  async retire(graceful: boolean): Promise<void> {
+    this.#retired = true;
+    await (graceful ? this.stop() : this.kill());
   }
 
   async waitHealthy(options: WaitHealthyOptions = {}): Promise<void> {

@@ -1,8 +1,10 @@
 import { readdirSync, readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Etcd3 } from "etcd3";
 import { afterEach, describe, expect, it } from "vitest";
-import { type EtcdCluster, type EtcdMember, startEtcdCluster } from "./index.js";
+import { type EtcdCluster, type EtcdMember, EtcdMemberStateError, startEtcdCluster } from "./index.js";
 import { readProcessState } from "./proc-state.js";
 import { isProcessAlive, TEMP_DIR_PREFIX } from "./process-registry.js";
 
@@ -196,6 +198,28 @@ describe("startEtcdCluster (binary provider)", () => {
     expect(harnessDirsNamed("cleanup")).toEqual([]);
     // Idempotent: a second stop (as afterEach does) is a no-op.
     await expect(etcd.stop()).resolves.toBeUndefined();
+    // Its data dirs are gone, so bringing a member back would found a different cluster.
+    await expect(member(etcd, 0).restart()).rejects.toThrow(EtcdMemberStateError);
+  });
+
+  it("keeps member logs in logDir after stop() when asked to", async () => {
+    const logDir = await mkdtemp(join(tmpdir(), "etcd-harness-logs-"));
+    try {
+      const etcd = await startEtcdCluster({ name: "logged", logDir });
+      const client = clientFor(member(etcd, 0));
+      await put(client, "k", "v");
+      client.close();
+      await etcd.stop();
+
+      const logs = readdirSync(logDir);
+      expect(logs).toHaveLength(1);
+      expect(logs[0]).toMatch(/^logged-0\..+\.log$/);
+      const text = readFileSync(join(logDir, logs[0] ?? ""), "utf8");
+      expect(text).toContain("ready to serve client requests");
+      expect(harnessDirsNamed("logged")).toEqual([]);
+    } finally {
+      await rm(logDir, { recursive: true, force: true });
+    }
   });
 
   it("stops the cluster at the end of an `await using` block", async () => {

@@ -41,8 +41,9 @@ export interface EtcdCluster extends AsyncDisposable {
   /** Wait until every running member reports healthy. */
   waitHealthy(options?: WaitHealthyOptions): Promise<void>;
   /**
-   * Stop every member (resuming paused ones first; SIGKILL after 3 s) and delete all
-   * temp dirs. Safe to call more than once; later calls return the same promise.
+   * Stop every member (SIGTERM, SIGKILL after 3 s; paused ones are resumed first,
+   * the leader goes last) and delete all temp dirs. Safe to call more than once;
+   * later calls return the same promise. Members cannot be restarted afterwards.
    */
   stop(): Promise<void>;
   /** Same as `stop()`, for `await using`. */

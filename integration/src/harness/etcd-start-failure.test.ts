@@ -1,5 +1,5 @@
-import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { readdirSync } from "node:fs";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -27,10 +27,7 @@ afterEach(async () => {
 /** Installs a fake `etcd` that records each invocation in `calls` and then runs `body`. */
 async function installFakeEtcd(body: string): Promise<string> {
   const calls = join(fakeBinDir, "calls");
-  await writeFile(
-    join(fakeBinDir, "etcd"),
-    `#!/bin/sh\necho "$*" >> "${calls}"\n${body}\n`,
-  );
+  await writeFile(join(fakeBinDir, "etcd"), `#!/bin/sh\necho "$*" >> "${calls}"\n${body}\n`);
   await chmod(join(fakeBinDir, "etcd"), 0o755);
   return calls;
 }

@@ -94,7 +94,7 @@ export interface OwnershipDiff {
    * their owner, which this count deliberately does not try to model.
    */
   readonly moved: number;
-  /** nodeId -> shards it owned before and does not own now (departed nodes included); only non-empty lists. */
+  /** nodeId -> shards it owned before and does not own now (departed nodes too); only non-empty lists. */
   readonly losses: Readonly<Record<string, readonly number[]>>;
   /** nodeId -> shards it owns now and did not before; only non-empty lists. */
   readonly gains: Readonly<Record<string, readonly number[]>>;
