@@ -6,8 +6,15 @@
 //
 // Usage: node examples/dist/dataset-job.js --node <id> [--group demo]
 //          [--coordinators 127.0.0.1:50051,127.0.0.1:50052] [--item-ms 50] [--loop]
+//          [--checkpoint-etcd http://127.0.0.1:2379 --checkpoint-prefix /ckpt/]
+//
+// With --checkpoint-etcd the job is at-least-once with a checkpoint, as real jobs are: it
+// skips items already marked done under the prefix and marks each item after processing,
+// so a new owner resumes where the last one stopped. Only an item in flight when its
+// worker dies can be processed twice.
 import { parseArgs } from "node:util";
 import { connectWorker, type Shard } from "@org/worker-sdk";
+import { Etcd3 } from "etcd3";
 
 const { values } = parseArgs({
   options: {
@@ -17,8 +24,18 @@ const { values } = parseArgs({
     "item-ms": { type: "string", default: "50" },
     loop: { type: "boolean", default: false },
     capacity: { type: "string", default: "1" },
+    "checkpoint-etcd": { type: "string" },
+    "checkpoint-prefix": { type: "string", default: "/checkpoints/" },
+    // Start only on SIGUSR2: lets a drill release many workers at the same instant.
+    "wait-for-signal": { type: "boolean", default: false },
   },
 });
+if (values["wait-for-signal"]) {
+  await new Promise<void>((resolve) => process.once("SIGUSR2", () => resolve()));
+}
+const ckptHosts = values["checkpoint-etcd"];
+const checkpoint = ckptHosts === undefined ? undefined : new Etcd3({ hosts: ckptHosts.split(",") });
+const ckptKey = (id: string) => `${values["checkpoint-prefix"]}${id}`;
 if (values.node === undefined) {
   process.stderr.write("dataset-job: --node <id> is required\n");
   process.exit(2);
@@ -75,6 +92,7 @@ await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
         if (signal.aborted) break;
         // Check ownership right before the side effect: the SDK aborts `signal` the moment
         // the shard is lost, and owns() is false from that instant.
+        if (checkpoint !== undefined && (await checkpoint.get(ckptKey(rec.id)).string()) !== null) continue;
         if (!worker.owns(rec.id)) break;
         print("processed", {
           shard: shard.id,
@@ -84,6 +102,7 @@ await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
         });
         processed += 1;
         await sleep(itemMs, signal);
+        await checkpoint?.put(ckptKey(rec.id)).value(values.node ?? "");
       }
     } catch (e) {
       if (!signal.aborted) print("fetch_failed", { shard: shard.id, error: String(e) });
@@ -95,4 +114,5 @@ await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
   // Keep the shard until it is taken away.
   await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 });
+checkpoint?.close();
 print("closed", { processed });

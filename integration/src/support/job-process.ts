@@ -33,6 +33,9 @@ export class JobProcess {
     coordinators: readonly string[];
     itemMs?: number;
     loop?: boolean;
+    checkpointEtcd?: readonly string[];
+    checkpointPrefix?: string;
+    waitForSignal?: boolean;
   }) {
     const cmd = withParentDeathSignal(process.execPath, [
       datasetJob,
@@ -45,6 +48,15 @@ export class JobProcess {
       "--item-ms",
       String(args.itemMs ?? 20),
       ...(args.loop === false ? [] : ["--loop"]),
+      ...(args.waitForSignal === true ? ["--wait-for-signal"] : []),
+      ...(args.checkpointEtcd === undefined
+        ? []
+        : [
+            "--checkpoint-etcd",
+            args.checkpointEtcd.join(","),
+            "--checkpoint-prefix",
+            args.checkpointPrefix ?? "/checkpoints/",
+          ]),
     ]);
     this.#child = spawn(cmd.command, [...cmd.args], { stdio: ["ignore", "pipe", "pipe"] });
     trackChild(this.#child);
@@ -88,8 +100,21 @@ export class JobProcess {
     });
   }
 
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  get running(): boolean {
+    return this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
   signal(sig: NodeJS.Signals): void {
-    if (this.#child.pid !== undefined && this.#child.exitCode === null) process.kill(this.#child.pid, sig);
+    if (this.#child.pid === undefined || !this.running) return;
+    try {
+      process.kill(this.#child.pid, sig);
+    } catch {
+      // exited between the check and the signal
+    }
   }
 
   async stop(): Promise<void> {

@@ -199,6 +199,8 @@ export interface RmClusterOptions {
   readonly count?: number;
   readonly namespace?: string;
   readonly args?: readonly string[];
+  /** Per-replica etcd endpoints (e.g. one replica behind a fault proxy); default `etcd`. */
+  readonly etcdFor?: (index: number) => readonly string[];
 }
 
 /** N replicas against one etcd, on free loopback ports, each in its own process. */
@@ -218,7 +220,7 @@ export class RmCluster implements AsyncDisposable {
     const replicas = Array.from({ length: count }, (_, i) => {
       return new RmProcess({
         id: `rm-${i + 1}`,
-        etcd: o.etcd,
+        etcd: o.etcdFor?.(i) ?? o.etcd,
         namespace,
         port: ports[2 * i] ?? 0,
         httpPort: ports[2 * i + 1] ?? 0,

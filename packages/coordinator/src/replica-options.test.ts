@@ -42,9 +42,10 @@ describe("resolveReplicaOptions", () => {
     ],
     [
       "member lease not longer than the leader TTL",
-      { leaderTtlSec: 10, memberLeaseTtlSec: 10 },
+      { leaderTtlSec: 10, memberLeaseTtlSec: 10, sessionTimeoutMs: 12_000 },
       /member-lease-ttl/,
     ],
+    ["session timeout shorter than a failover", { leaderTtlSec: 5, sessionTimeoutMs: 5500 }, /leader-ttl/],
     [
       "member lease not longer than the session timeout",
       { memberLeaseTtlSec: 5, sessionTimeoutMs: 6000 },

@@ -125,6 +125,14 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
       `--session-timeout (${sessionTimeoutMs} ms) must be above two heartbeat intervals (${2 * heartbeatIntervalMs} ms)`,
     );
   }
+  // A leader failover takes up to the leader TTL plus a reconnect; a worker whose session
+  // ran out before that fences itself and pauses its shards for nothing.
+  if (sessionTimeoutMs <= leaderTtlSec * 1000 + heartbeatIntervalMs) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--session-timeout (${sessionTimeoutMs} ms) must be above --leader-ttl plus one heartbeat interval (${leaderTtlSec * 1000 + heartbeatIntervalMs} ms), or workers pause during every failover`,
+    );
+  }
   if (memberLeaseTtlSec <= leaderTtlSec) {
     throw new CoordinatorError(
       "invalid_config",

@@ -1,0 +1,144 @@
+import { DrillEnvironment } from "./environment.js";
+import type { Scenario } from "./scenarios.js";
+import {
+  itemAccounting,
+  maxHandoffGapMs,
+  maxReshapeGapMs,
+  overlaps,
+  spans,
+  staleLeaderWrites,
+  type WorkerEvent,
+} from "./timeline.js";
+
+/** One scenario's result, as `pnpm drill --json` prints it. */
+export interface DrillReport {
+  readonly scenario: string;
+  readonly passed: boolean;
+  readonly overlaps: number;
+  readonly lostItems: number;
+  readonly duplicateItems: number;
+  /** Duplicates that are not the item in flight when its worker died or was fenced. */
+  readonly unexplainedDuplicates: number;
+  readonly maxHandoffGapMs: number;
+  readonly failoverMs: number | null;
+  readonly detectionMs: number | null;
+  readonly versionBumps: number;
+  readonly staleLeaderWrites: number;
+  readonly durationMs: number;
+  readonly problems: readonly string[];
+}
+
+export interface DrillOptions {
+  readonly workers: number;
+  readonly items: number;
+  readonly itemMs: number;
+  /** Time for the whole dataset to be processed after the fault. */
+  readonly finishTimeoutMs: number;
+}
+
+export const defaultDrillOptions: DrillOptions = {
+  workers: 3,
+  items: 600,
+  itemMs: 20,
+  finishTimeoutMs: 60_000,
+};
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs one scenario from scratch: fresh etcd, replicas and workers; the fault once the
+ * workers are processing; then waits for the dataset to be finished and checks the
+ * invariants on the timeline (I1 overlap, I2 lost/duplicate items, I3 nothing moves across
+ * a leader fault, I4 no write from a deposed leader, I5 handoff gap).
+ */
+export async function runDrill(
+  scenario: Scenario,
+  o: DrillOptions = defaultDrillOptions,
+): Promise<DrillReport> {
+  const started = Date.now();
+  const env = await DrillEnvironment.start({
+    workers: o.workers,
+    items: o.items,
+    itemMs: o.itemMs,
+    proxyFirstReplica: scenario.options?.proxyFirstReplica === true,
+  });
+  const problems: string[] = [];
+  try {
+    const first = Array.from({ length: o.workers }, () => env.startWorker());
+    // Steady state first: one active version owning every worker, each processing in it.
+    const deadline = Date.now() + 30_000;
+    let before = await env.assignment();
+    while (
+      before?.phase !== "active" ||
+      Object.keys(before.owners).length !== o.workers ||
+      !first.every((w) => w.events.some((e) => e.event === "processed" && e.version === before?.version))
+    ) {
+      if (Date.now() > deadline) throw new Error(`no steady state within 30 s: ${JSON.stringify(before)}`);
+      await sleep(50);
+      before = await env.assignment();
+    }
+    const tFault = Date.now();
+    const result = await scenario.run(env);
+    problems.push(...result.problems);
+    const done = await env.waitForAllProcessed(o.finishTimeoutMs);
+    if (done < env.dataset.length)
+      problems.push(`only ${done}/${env.dataset.length} items checkpointed in time`);
+    await sleep(300);
+    const after = await env.assignment();
+    const events: WorkerEvent[] = env.events();
+    const all = spans(events);
+    const ov = overlaps(all);
+    const { lost, duplicates } = itemAccounting(events, env.dataset);
+    // A duplicate is explained when its first processing was the last thing that worker
+    // did before it died, was paused or was fenced: the item in flight at the fault.
+    const dead = new Set(env.workers.filter((w) => !w.running).map((w) => w.events[0]?.node));
+    const unexplained = duplicates.filter(({ by }) => {
+      const first = by[0];
+      if (first === undefined) return false;
+      const mine = events.filter((e) => e.node === first.node && e.t > first.t);
+      const nextProcessed = mine.find((e) => e.event === "processed")?.t ?? Number.POSITIVE_INFINITY;
+      const interruptedAt =
+        mine.find((e) => e.event === "fenced" || e.event === "disconnected")?.t ??
+        (dead.has(first.node) ? Number.POSITIVE_INFINITY : undefined);
+      return interruptedAt === undefined || nextProcessed < interruptedAt;
+    });
+    if (ov.length > 0)
+      problems.push(`${ov.length} overlapping processing spans, e.g. ${JSON.stringify(ov[0])}`);
+    if (lost.length > 0) problems.push(`${lost.length} items never processed`);
+    if (unexplained.length > 0)
+      problems.push(
+        `${unexplained.length} duplicates not explained by a fault, e.g. ${JSON.stringify(unexplained[0])}`,
+      );
+    if (result.expectSameVersion && result.workersAlive) {
+      if (after?.version !== before?.version)
+        problems.push(
+          `version moved from ${before?.version} to ${after?.version} across a leader-side fault`,
+        );
+      const restarted = events.filter((e) => e.event === "shard_started" && e.t > tFault);
+      if (restarted.length > 0) problems.push(`${restarted.length} shard handlers restarted after the fault`);
+    }
+    const stale = staleLeaderWrites(env.etcdEvents, `${env.namespace}/election/leader/`);
+    if (stale.length > 0)
+      problems.push(`${stale.length} assignment writes not from the leader of their revision`);
+    return {
+      scenario: scenario.name,
+      passed: problems.length === 0,
+      overlaps: ov.length,
+      lostItems: lost.length,
+      duplicateItems: duplicates.length,
+      unexplainedDuplicates: unexplained.length,
+      maxHandoffGapMs: Math.max(
+        maxHandoffGapMs(all.filter((s) => s.start >= tFault || s.end >= tFault)),
+        maxReshapeGapMs(all),
+      ),
+      failoverMs: result.failoverMs ?? null,
+      detectionMs: result.detectionMs ?? null,
+      versionBumps: (after?.version ?? 0) - (before?.version ?? 0),
+      staleLeaderWrites: stale.length,
+      durationMs: Date.now() - started,
+      problems,
+    };
+  } finally {
+    await env.stop();
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * The ownership timeline of a drill and the invariants checked on it (pure).
+ *
+ * Every worker process prints one JSON line per event with a wall-clock `t` (ms) taken on
+ * this machine, so all workers share one clock. A worker's *stint* on a shard is the span
+ * from its `shard_started` to its `shard_stopped`/`fenced`/last event; its *processing span*
+ * is from the stint's start to the last item it processed in that stint: the part of a
+ * stint that can conflict with someone else (a SIGSTOPped worker holds a stint but
+ * processes nothing while paused).
+ */
+
+/** One line a worker printed (see examples/src/dataset-job.ts). */
+export interface WorkerEvent {
+  readonly t: number;
+  readonly node: string;
+  readonly event: string;
+  readonly shard?: number;
+  readonly totalShards?: number;
+  readonly version?: number;
+  readonly id?: string;
+}
+
+/** A shard's identity: its id means the same data only for the same shard count. */
+export type ShardKey = `${number}/${number}`;
+const keyOf = (shard: number, totalShards: number): ShardKey => `${totalShards}/${shard}`;
+
+export interface Span {
+  readonly node: string;
+  readonly key: ShardKey;
+  readonly start: number;
+  /** End of the stint (stop, fence, or the worker's last event). */
+  readonly end: number;
+  /** Last processed item in the stint, or the start when none. */
+  readonly lastProcessed: number;
+  readonly items: number;
+}
+
+/** Builds every worker's stints from its events (in time order per worker). */
+export function spans(events: readonly WorkerEvent[]): Span[] {
+  const byNode = new Map<string, WorkerEvent[]>();
+  for (const e of events) {
+    let list = byNode.get(e.node);
+    if (list === undefined) {
+      list = [];
+      byNode.set(e.node, list);
+    }
+    list.push(e);
+  }
+  const out: Span[] = [];
+  for (const [node, list] of byNode) {
+    list.sort((a, b) => a.t - b.t);
+    const open = new Map<ShardKey, { start: number; lastProcessed: number; items: number }>();
+    const close = (key: ShardKey, end: number) => {
+      const s = open.get(key);
+      if (s === undefined) return;
+      out.push({ node, key, start: s.start, end, lastProcessed: s.lastProcessed, items: s.items });
+      open.delete(key);
+    };
+    for (const e of list) {
+      if (e.shard === undefined || e.totalShards === undefined) {
+        if (e.event === "fenced" || e.event === "closed") for (const k of [...open.keys()]) close(k, e.t);
+        continue;
+      }
+      const key = keyOf(e.shard, e.totalShards);
+      if (e.event === "shard_started") {
+        close(key, e.t);
+        open.set(key, { start: e.t, lastProcessed: e.t, items: 0 });
+      } else if (e.event === "shard_stopped") {
+        close(key, e.t);
+      } else if (e.event === "processed") {
+        const s = open.get(key);
+        if (s !== undefined) {
+          s.lastProcessed = e.t;
+          s.items += 1;
+        } else {
+          // Processing outside any stint is itself a violation; record it as a zero-length span.
+          out.push({ node, key, start: e.t, end: e.t, lastProcessed: e.t, items: 1 });
+        }
+      }
+    }
+    const last = list.at(-1)?.t ?? 0;
+    for (const k of [...open.keys()]) close(k, last);
+  }
+  return out;
+}
+
+/** I1: two workers' processing spans on the same shard that intersect. */
+export interface Overlap {
+  readonly key: ShardKey;
+  readonly a: Span;
+  readonly b: Span;
+}
+
+export function overlaps(all: readonly Span[]): Overlap[] {
+  const out: Overlap[] = [];
+  const byKey = new Map<ShardKey, Span[]>();
+  for (const s of all) {
+    const list = byKey.get(s.key) ?? [];
+    list.push(s);
+    byKey.set(s.key, list);
+  }
+  for (const [key, list] of byKey) {
+    for (let i = 0; i < list.length; i++) {
+      for (let j = i + 1; j < list.length; j++) {
+        const a = list[i];
+        const b = list[j];
+        if (a === undefined || b === undefined || a.node === b.node) continue;
+        // Processing spans [start, lastProcessed]; a span with no item cannot conflict.
+        if (a.items === 0 || b.items === 0) continue;
+        if (a.start <= b.lastProcessed && b.start <= a.lastProcessed) out.push({ key, a, b });
+      }
+    }
+  }
+  return out;
+}
+
+/** I2: items never processed, and items processed more than once (with who and when). */
+export function itemAccounting(
+  events: readonly WorkerEvent[],
+  dataset: readonly string[],
+): { lost: string[]; duplicates: { id: string; by: { node: string; t: number }[] }[] } {
+  const seen = new Map<string, { node: string; t: number }[]>();
+  for (const e of events) {
+    if (e.event !== "processed" || e.id === undefined) continue;
+    const list = seen.get(e.id) ?? [];
+    list.push({ node: e.node, t: e.t });
+    seen.set(e.id, list);
+  }
+  const lost = dataset.filter((id) => !seen.has(id));
+  const duplicates = [...seen.entries()].filter(([, by]) => by.length > 1).map(([id, by]) => ({ id, by }));
+  return { lost, duplicates };
+}
+
+/**
+ * I5: for each shard key, the longest time nobody held a stint on it, between the first
+ * stint and the last one (the handoff gap).
+ */
+export function maxHandoffGapMs(all: readonly Span[]): number {
+  let max = 0;
+  const byKey = new Map<ShardKey, Span[]>();
+  for (const s of all) byKey.set(s.key, [...(byKey.get(s.key) ?? []), s]);
+  for (const list of byKey.values()) {
+    list.sort((a, b) => a.start - b.start);
+    let coveredUntil = list[0]?.end ?? 0;
+    for (const s of list.slice(1)) {
+      if (s.start > coveredUntil) max = Math.max(max, s.start - coveredUntil);
+      coveredUntil = Math.max(coveredUntil, s.end);
+    }
+  }
+  return Math.round(max);
+}
+
+/**
+ * I5 across a reshape (modulo: the shard count changes, so every shard changes meaning):
+ * the time from the last stint of the old shape ending to the first of the new one starting.
+ */
+export function maxReshapeGapMs(all: readonly Span[]): number {
+  const byTotal = new Map<number, { firstStart: number; lastEnd: number }>();
+  for (const s of all) {
+    const total = Number(s.key.split("/")[0]);
+    const cur = byTotal.get(total);
+    if (cur === undefined) byTotal.set(total, { firstStart: s.start, lastEnd: s.end });
+    else
+      byTotal.set(total, {
+        firstStart: Math.min(cur.firstStart, s.start),
+        lastEnd: Math.max(cur.lastEnd, s.end),
+      });
+  }
+  const shapes = [...byTotal.values()].sort((a, b) => a.firstStart - b.firstStart);
+  let max = 0;
+  for (let i = 1; i < shapes.length; i++) {
+    const prev = shapes[i - 1];
+    const next = shapes[i];
+    if (prev !== undefined && next !== undefined && next.firstStart > prev.lastEnd)
+      max = Math.max(max, next.firstStart - prev.lastEnd);
+  }
+  return Math.round(max);
+}
+
+/** One write or delete seen by the etcd recorder. */
+export interface EtcdEvent {
+  readonly at: number;
+  readonly type: "put" | "delete";
+  readonly key: string;
+  readonly modRevision: number;
+  readonly createRevision: number;
+  readonly value: string;
+}
+
+/**
+ * I4: every assignment write must come from the leader of that moment: the writer's epoch
+ * (`leaderEpoch` in the record) must be the create revision of the election key that was
+ * the oldest live candidate at the write's revision.
+ */
+export function staleLeaderWrites(
+  events: readonly EtcdEvent[],
+  electionPrefix: string,
+  assignmentSuffix = "/assignment",
+): EtcdEvent[] {
+  const live = new Map<string, number>(); // election key -> create revision
+  const bad: EtcdEvent[] = [];
+  for (const e of [...events].sort((a, b) => a.modRevision - b.modRevision)) {
+    if (e.key.startsWith(electionPrefix)) {
+      if (e.type === "put") live.set(e.key, e.createRevision);
+      else live.delete(e.key);
+      continue;
+    }
+    if (e.type !== "put" || !e.key.endsWith(assignmentSuffix)) continue;
+    let epoch: number | undefined;
+    try {
+      epoch = (JSON.parse(e.value) as { leaderEpoch?: number }).leaderEpoch;
+    } catch {
+      epoch = undefined;
+    }
+    const leaderEpoch = Math.min(...live.values());
+    if (epoch === undefined || epoch !== leaderEpoch) bad.push(e);
+  }
+  return bad;
+}
