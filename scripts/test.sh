@@ -7,3 +7,11 @@ echo "== buf lint"; pnpm exec buf lint
 echo "== proto:check"; pnpm run --silent proto:check
 echo "== biome"; pnpm exec biome ci --colors=off .
 echo "== vitest"; pnpm exec vitest run "$@"
+# The harness must leave nothing behind: no etcd it started, no temp data dir.
+echo "== leak check"
+leaked=$(pgrep -af 'shard-etcd-' || true)
+dirs=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'shard-etcd-*' 2>/dev/null || true)
+if [ -n "$leaked$dirs" ]; then
+  echo "leaked after the test run:"; echo "$leaked"; echo "$dirs"; exit 1
+fi
+echo "no etcd process or temp dir left behind"

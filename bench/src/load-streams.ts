@@ -10,6 +10,11 @@ export interface LoadOptions {
   readonly intervalMs: number;
   /** Saturate pattern: heartbeats in flight per stream. */
   readonly window: number;
+  /**
+   * Saturate pattern: least time between two sends of one stream, so that no stream exceeds
+   * the leader's per-stream heartbeat rate limit (the same pacing applies to every target).
+   */
+  readonly minGapMs: number;
   readonly group: string;
   readonly nodePrefix: string;
   readonly perChannel: number;
@@ -42,7 +47,7 @@ type Phase = "connect" | "warmup" | "measure" | "done";
  */
 export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promise<LoadResult> {
   let phase: Phase = "connect";
-  let windowStart = 0;
+  let windowStart = Number.POSITIVE_INFINITY;
   let windowEnd = Number.POSITIVE_INFINITY;
   let acks = 0;
   const latencies: number[] = [];
@@ -65,10 +70,12 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
     const sent: number[] = [];
     let seq = 0n;
     let open = false;
+    let lastSend = Number.NEGATIVE_INFINITY;
     const heartbeat = () => {
       if (!open || phase === "done") return;
       seq += 1n;
       const now = performance.now();
+      lastSend = now;
       sent.push(now);
       stream.write(encodeWorker({ seq, kind: { case: "heartbeat", value: { nodeId, ts: BigInt(Date.now()) } } }));
     };
@@ -94,8 +101,12 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
         const sentAt = sent.shift();
         const now = performance.now();
         if (sentAt !== undefined && sentAt >= windowStart && sentAt < windowEnd) latencies.push(now - sentAt);
-        if (now >= windowStart && now < windowEnd && phase === "measure") acks++;
-        if (o.pattern === "saturate") heartbeat();
+        if (phase === "measure") acks++;
+        if (o.pattern === "saturate") {
+          const wait = lastSend + o.minGapMs - now;
+          if (wait <= 0) heartbeat();
+          else setTimeout(heartbeat, wait);
+        }
       },
       onEnd(e) {
         if (phase === "done") return;

@@ -31,7 +31,13 @@ const { values } = parseArgs({
   },
 });
 if (values["wait-for-signal"]) {
-  await new Promise<void>((resolve) => process.once("SIGUSR2", () => resolve()));
+  // A signal listener does not keep the event loop alive; this timer does, until the signal.
+  const keepAlive = setInterval(() => undefined, 1000);
+  const go = new Promise<void>((resolve) => process.once("SIGUSR2", () => resolve())).finally(() =>
+    clearInterval(keepAlive),
+  );
+  process.stdout.write(`${JSON.stringify({ t: Date.now(), node: values.node, event: "waiting" })}\n`);
+  await go;
 }
 const ckptHosts = values["checkpoint-etcd"];
 const checkpoint = ckptHosts === undefined ? undefined : new Etcd3({ hosts: ckptHosts.split(",") });

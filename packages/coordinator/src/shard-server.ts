@@ -213,7 +213,7 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
           const force = setTimeout(() => {
             server.forceShutdown();
             resolve();
-          }, 1000);
+          }, 500);
           server.tryShutdown(() => {
             clearTimeout(force);
             resolve();

@@ -1,0 +1,123 @@
+import { describe, expect, it } from "vitest";
+import {
+  type EtcdEvent,
+  itemAccounting,
+  maxHandoffGapMs,
+  maxReshapeGapMs,
+  overlaps,
+  spans,
+  staleLeaderWrites,
+  type WorkerEvent,
+} from "./timeline.js";
+
+const ev = (t: number, node: string, event: string, extra: Partial<WorkerEvent> = {}): WorkerEvent => ({
+  t,
+  node,
+  event,
+  ...extra,
+});
+const s = (shard: number, totalShards = 2) => ({ shard, totalShards, version: 1 });
+
+describe("timeline invariants", () => {
+  it("finds no overlap in a clean handoff, and reports the gap", () => {
+    const events = [
+      ev(0, "a", "shard_started", s(0)),
+      ev(10, "a", "processed", { ...s(0), id: "0" }),
+      ev(20, "a", "shard_stopped", s(0)),
+      ev(50, "b", "shard_started", s(0)),
+      ev(60, "b", "processed", { ...s(0), id: "2" }),
+    ];
+    const sp = spans(events);
+    expect(overlaps(sp)).toEqual([]);
+    expect(maxHandoffGapMs(sp)).toBe(30);
+  });
+
+  it("flags two workers processing the same shard at once", () => {
+    const events = [
+      ev(0, "a", "shard_started", s(1)),
+      ev(10, "a", "processed", { ...s(1), id: "1" }),
+      ev(5, "b", "shard_started", s(1)),
+      ev(8, "b", "processed", { ...s(1), id: "3" }),
+      ev(30, "a", "processed", { ...s(1), id: "5" }),
+    ];
+    expect(overlaps(spans(events))).toHaveLength(1);
+  });
+
+  it("a paused worker that processed nothing while paused does not overlap its successor", () => {
+    const events = [
+      ev(0, "a", "shard_started", s(0)),
+      ev(10, "a", "processed", { ...s(0), id: "0" }),
+      // paused from 11 to 5000; b owns the shard from 4000
+      ev(4000, "b", "shard_started", s(0)),
+      ev(4010, "b", "processed", { ...s(0), id: "2" }),
+      ev(5001, "a", "fenced"),
+    ];
+    expect(overlaps(spans(events))).toEqual([]);
+  });
+
+  it("processing outside any stint is caught as an overlap with the owner", () => {
+    const events = [
+      ev(0, "b", "shard_started", s(0)),
+      ev(5, "b", "processed", { ...s(0), id: "0" }),
+      ev(6, "a", "processed", { ...s(0), id: "2" }),
+      ev(9, "b", "processed", { ...s(0), id: "4" }),
+    ];
+    expect(overlaps(spans(events))).toHaveLength(1);
+  });
+
+  it("counts lost and duplicate items with attribution", () => {
+    const events = [
+      ev(1, "a", "processed", { id: "0" }),
+      ev(2, "b", "processed", { id: "0" }),
+      ev(3, "a", "processed", { id: "1" }),
+    ];
+    const r = itemAccounting(events, ["0", "1", "2"]);
+    expect(r.lost).toEqual(["2"]);
+    expect(r.duplicates).toEqual([
+      {
+        id: "0",
+        by: [
+          { node: "a", t: 1 },
+          { node: "b", t: 2 },
+        ],
+      },
+    ]);
+  });
+
+  it("measures the gap across a reshape (modulo shard count change)", () => {
+    const events = [
+      ev(0, "a", "shard_started", s(0, 2)),
+      ev(100, "a", "shard_stopped", s(0, 2)),
+      ev(350, "a", "shard_started", s(0, 3)),
+    ];
+    expect(maxReshapeGapMs(spans(events))).toBe(250);
+  });
+
+  it("flags an assignment write whose epoch is not the oldest live candidate's", () => {
+    const put = (key: string, rev: number, create: number, value = ""): EtcdEvent => ({
+      at: rev,
+      type: "put",
+      key,
+      modRevision: rev,
+      createRevision: create,
+      value,
+    });
+    const del = (key: string, rev: number): EtcdEvent => ({
+      at: rev,
+      type: "delete",
+      key,
+      modRevision: rev,
+      createRevision: 0,
+      value: "",
+    });
+    const e = [
+      put("/n/election/leader/a", 2, 2),
+      put("/n/election/leader/b", 3, 3),
+      put("/n/groups/g/assignment", 4, 4, JSON.stringify({ leaderEpoch: 2 })),
+      del("/n/election/leader/a", 5),
+      put("/n/groups/g/assignment", 6, 4, JSON.stringify({ leaderEpoch: 3 })),
+      put("/n/groups/g/assignment", 7, 4, JSON.stringify({ leaderEpoch: 2 })), // the deposed leader
+    ];
+    expect(staleLeaderWrites(e, "/n/election/leader/").map((x) => x.modRevision)).toEqual([7]);
+  });
+});
