@@ -1,3 +1,4 @@
+import { constants as http2 } from "node:http2";
 import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Metadata, type ServerDuplexStream, status } from "@grpc/grpc-js";
 import {
@@ -97,6 +98,8 @@ export class WorkerSession {
         code: status.RESOURCE_EXHAUSTED,
         details: "outbound queue overflow: the worker does not read its stream",
       });
+      // The status sits behind the queue the peer does not read: reset the stream now.
+      this.#reset();
       return;
     }
     this.#seq += 1n;
@@ -126,7 +129,25 @@ export class WorkerSession {
     } catch {
       // the transport is already gone
     }
+    // A peer that does not read never receives the trailers; do not let it hold the stream.
+    const guard = setTimeout(() => this.#reset(), 2000);
+    guard.unref();
+    this.#call.once("close", () => clearTimeout(guard));
     if (wasOpen) this.#host.detached(this);
+  }
+
+  /**
+   * Resets the HTTP/2 stream (RST_STREAM CANCEL). grpc-js has no public way to abort a
+   * server call whose peer stopped reading; its internal call object (grpc-js 1.14, pinned)
+   * holds the Node HTTP/2 stream as `call.stream`.
+   */
+  #reset(): void {
+    const inner = (
+      this.#call as unknown as { call?: { stream?: { closed?: boolean; close?: (code: number) => void } } }
+    ).call;
+    const stream = inner?.stream;
+    if (stream !== undefined && stream.closed !== true && typeof stream.close === "function")
+      stream.close(http2.NGHTTP2_CANCEL);
   }
 
   #ended(why: string): void {
