@@ -3,12 +3,7 @@
  * the same protobuf-es (de)serialization as the leader, but no membership logic: a Hello
  * gets a Welcome, each Heartbeat gets a HeartbeatAck. Prints {"t":"listening","port"}.
  */
-import {
-  Server,
-  ServerCredentials,
-  type ServerDuplexStream,
-  type ServiceDefinition,
-} from "@grpc/grpc-js";
+import { Server, ServerCredentials, type ServerDuplexStream, type ServiceDefinition } from "@grpc/grpc-js";
 import { AssignmentPhase } from "@org/proto";
 import { decodeWorker, encodeCoordinator, heartbeatStreamPath } from "./wire.js";
 

@@ -15,7 +15,14 @@ const reply = frame(
     seq: 1n,
     kind: {
       case: "heartbeatAck",
-      value: { nodeId: "node-000000", ts: 1n, accepted: true, shardId: -1, phase: AssignmentPhase.ACTIVE, active: true },
+      value: {
+        nodeId: "node-000000",
+        ts: 1n,
+        accepted: true,
+        shardId: -1,
+        phase: AssignmentPhase.ACTIVE,
+        active: true,
+      },
     },
   }),
 );

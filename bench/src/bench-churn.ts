@@ -46,7 +46,15 @@ export async function benchChurn(rep: Reporter, _smoke: boolean): Promise<void> 
       const joiner = { nodeId: `w-${String(Math.floor(n / 2)).padStart(5, "0")}-j`, capacity: 1 };
       const join = measure(strategy, p0, plan(strategy, [...base, joiner], p0));
       const leaver = base[Math.floor(n / 2)]?.nodeId;
-      const leave = measure(strategy, p0, plan(strategy, base.filter((m) => m.nodeId !== leaver), p0));
+      const leave = measure(
+        strategy,
+        p0,
+        plan(
+          strategy,
+          base.filter((m) => m.nodeId !== leaver),
+          p0,
+        ),
+      );
       rows.push({
         strategy,
         members: n,
@@ -64,6 +72,8 @@ export async function benchChurn(rep: Reporter, _smoke: boolean): Promise<void> 
     title: "Churn: fraction of work that moves on one membership change",
     settings: { stickyShards: STICKY_SHARDS, items: ITEMS, joinerAndLeaver: "middle of the node-id order" },
     rows,
-    notes: ["ideal = the share one member owns (1/(n+1) on join, 1/n on leave): the least any strategy can move."],
+    notes: [
+      "ideal = the share one member owns (1/(n+1) on join, 1/n on leave): the least any strategy can move.",
+    ],
   });
 }

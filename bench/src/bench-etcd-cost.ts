@@ -7,8 +7,18 @@ import { startEtcd, startLeader } from "./targets.js";
 
 const LEASE_TTL_SEC = 15;
 const FLAGS = [
-  "--heartbeat-interval", "1000", "--session-timeout", "5000", "--member-lease-ttl", String(LEASE_TTL_SEC),
-  "--rebalance-delay", "1000", "--strategy", "sticky", "--shards", "256",
+  "--heartbeat-interval",
+  "1000",
+  "--session-timeout",
+  "5000",
+  "--member-lease-ttl",
+  String(LEASE_TTL_SEC),
+  "--rebalance-delay",
+  "1000",
+  "--strategy",
+  "sticky",
+  "--shards",
+  "256",
 ] as const;
 const WRITES = new Set(["Put", "Txn", "DeleteRange", "LeaseGrant", "LeaseRevoke"]);
 
@@ -26,11 +36,26 @@ export async function benchEtcdCost(rep: Reporter, smoke: boolean): Promise<void
   try {
     rep.progress(`etcd-cost: ${members} members, ${windowMs} ms window`);
     const gen = new NodeChild("loadgen.js", [
-      "load", "--target", leader.address, "--transport", "grpc", "--streams", String(members),
-      "--pattern", "rate", "--interval-ms", "1000", "--group", "bench", "--per-channel", "100",
+      "load",
+      "--target",
+      leader.address,
+      "--transport",
+      "grpc",
+      "--streams",
+      String(members),
+      "--pattern",
+      "rate",
+      "--interval-ms",
+      "1000",
+      "--group",
+      "bench",
+      "--per-channel",
+      "100",
       // Past the joins, the version write (rebalance delay) and the first keep-alive round.
-      "--warmup-ms", String(smoke ? 3000 : LEASE_TTL_SEC * 1000),
-      "--measure-ms", String(windowMs),
+      "--warmup-ms",
+      String(smoke ? 3000 : LEASE_TTL_SEC * 1000),
+      "--measure-ms",
+      String(windowMs),
     ]);
     try {
       await gen.waitFor("measuring", 180_000);

@@ -6,8 +6,20 @@ import { WorkerFleet } from "./worker-tracker.js";
 
 const LEADER_TTL_SEC = 3;
 export const FAILOVER_FLAGS = [
-  "--leader-ttl", String(LEADER_TTL_SEC), "--heartbeat-interval", "1000", "--session-timeout", "5000",
-  "--member-lease-ttl", "15", "--rebalance-delay", "1000", "--strategy", "sticky", "--shards", "256",
+  "--leader-ttl",
+  String(LEADER_TTL_SEC),
+  "--heartbeat-interval",
+  "1000",
+  "--session-timeout",
+  "5000",
+  "--member-lease-ttl",
+  "15",
+  "--rebalance-delay",
+  "1000",
+  "--strategy",
+  "sticky",
+  "--shards",
+  "256",
 ] as const;
 
 /**
@@ -34,7 +46,11 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
       const electedMs = performance.now() - p0;
       const back = () =>
         [...fleet.workers.values()].map((w) => w.events.find((e) => e.t === "welcome" && e.at > t0));
-      await fleet.until(`every worker reattached after ${sig}`, () => back().every((e) => e !== undefined), 60_000);
+      await fleet.until(
+        `every worker reattached after ${sig}`,
+        () => back().every((e) => e !== undefined),
+        60_000,
+      );
       await leader.exited;
       const welcomes = back().filter((e) => e !== undefined);
       const reattach = summarize(welcomes.map((e) => e.at - t0));

@@ -87,7 +87,9 @@ export class NodeChild {
       };
       const timer = setTimeout(() => {
         done();
-        reject(new Error(`no "${t}" from child within ${timeoutMs} ms:\n${this.#stderr.slice(-15).join("\n")}`));
+        reject(
+          new Error(`no "${t}" from child within ${timeoutMs} ms:\n${this.#stderr.slice(-15).join("\n")}`),
+        );
       }, timeoutMs);
       const done = () => {
         clearTimeout(timer);

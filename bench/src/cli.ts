@@ -29,7 +29,9 @@ const { positionals, values } = parseArgs({
 const names = positionals.length === 0 ? Object.keys(benches) : positionals;
 for (const n of names) {
   if (!(n in benches)) {
-    process.stderr.write(`unknown benchmark ${JSON.stringify(n)}; known: ${Object.keys(benches).join(", ")}\n`);
+    process.stderr.write(
+      `unknown benchmark ${JSON.stringify(n)}; known: ${Object.keys(benches).join(", ")}\n`,
+    );
     process.exit(2);
   }
 }
@@ -37,7 +39,10 @@ for (const n of names) {
 const machine = describeMachine();
 const rep = new Reporter(values.json, machine);
 if (values.json) process.stdout.write(`${JSON.stringify({ measurement: "machine", ...machine })}\n`);
-else process.stdout.write(`${machineLine(machine)}\ncommand: node bench/dist/cli.js ${process.argv.slice(2).join(" ")}\n`);
+else
+  process.stdout.write(
+    `${machineLine(machine)}\ncommand: node bench/dist/cli.js ${process.argv.slice(2).join(" ")}\n`,
+  );
 
 let failed = false;
 for (const n of names) {

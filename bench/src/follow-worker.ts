@@ -1,5 +1,5 @@
-import { AssignmentPhase, type Assignment } from "@org/proto";
 import { status } from "@grpc/grpc-js";
+import { type Assignment, AssignmentPhase } from "@org/proto";
 import { type BenchChannel, type BenchStream, grpcChannel } from "./transport.js";
 import { encodeWorker } from "./wire.js";
 
@@ -24,7 +24,12 @@ export class ChannelPool {
 
 const view = (a: Assignment | undefined) => ({
   version: Number(a?.version ?? 0n),
-  phase: a?.phase === AssignmentPhase.ACTIVE ? "active" : a?.phase === AssignmentPhase.PENDING ? "pending" : "none",
+  phase:
+    a?.phase === AssignmentPhase.ACTIVE
+      ? "active"
+      : a?.phase === AssignmentPhase.PENDING
+        ? "pending"
+        : "none",
   total: a?.totalShards ?? 0,
   shards: a?.shards ?? [],
 });
@@ -52,7 +57,13 @@ export class FollowWorker {
   #seq = 0n;
   #stopped = false;
 
-  constructor(nodeId: string, group: string, targets: readonly string[], pool: ChannelPool, emit: (m: object) => void) {
+  constructor(
+    nodeId: string,
+    group: string,
+    targets: readonly string[],
+    pool: ChannelPool,
+    emit: (m: object) => void,
+  ) {
     this.#nodeId = nodeId;
     this.#group = group;
     this.#targets = targets;
@@ -75,7 +86,14 @@ export class FollowWorker {
           this.#token = k.value.sessionToken;
           const v = view(k.value.assignment);
           if (k.value.assignment !== undefined) this.#lastVersion = k.value.assignment.version;
-          this.#emit({ t: "welcome", node: this.#nodeId, at: wallNow(), address, resumed: k.value.resumed, ...v });
+          this.#emit({
+            t: "welcome",
+            node: this.#nodeId,
+            at: wallNow(),
+            address,
+            resumed: k.value.resumed,
+            ...v,
+          });
           this.#heartbeat();
           this.#hb = setInterval(() => this.#heartbeat(), k.value.heartbeatIntervalMs || 1000);
           if (v.phase === "pending") this.#release(k.value.assignment?.version ?? 0n);

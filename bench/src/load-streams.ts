@@ -77,7 +77,9 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
       const now = performance.now();
       lastSend = now;
       sent.push(now);
-      stream.write(encodeWorker({ seq, kind: { case: "heartbeat", value: { nodeId, ts: BigInt(Date.now()) } } }));
+      stream.write(
+        encodeWorker({ seq, kind: { case: "heartbeat", value: { nodeId, ts: BigInt(Date.now()) } } }),
+      );
     };
     const stream = channel.open({
       onMessage(m) {
@@ -122,7 +124,10 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
     streams.push(stream);
     seq += 1n;
     stream.write(
-      encodeWorker({ seq, kind: { case: "hello", value: { group: o.group, nodeId, capacity: 1, clientVersion: "bench" } } }),
+      encodeWorker({
+        seq,
+        kind: { case: "hello", value: { group: o.group, nodeId, capacity: 1, clientVersion: "bench" } },
+      }),
     );
   }
 
@@ -148,7 +153,9 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
   latencies.sort((a, b) => a - b);
   const windowMs = windowEnd - windowStart;
   const pick = (p: number) =>
-    latencies.length === 0 ? Number.NaN : (latencies[Math.min(latencies.length - 1, Math.ceil(p * latencies.length) - 1)] ?? Number.NaN);
+    latencies.length === 0
+      ? Number.NaN
+      : (latencies[Math.min(latencies.length - 1, Math.ceil(p * latencies.length) - 1)] ?? Number.NaN);
   return {
     t: "result",
     connected: welcomed,
@@ -156,7 +163,12 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
     acks,
     windowMs,
     acksPerSec: (acks / windowMs) * 1000,
-    latencyMs: { count: latencies.length, p50: pick(0.5), p99: pick(0.99), max: latencies[latencies.length - 1] ?? Number.NaN },
+    latencyMs: {
+      count: latencies.length,
+      p50: pick(0.5),
+      p99: pick(0.99),
+      max: latencies[latencies.length - 1] ?? Number.NaN,
+    },
     ended,
     loadgenCpuPercent: ((cpu.user + cpu.system) / 1000 / windowMs) * 100,
   };

@@ -69,7 +69,13 @@ if (positionals[0] === "load") {
   let pool = new ChannelPool();
   for (let i = 0; i < n; i++) {
     if (i > 0 && i % perChannel === 0) pool = new ChannelPool();
-    const w = new FollowWorker(`${values["node-prefix"]}-${String(i).padStart(6, "0")}`, values.group, targets, pool, emit);
+    const w = new FollowWorker(
+      `${values["node-prefix"]}-${String(i).padStart(6, "0")}`,
+      values.group,
+      targets,
+      pool,
+      emit,
+    );
     workers.push(w);
     w.start();
   }

@@ -67,8 +67,7 @@ export function formatTable(t: Table): string {
   }
   const cells = t.rows.map((r) => cols.map((c) => cellText(r[c])));
   const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((row) => (row[i] ?? "").length)));
-  const fmt = (row: readonly string[]) =>
-    `| ${row.map((s, i) => s.padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  const fmt = (row: readonly string[]) => `| ${row.map((s, i) => s.padEnd(widths[i] ?? 0)).join(" | ")} |`;
   lines.push(fmt(cols), `| ${widths.map((w) => "-".repeat(w)).join(" | ")} |`, ...cells.map(fmt));
   for (const n of t.notes ?? []) lines.push("", n);
   return lines.join("\n");

@@ -1,4 +1,4 @@
-import { startEtcdCluster, type EtcdCluster } from "@org/integration/harness";
+import { type EtcdCluster, startEtcdCluster } from "@org/integration/harness";
 // RmCluster is not in @org/integration's exports: use its built JS (with its .d.ts).
 import { RmCluster, type RmProcess } from "../../integration/dist/support/rm-cluster.js";
 import { NodeChild } from "./children.js";

@@ -1,5 +1,5 @@
-import { type ClientDuplexStream, Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { type ClientHttp2Session, connect, constants } from "node:http2";
+import { Client, type ClientDuplexStream, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import type { CoordinatorMessage } from "@org/proto";
 import { decodeCoordinator, FrameReader, frame, heartbeatStreamPath } from "./wire.js";
 
@@ -46,7 +46,11 @@ export function grpcChannel(address: string): BenchChannel {
       call.on("error", (_e: ServiceError) => undefined); // the status event reports it
       call.on("status", (s: { code: number; details: string; metadata: Metadata }) => {
         ended = true;
-        h.onEnd({ code: s.code, details: s.details, leader: String(s.metadata.get("x-shard-leader")[0] ?? "") });
+        h.onEnd({
+          code: s.code,
+          details: s.details,
+          leader: String(s.metadata.get("x-shard-leader")[0] ?? ""),
+        });
       });
       return {
         write(p) {

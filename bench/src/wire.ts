@@ -15,7 +15,8 @@ export const encodeWorker = (m: MessageInitShape<typeof WorkerMessageSchema>): B
 export const decodeWorker = (b: Uint8Array): WorkerMessage => fromBinary(WorkerMessageSchema, b);
 export const encodeCoordinator = (m: MessageInitShape<typeof CoordinatorMessageSchema>): Buffer =>
   Buffer.from(toBinary(CoordinatorMessageSchema, create(CoordinatorMessageSchema, m)));
-export const decodeCoordinator = (b: Uint8Array): CoordinatorMessage => fromBinary(CoordinatorMessageSchema, b);
+export const decodeCoordinator = (b: Uint8Array): CoordinatorMessage =>
+  fromBinary(CoordinatorMessageSchema, b);
 
 /** gRPC's length-prefixed message: 1 byte "compressed" flag, 4 bytes big-endian length. */
 export function frame(payload: Uint8Array): Buffer {

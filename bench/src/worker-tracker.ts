@@ -34,8 +34,15 @@ export class WorkerFleet {
     const out: NodeChild[] = [];
     for (let i = 0; i < n; i += perProcess) {
       const gen = new NodeChild("loadgen.js", [
-        "follow", "--targets", targets.join(","), "--group", group,
-        "--node-prefix", `${prefix}${i / perProcess}`, "--streams", String(Math.min(perProcess, n - i)),
+        "follow",
+        "--targets",
+        targets.join(","),
+        "--group",
+        group,
+        "--node-prefix",
+        `${prefix}${i / perProcess}`,
+        "--streams",
+        String(Math.min(perProcess, n - i)),
       ]);
       gen.onMessage((m) => this.#on(m));
       this.#gens.push(gen);
