@@ -17,7 +17,7 @@ export const defaultBackoff: BackoffOptions = { baseMs: 50, capMs: 1000 };
 
 /** The ceiling of attempt `n`: `min(capMs, baseMs * 2^n)`. */
 export function backoffCeiling(attempt: number, o: BackoffOptions = defaultBackoff): number {
-  const n = Math.max(0, Math.floor(attempt));
+  const n = Number.isNaN(attempt) ? 0 : Math.max(0, Math.floor(attempt));
   // 2^31 already exceeds any sane cap; avoid Infinity for huge attempt counts.
   return Math.min(o.capMs, o.baseMs * 2 ** Math.min(n, 31));
 }
