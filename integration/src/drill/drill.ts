@@ -3,7 +3,6 @@ import type { Scenario } from "./scenarios.js";
 import {
   itemAccounting,
   maxHandoffGapMs,
-  maxReshapeGapMs,
   overlaps,
   spans,
   staleLeaderWrites,
@@ -128,10 +127,7 @@ export async function runDrill(
       lostItems: lost.length,
       duplicateItems: duplicates.length,
       unexplainedDuplicates: unexplained.length,
-      maxHandoffGapMs: Math.max(
-        maxHandoffGapMs(all.filter((s) => s.start >= tFault || s.end >= tFault)),
-        maxReshapeGapMs(all),
-      ),
+      maxHandoffGapMs: maxHandoffGapMs(all, env.dataset, tFault),
       failoverMs: result.failoverMs ?? null,
       detectionMs: result.detectionMs ?? null,
       versionBumps: (after?.version ?? 0) - (before?.version ?? 0),

@@ -3,7 +3,6 @@ import {
   type EtcdEvent,
   itemAccounting,
   maxHandoffGapMs,
-  maxReshapeGapMs,
   overlaps,
   spans,
   staleLeaderWrites,
@@ -29,7 +28,7 @@ describe("timeline invariants", () => {
     ];
     const sp = spans(events);
     expect(overlaps(sp)).toEqual([]);
-    expect(maxHandoffGapMs(sp)).toBe(30);
+    expect(maxHandoffGapMs(sp, ["0", "2"])).toBe(30);
   });
 
   it("flags two workers processing the same shard at once", () => {
@@ -84,13 +83,17 @@ describe("timeline invariants", () => {
     ]);
   });
 
-  it("measures the gap across a reshape (modulo shard count change)", () => {
+  it("measures the gap per item, across a reshape (modulo shard count change)", () => {
+    // Item "4" is shard 0 of 2, then shard 1 of 3: covered until 100, again from 350.
     const events = [
       ev(0, "a", "shard_started", s(0, 2)),
       ev(100, "a", "shard_stopped", s(0, 2)),
-      ev(350, "a", "shard_started", s(0, 3)),
+      ev(350, "b", "shard_started", s(1, 3)),
+      ev(400, "b", "shard_stopped", s(1, 3)),
     ];
-    expect(maxReshapeGapMs(spans(events))).toBe(250);
+    expect(maxHandoffGapMs(spans(events), ["4"])).toBe(250);
+    // Item "3" (shard 1 of 2, then shard 0 of 3) has no owner in this timeline: no gap.
+    expect(maxHandoffGapMs(spans(events), ["3"])).toBe(0);
   });
 
   it("flags an assignment write whose epoch is not the oldest live candidate's", () => {

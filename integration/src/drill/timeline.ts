@@ -1,3 +1,5 @@
+import { shardOf } from "@org/proto";
+
 /**
  * The ownership timeline of a drill and the invariants checked on it (pure).
  *
@@ -132,47 +134,31 @@ export function itemAccounting(
 }
 
 /**
- * I5: for each shard key, the longest time nobody held a stint on it, between the first
- * stint and the last one (the handoff gap).
+ * I5, the handoff gap: the longest time any item of the dataset had no owner, between its
+ * first owner and its last, counting gaps that end after `from`. Measured per item (an item
+ * belongs to stint (T, s) when `shardOf(id, T) == s`), so it also covers `modulo` reshapes,
+ * where every shard changes meaning, and a leaver whose shard waits for the rebalance delay.
  */
-export function maxHandoffGapMs(all: readonly Span[]): number {
+export function maxHandoffGapMs(
+  all: readonly Span[],
+  dataset: readonly string[],
+  from = Number.NEGATIVE_INFINITY,
+): number {
   let max = 0;
-  const byKey = new Map<ShardKey, Span[]>();
-  for (const s of all) byKey.set(s.key, [...(byKey.get(s.key) ?? []), s]);
-  for (const list of byKey.values()) {
-    list.sort((a, b) => a.start - b.start);
-    let coveredUntil = list[0]?.end ?? 0;
-    for (const s of list.slice(1)) {
-      if (s.start > coveredUntil) max = Math.max(max, s.start - coveredUntil);
+  const parsed = all.map((s) => {
+    const [total, shard] = s.key.split("/").map(Number);
+    return { s, total: total ?? 0, shard: shard ?? -1 };
+  });
+  for (const id of dataset) {
+    const covering = parsed
+      .filter(({ total, shard }) => shardOf(id, total) === shard)
+      .map(({ s }) => s)
+      .sort((a, b) => a.start - b.start);
+    let coveredUntil = covering[0]?.end ?? 0;
+    for (const s of covering.slice(1)) {
+      if (s.start > coveredUntil && s.start >= from) max = Math.max(max, s.start - coveredUntil);
       coveredUntil = Math.max(coveredUntil, s.end);
     }
-  }
-  return Math.round(max);
-}
-
-/**
- * I5 across a reshape (modulo: the shard count changes, so every shard changes meaning):
- * the time from the last stint of the old shape ending to the first of the new one starting.
- */
-export function maxReshapeGapMs(all: readonly Span[]): number {
-  const byTotal = new Map<number, { firstStart: number; lastEnd: number }>();
-  for (const s of all) {
-    const total = Number(s.key.split("/")[0]);
-    const cur = byTotal.get(total);
-    if (cur === undefined) byTotal.set(total, { firstStart: s.start, lastEnd: s.end });
-    else
-      byTotal.set(total, {
-        firstStart: Math.min(cur.firstStart, s.start),
-        lastEnd: Math.max(cur.lastEnd, s.end),
-      });
-  }
-  const shapes = [...byTotal.values()].sort((a, b) => a.firstStart - b.firstStart);
-  let max = 0;
-  for (let i = 1; i < shapes.length; i++) {
-    const prev = shapes[i - 1];
-    const next = shapes[i];
-    if (prev !== undefined && next !== undefined && next.firstStart > prev.lastEnd)
-      max = Math.max(max, next.firstStart - prev.lastEnd);
   }
   return Math.round(max);
 }
