@@ -73,6 +73,10 @@ export class Group {
   readonly #ctx: GroupContext;
   readonly #members = new Map<string, Member>();
   #assignment: AssignmentRecord | undefined;
+  #views: { record: AssignmentRecord | undefined; byNode: Map<string, AssignmentView> } = {
+    record: undefined,
+    byNode: new Map(),
+  };
   #handoff: Handoff | undefined;
   #rebalanceTimer: NodeJS.Timeout | undefined;
   #rebalanceAfterHandoff = false;
@@ -180,8 +184,13 @@ export class Group {
   view(nodeId: string): AssignmentView | undefined {
     const a = this.#assignment;
     if (a === undefined) return undefined;
+    // Heartbeat acks ask for this thousands of times per second; it only changes with the
+    // assignment record, so it is computed once per record and node.
+    if (this.#views.record !== a) this.#views = { record: a, byNode: new Map() };
+    const cached = this.#views.byNode.get(nodeId);
+    if (cached !== undefined) return cached;
     const shards = a.owners[nodeId] ?? [];
-    return {
+    const view: AssignmentView = {
       version: BigInt(a.version),
       phase: a.phase === "active" ? AssignmentPhase.ACTIVE : AssignmentPhase.PENDING,
       totalShards: a.totalShards,
@@ -190,6 +199,8 @@ export class Group {
       strategy: a.strategy,
       leaderEpoch: BigInt(a.leaderEpoch),
     };
+    this.#views.byNode.set(nodeId, view);
+    return view;
   }
 
   #serial<T>(fn: () => Promise<T>): Promise<T> {

@@ -56,7 +56,8 @@ export class Leader implements SessionHost {
         names.add(parsed.group);
     }
     for (const name of names) leader.#groups.set(name, await Group.load(leader.#context(name)));
-    const everyMs = Math.max(20, Math.min(250, o.options.heartbeatIntervalMs / 4));
+    // Expiry needs no finer grain than this: each tick scans every member of every group.
+    const everyMs = Math.max(100, Math.min(250, o.options.heartbeatIntervalMs / 4));
     leader.#tick = setInterval(() => {
       for (const g of leader.#groups.values()) g.tick();
     }, everyMs);

@@ -55,6 +55,8 @@ export interface ShardServerOptions {
 }
 
 const identity = (b: Buffer) => b;
+// A Buffer view of the encoded bytes (no second copy: this runs once per ack).
+const asBuffer = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
 
 /**
  * The `shard.v1.ShardService` transport, a plain grpc-js `Server` with protobuf-es
@@ -73,7 +75,7 @@ const service: ServiceDefinition = {
     responseStream: true,
     requestSerialize: identity,
     requestDeserialize: identity,
-    responseSerialize: (m: CoordinatorMessage) => Buffer.from(toBinary(CoordinatorMessageSchema, m)),
+    responseSerialize: (m: CoordinatorMessage) => asBuffer(toBinary(CoordinatorMessageSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(CoordinatorMessageSchema, b),
   },
   GetShardInfo: {
@@ -82,7 +84,7 @@ const service: ServiceDefinition = {
     responseStream: false,
     requestSerialize: identity,
     requestDeserialize: identity,
-    responseSerialize: (m: GetShardInfoResponse) => Buffer.from(toBinary(GetShardInfoResponseSchema, m)),
+    responseSerialize: (m: GetShardInfoResponse) => asBuffer(toBinary(GetShardInfoResponseSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(GetShardInfoResponseSchema, b),
   },
   FetchShardData: {
@@ -91,7 +93,7 @@ const service: ServiceDefinition = {
     responseStream: true,
     requestSerialize: identity,
     requestDeserialize: identity,
-    responseSerialize: (m: DataRecord) => Buffer.from(toBinary(DataRecordSchema, m)),
+    responseSerialize: (m: DataRecord) => asBuffer(toBinary(DataRecordSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(DataRecordSchema, b),
   },
 };
