@@ -7,6 +7,8 @@ echo "== buf lint"; pnpm exec buf lint
 echo "== proto:check"; pnpm run --silent proto:check
 echo "== biome"; pnpm exec biome ci --colors=off .
 echo "== vitest"; pnpm exec vitest run "$@"
+# The benchmarks still run (reduced sizes; no timing assertions: timing goals live in docs/benchmarks.md).
+echo "== bench smoke"; node bench/dist/cli.js --smoke --json
 # The harness must leave nothing behind: no etcd it started, no temp data dir.
 echo "== leak check"
 leaked=$(pgrep -af 'shard-etcd-' || true)
