@@ -1,5 +1,6 @@
 import { status } from "@grpc/grpc-js";
 import { type Assignment, AssignmentPhase } from "@org/proto";
+import { backoffDelay } from "@org/worker-sdk";
 import { type BenchChannel, type BenchStream, grpcChannel } from "./transport.js";
 import { encodeWorker } from "./wire.js";
 
@@ -118,7 +119,7 @@ export class FollowWorker {
         }
         this.#target++;
         this.#attempt++;
-        const delay = Math.random() * Math.min(1000, 50 * 2 ** Math.min(this.#attempt, 10));
+        const delay = backoffDelay(this.#attempt); // the SDK's own formula and defaults
         setTimeout(() => this.start(), delay);
       },
     });

@@ -11,9 +11,9 @@ const options: fc.Arbitrary<BackoffOptions> = fc.record({
 });
 
 describe("backoffCeiling", () => {
-  it("defaults to base 50 ms and cap 1000 ms", () => {
-    expect(defaultBackoff).toEqual({ baseMs: 50, capMs: 1000 });
-    expect([0, 1, 2, 3, 4, 5, 6].map((n) => backoffCeiling(n))).toEqual([50, 100, 200, 400, 800, 1000, 1000]);
+  it("defaults to base 50 ms and cap 500 ms", () => {
+    expect(defaultBackoff).toEqual({ baseMs: 50, capMs: 500 });
+    expect([0, 1, 2, 3, 4, 5, 6].map((n) => backoffCeiling(n))).toEqual([50, 100, 200, 400, 500, 500, 500]);
   });
 
   it("is min(cap, base * 2^n) (property)", () => {
@@ -104,14 +104,14 @@ describe("backoffDelay", () => {
       expect(backoffDelay(n, defaultBackoff, () => almostOne)).toBe(backoffCeiling(n) - 1);
     }
     expect(backoffDelay(0, defaultBackoff, () => 0.999)).toBe(49);
-    expect(backoffDelay(4, defaultBackoff, () => 0.999)).toBe(799);
-    expect(backoffDelay(10, defaultBackoff, () => 0.999)).toBe(999);
+    expect(backoffDelay(3, defaultBackoff, () => 0.999)).toBe(399);
+    expect(backoffDelay(10, defaultBackoff, () => 0.999)).toBe(499);
   });
 
   it("is floor(random() * ceiling) for a pinned source", () => {
     expect(backoffDelay(0, defaultBackoff, () => 0.5)).toBe(25);
     expect(backoffDelay(3, defaultBackoff, () => 0.25)).toBe(100);
-    expect(backoffDelay(9, defaultBackoff, () => 0.1234)).toBe(123);
+    expect(backoffDelay(9, defaultBackoff, () => 0.1234)).toBe(61);
   });
 
   it("calls the random source exactly once per delay", () => {

@@ -9,11 +9,13 @@
 export interface BackoffOptions {
   /** First ceiling, in ms. @default 50 */
   readonly baseMs: number;
-  /** Largest ceiling, in ms. @default 1000 */
+  /** Largest ceiling, in ms. @default 500 */
   readonly capMs: number;
 }
 
-export const defaultBackoff: BackoffOptions = { baseMs: 50, capMs: 1000 };
+// The cap is kept well under a failover's slack (session timeout minus leader TTL, 2 s with
+// the defaults): after a leader dies, a worker's next attempt comes at most this late.
+export const defaultBackoff: BackoffOptions = { baseMs: 50, capMs: 500 };
 
 /** The ceiling of attempt `n`: `min(capMs, baseMs * 2^n)`. */
 export function backoffCeiling(attempt: number, o: BackoffOptions = defaultBackoff): number {

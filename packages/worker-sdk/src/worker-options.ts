@@ -1,4 +1,4 @@
-import type { BackoffOptions } from "./backoff.js";
+import { type BackoffOptions, defaultBackoff } from "./backoff.js";
 import { WorkerError } from "./errors.js";
 import type { StabilityWindow } from "./ownership.js";
 
@@ -22,7 +22,7 @@ export interface WorkerOptions {
   readonly stabilityWindow?: Partial<StabilityWindow>;
   /** How long a shard handler may take to return after its signal aborts, in ms. @default 10000 */
   readonly stopTimeoutMs?: number;
-  /** Reconnect backoff (full jitter). @default { baseMs: 50, capMs: 1000 } */
+  /** Reconnect backoff (full jitter). @default { baseMs: 50, capMs: 500 } */
   readonly backoff?: Partial<BackoffOptions>;
   /** How long connectWorker waits for the first Welcome, in ms. @default 30000 */
   readonly connectTimeoutMs?: number;
@@ -96,8 +96,8 @@ export function resolveWorkerOptions(o: WorkerOptions): ResolvedWorkerOptions {
     },
     stopTimeoutMs: positive("stopTimeoutMs", o.stopTimeoutMs, 10_000),
     backoff: {
-      baseMs: positive("backoff.baseMs", o.backoff?.baseMs, 50, 1),
-      capMs: positive("backoff.capMs", o.backoff?.capMs, 1000, 1),
+      baseMs: positive("backoff.baseMs", o.backoff?.baseMs, defaultBackoff.baseMs, 1),
+      capMs: positive("backoff.capMs", o.backoff?.capMs, defaultBackoff.capMs, 1),
     },
     connectTimeoutMs: positive("connectTimeoutMs", o.connectTimeoutMs, 30_000, 1),
     pingIntervalMs: positive("pingIntervalMs", o.pingIntervalMs, 10_000, 1000),
