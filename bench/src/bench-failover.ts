@@ -78,7 +78,7 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
       rows,
       notes: [
         "reattach = from the signal until the worker's next Welcome; the workers follow x-shard-leader and otherwise",
-        "rotate through the replicas with full-jitter backoff (50 ms base, 1 s cap), as the SDK does.",
+        "rotate through the replicas with full-jitter backoff (the SDK's backoffDelay: 50 ms base, 500 ms cap).",
       ],
     });
   } finally {

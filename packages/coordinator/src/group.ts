@@ -112,7 +112,7 @@ export class Group {
           record,
           leaseId: kv.lease,
           lastSeen: now,
-          lastKeepAliveAt: now,
+          lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(ctx.options),
           heardSinceKeepAlive: false,
           session: undefined,
           expelling: false,
@@ -291,7 +291,9 @@ export class Group {
         record,
         leaseId,
         lastSeen: now,
-        lastKeepAliveAt: now,
+        // Spread keep-alives over the interval: members that joined in one burst would
+        // otherwise all be renewed in the same tick, a periodic stall of the event loop.
+        lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(options),
         heardSinceKeepAlive: false,
         session,
         expelling: false,
@@ -408,7 +410,7 @@ export class Group {
     const { options, keeper } = this.#ctx;
     const now = this.#ctx.now();
     const idleMs = Math.min(3 * options.heartbeatIntervalMs, options.sessionTimeoutMs * 0.8);
-    const keepAliveEveryMs = (options.memberLeaseTtlSec * 1000) / 3;
+    const keepAliveEvery = keepAliveEveryMs(options);
     for (const m of this.#members.values()) {
       if (m.expelling) continue;
       const silent = now - m.lastSeen;
@@ -425,7 +427,7 @@ export class Group {
           details: `no heartbeat for ${Math.round(silent)} ms: closing idle stream`,
         });
       }
-      if (m.heardSinceKeepAlive && now - m.lastKeepAliveAt >= keepAliveEveryMs) {
+      if (m.heardSinceKeepAlive && now - m.lastKeepAliveAt >= keepAliveEvery) {
         keeper.keepAlive(m.leaseId);
         m.lastKeepAliveAt = now;
         m.heardSinceKeepAlive = false;
@@ -643,6 +645,11 @@ export class Group {
   async drain(): Promise<void> {
     await this.#queue;
   }
+}
+
+/** A member's lease is renewed at most this often (a third of its TTL, as etcd's clients do). */
+function keepAliveEveryMs(options: ReplicaOptions): number {
+  return (options.memberLeaseTtlSec * 1000) / 3;
 }
 
 function plain(owners: Owners): Record<string, number[]> {
