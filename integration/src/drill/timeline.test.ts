@@ -124,3 +124,23 @@ describe("timeline invariants", () => {
     expect(staleLeaderWrites(e, "/n/election/leader/").map((x) => x.modRevision)).toEqual([7]);
   });
 });
+
+describe("handoff gap of a paused worker", () => {
+  it("counts from its last sign of life, not from the fence it reports after resuming", () => {
+    const e = (t: number, node: string, event: string, extra: Partial<WorkerEvent> = {}): WorkerEvent => ({
+      t,
+      node,
+      event,
+      ...extra,
+    });
+    const sh = { shard: 0, totalShards: 1, version: 1 };
+    const events = [
+      e(0, "a", "shard_started", sh),
+      e(100, "a", "processed", { ...sh, id: "0" }),
+      // paused at ~100; b takes over at 4100; a resumes at 5000 and fences
+      e(4100, "b", "shard_started", { ...sh, version: 2 }),
+      e(5000, "a", "fenced"),
+    ];
+    expect(maxHandoffGapMs(spans(events), ["0"])).toBe(4000);
+  });
+});

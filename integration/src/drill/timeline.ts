@@ -35,6 +35,12 @@ export interface Span {
   /** Last processed item in the stint, or the start when none. */
   readonly lastProcessed: number;
   readonly items: number;
+  /**
+   * Until when the stint certainly owned its shard: its stop when it stopped cleanly;
+   * otherwise (fenced, killed, exited) its last processed item, because a paused or dead
+   * worker's stint stays open on paper while nobody processes anything.
+   */
+  readonly ownedUntil: number;
 }
 
 /** Builds every worker's stints from its events (in time order per worker). */
@@ -52,15 +58,33 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
   for (const [node, list] of byNode) {
     list.sort((a, b) => a.t - b.t);
     const open = new Map<ShardKey, { start: number; lastProcessed: number; items: number }>();
-    const close = (key: ShardKey, end: number) => {
+    // `ownedUntil` for a stint that did not stop cleanly: the worker's last sign of life before
+    // the event that ended it (a paused worker reports `fenced` only after it resumes).
+    let prevT = 0;
+    const close = (key: ShardKey, end: number, clean = false) => {
       const s = open.get(key);
       if (s === undefined) return;
-      out.push({ node, key, start: s.start, end, lastProcessed: s.lastProcessed, items: s.items });
+      const ownedUntil = clean ? end : Math.max(s.lastProcessed, Math.min(prevT, end));
+      out.push({
+        node,
+        key,
+        start: s.start,
+        end,
+        lastProcessed: s.lastProcessed,
+        items: s.items,
+        ownedUntil,
+      });
       open.delete(key);
     };
     for (const e of list) {
+      const before = prevT;
+      prevT = e.t;
       if (e.shard === undefined || e.totalShards === undefined) {
-        if (e.event === "fenced" || e.event === "closed") for (const k of [...open.keys()]) close(k, e.t);
+        if (e.event === "fenced" || e.event === "closed") {
+          prevT = before;
+          for (const k of [...open.keys()]) close(k, e.t, e.event === "closed");
+          prevT = e.t;
+        }
         continue;
       }
       const key = keyOf(e.shard, e.totalShards);
@@ -68,7 +92,7 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
         close(key, e.t);
         open.set(key, { start: e.t, lastProcessed: e.t, items: 0 });
       } else if (e.event === "shard_stopped") {
-        close(key, e.t);
+        close(key, e.t, true);
       } else if (e.event === "processed") {
         const s = open.get(key);
         if (s !== undefined) {
@@ -76,12 +100,14 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
           s.items += 1;
         } else {
           // Processing outside any stint is itself a violation; record it as a zero-length span.
-          out.push({ node, key, start: e.t, end: e.t, lastProcessed: e.t, items: 1 });
+          out.push({ node, key, start: e.t, end: e.t, lastProcessed: e.t, items: 1, ownedUntil: e.t });
         }
       }
     }
+    // Still open at the end: a live worker (owned to its last event) or a killed one (to its
+    // last sign of life, which is its last event too).
     const last = list.at(-1)?.t ?? 0;
-    for (const k of [...open.keys()]) close(k, last);
+    for (const k of [...open.keys()]) close(k, last, true);
   }
   return out;
 }
@@ -154,10 +180,10 @@ export function maxHandoffGapMs(
       .filter(({ total, shard }) => shardOf(id, total) === shard)
       .map(({ s }) => s)
       .sort((a, b) => a.start - b.start);
-    let coveredUntil = covering[0]?.end ?? 0;
+    let coveredUntil = covering[0]?.ownedUntil ?? 0;
     for (const s of covering.slice(1)) {
       if (s.start > coveredUntil && s.start >= from) max = Math.max(max, s.start - coveredUntil);
-      coveredUntil = Math.max(coveredUntil, s.end);
+      coveredUntil = Math.max(coveredUntil, s.ownedUntil);
     }
   }
   return Math.round(max);
