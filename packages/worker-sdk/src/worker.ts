@@ -449,6 +449,22 @@ export class Worker implements AsyncDisposable {
     });
     let welcomed = false;
     let heartbeat: NodeJS.Timeout | undefined;
+    // A replica that is paused (SIGSTOP) still accepts TCP connections in the kernel, but never
+    // answers: a reconnect must not wait on it past the self-fence. Resuming a session writes
+    // nothing on the leader, so its Welcome is quick; a first join (etcd writes) gets no bound.
+    const welcomeTimer =
+      this.#sessionToken === ""
+        ? undefined
+        : setTimeout(
+            () =>
+              streamAbort.abort(
+                new WorkerError(
+                  "unavailable",
+                  `no Welcome from ${target} within ${2 * this.#heartbeatIntervalMs} ms`,
+                ),
+              ),
+            Math.max(500, 2 * this.#heartbeatIntervalMs),
+          );
     let lastAckAt = performance.now();
     try {
       for await (const msg of this.#client(target).heartbeatStream(out, { signal: streamAbort.signal })) {
@@ -456,6 +472,7 @@ export class Worker implements AsyncDisposable {
         const now = performance.now();
         const kind = msg.kind;
         if (kind.case === "welcome") {
+          clearTimeout(welcomeTimer);
           const w = kind.value;
           welcomed = true;
           this.#connectedTo = target;
@@ -530,6 +547,7 @@ export class Worker implements AsyncDisposable {
       return welcomed;
     } finally {
       clearInterval(heartbeat);
+      clearTimeout(welcomeTimer);
       this.#connectedTo = undefined;
       this.#closing.signal.removeEventListener("abort", onClose);
       out.close();
