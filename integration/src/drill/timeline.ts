@@ -58,13 +58,14 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
   for (const [node, list] of byNode) {
     list.sort((a, b) => a.t - b.t);
     const open = new Map<ShardKey, { start: number; lastProcessed: number; items: number }>();
-    // `ownedUntil` for a stint that did not stop cleanly: the worker's last sign of life before
-    // the event that ended it (a paused worker reports `fenced` only after it resumes).
-    let prevT = 0;
+    // A stint that did not stop cleanly (fenced, killed, paused) counts as owned only until
+    // its last processed item: a paused worker reports `fenced` only after it resumes, with
+    // other events before it, so nothing later is a trustworthy sign it still owned the shard.
+    // For an idle owner this overstates the gap: an upper bound.
     const close = (key: ShardKey, end: number, clean = false) => {
       const s = open.get(key);
       if (s === undefined) return;
-      const ownedUntil = clean ? end : Math.max(s.lastProcessed, Math.min(prevT, end));
+      const ownedUntil = clean ? end : s.lastProcessed;
       out.push({
         node,
         key,
@@ -77,14 +78,9 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
       open.delete(key);
     };
     for (const e of list) {
-      const before = prevT;
-      prevT = e.t;
       if (e.shard === undefined || e.totalShards === undefined) {
-        if (e.event === "fenced" || e.event === "closed") {
-          prevT = before;
+        if (e.event === "fenced" || e.event === "closed")
           for (const k of [...open.keys()]) close(k, e.t, e.event === "closed");
-          prevT = e.t;
-        }
         continue;
       }
       const key = keyOf(e.shard, e.totalShards);
