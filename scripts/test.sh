@@ -6,6 +6,8 @@ cd "$ROOT"
 echo "== buf lint"; pnpm exec buf lint
 echo "== proto:check"; pnpm run --silent proto:check
 echo "== biome"; pnpm exec biome ci --colors=off .
+# vitest strips types without checking them: type-check every test file against the built packages.
+echo "== typecheck tests"; pnpm exec tsc -p tsconfig.tests.json
 echo "== vitest"; pnpm exec vitest run "$@"
 # The benchmarks still run (reduced sizes; no timing assertions: timing goals live in docs/benchmarks.md).
 echo "== bench smoke"; node bench/dist/cli.js --smoke --json

@@ -2,55 +2,25 @@ import { spawnSync } from "node:child_process";
 import { status } from "@grpc/grpc-js";
 import { AssignmentPhase } from "@org/proto";
 import { connectWorker, type Worker } from "@org/worker-sdk";
-import { Etcd3 } from "etcd3";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type EtcdCluster, startEtcdCluster } from "./harness/etcd-cluster.js";
+import { describe, expect, it } from "vitest";
 import { fetchShardData, getShardInfo, RawStream } from "./support/raw-client.js";
 import { coordinatorBin, RmCluster } from "./support/rm-cluster.js";
+import { fastFlags, useTestEnv } from "./support/test-env.js";
 
 // Real etcd (3 members), real replica processes killed for real. Timings are short so the
 // suite stays fast, but keep the ratios of the defaults: session timeout well above the
 // leader TTL, so a leader failover never outlasts a worker's self-fence.
-const fastFlags = [
-  "--leader-ttl",
-  "2",
-  "--heartbeat-interval",
-  "500",
-  "--session-timeout",
-  "5000",
-  "--member-lease-ttl",
-  "8",
-  "--rebalance-delay",
-  "300",
-];
-
-let etcd: EtcdCluster;
-let client: Etcd3;
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-beforeAll(async () => {
-  etcd = await startEtcdCluster({ size: 3 });
-  client = new Etcd3({ hosts: etcd.endpoints });
-});
-
-afterAll(async () => {
-  client?.close();
-  await etcd?.stop();
-});
-
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const env = useTestEnv(3);
 
 async function cluster(extra: string[] = []): Promise<RmCluster> {
-  const c = await RmCluster.start({ etcd: etcd.endpoints, args: [...fastFlags, ...extra] });
-  cleanups.push(() => c.stop());
+  const c = await RmCluster.start({ etcd: env.etcd.endpoints, args: [...fastFlags, ...extra] });
+  env.cleanup(() => c.stop());
   return c;
 }
 
 async function worker(c: RmCluster, nodeId: string, group = "g1"): Promise<Worker> {
   const w = await connectWorker({ coordinators: c.addresses, group, nodeId });
-  cleanups.push(() => w.close());
+  env.cleanup(() => w.close());
   return w;
 }
 
@@ -72,7 +42,7 @@ async function assignment(
   c: RmCluster,
   group = "g1",
 ): Promise<{ version: number; phase: string; owners: Record<string, number[]>; leaderEpoch: number } | null> {
-  const raw = await client.get(`${c.namespace}/groups/${group}/assignment`).string();
+  const raw = await env.client.get(`${c.namespace}/groups/${group}/assignment`).string();
   return raw === null
     ? null
     : (JSON.parse(raw) as {
@@ -87,9 +57,17 @@ describe("coordinator replicas", () => {
   it("only the leader accepts HeartbeatStream; followers refuse with UNAVAILABLE naming it", async () => {
     const c = await cluster();
     const leader = await c.waitForLeader();
+    // Followers learn the leader from their watch on the election prefix; once they know it
+    // (their /status says so), a refusal must name it.
+    for (const r of c.replicas) {
+      await until(
+        () => r.status().catch(() => undefined),
+        (st) => st?.leader?.address === leader.address,
+      );
+    }
     for (const r of c.replicas) {
       const s = new RawStream(r.address);
-      cleanups.push(() => s.close());
+      env.cleanup(() => s.close());
       s.hello("g1", `probe-${r.id}`);
       if (r === leader) {
         const welcome = await s.waitFor((m) => m.kind.case === "welcome");
@@ -115,11 +93,11 @@ describe("coordinator replicas", () => {
       (n) => n === 2,
     );
     const member = JSON.parse(
-      (await client.get(`${c.namespace}/groups/g1/members/w-a`).string()) ?? "{}",
+      (await env.client.get(`${c.namespace}/groups/g1/members/w-a`).string()) ?? "{}",
     ) as Record<string, unknown>;
     expect(member).toMatchObject({ nodeId: "w-a", group: "g1", capacity: 1 });
     expect(member.sessionHash).toMatch(/^[0-9a-f]{64}$/);
-    const lease = (await client.get(`${c.namespace}/groups/g1/members/w-a`).exec()).kvs[0]?.lease;
+    const lease = (await env.client.get(`${c.namespace}/groups/g1/members/w-a`).exec()).kvs[0]?.lease;
     expect(lease).not.toBe("0");
     for (const r of c.replicas) {
       const info = await getShardInfo(r.address, "g1", "w-b");
@@ -228,12 +206,12 @@ describe("coordinator replicas", () => {
     const c = await cluster();
     const leader = await c.waitForLeader();
     const silent = new RawStream(leader.address);
-    cleanups.push(() => silent.close());
+    env.cleanup(() => silent.close());
     silent.hello("g2", "silent");
     await silent.waitFor((m) => m.kind.case === "welcome");
     const stay = await worker(c, "stay", "g2");
     const leaving = await worker(c, "leaving", "g2");
-    const key = (n: string) => client.get(`${c.namespace}/groups/g2/members/${n}`).string();
+    const key = (n: string) => env.client.get(`${c.namespace}/groups/g2/members/${n}`).string();
     await until(
       () => key("silent"),
       (v) => v !== null,
@@ -259,6 +237,11 @@ describe("coordinator replicas", () => {
       (x) => x?.phase === "active" && Object.keys(x.owners).length === 1,
     );
     expect(a?.owners).toEqual({ stay: [0] });
+    // etcd shows the version a moment before the worker has applied it.
+    await until(
+      () => stay.assignment.running,
+      (r) => r.length === 1,
+    );
     expect(stay.assignment.running).toEqual([0]);
   });
 
@@ -282,7 +265,7 @@ describe("coordinator replicas", () => {
     );
     const open = (fn: (s: RawStream) => void) => {
       const s = new RawStream(leader.address);
-      cleanups.push(() => s.close());
+      env.cleanup(() => s.close());
       fn(s);
       return s.ended;
     };
@@ -317,7 +300,8 @@ describe("coordinator replicas", () => {
 
   it("serves FetchShardData only to the owner of an active shard", async () => {
     const c = await cluster();
-    for (let i = 0; i < 10; i++) await client.put(`${c.namespace}/groups/g5/data/${i}`).value(`item-${i}`);
+    for (let i = 0; i < 10; i++)
+      await env.client.put(`${c.namespace}/groups/g5/data/${i}`).value(`item-${i}`);
     const w0 = await worker(c, "d-0", "g5");
     const w1 = await worker(c, "d-1", "g5");
     await until(

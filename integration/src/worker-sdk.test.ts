@@ -1,44 +1,16 @@
 import { connectWorker, type Worker, type WorkerEvent } from "@org/worker-sdk";
-import { Etcd3 } from "etcd3";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type EtcdCluster, startEtcdCluster } from "./harness/etcd-cluster.js";
+import { describe, expect, it } from "vitest";
 import { JobProcess } from "./support/job-process.js";
 import { RmCluster } from "./support/rm-cluster.js";
+import { fastFlags, useTestEnv } from "./support/test-env.js";
 
 // The SDK against real etcd and 3 real replica processes. Same timing ratios as the
 // defaults: session timeout (5 s) well above leader TTL (2 s).
-const flags = [
-  "--leader-ttl",
-  "2",
-  "--heartbeat-interval",
-  "500",
-  "--session-timeout",
-  "5000",
-  "--member-lease-ttl",
-  "8",
-  "--rebalance-delay",
-  "300",
-];
-
-let etcd: EtcdCluster;
-let client: Etcd3;
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-beforeAll(async () => {
-  etcd = await startEtcdCluster({ size: 3 });
-  client = new Etcd3({ hosts: etcd.endpoints });
-});
-afterAll(async () => {
-  client?.close();
-  await etcd?.stop();
-});
-afterEach(async () => {
-  for (const c of cleanups.splice(0).reverse()) await c();
-});
+const env = useTestEnv(3);
 
 async function rm(): Promise<RmCluster> {
-  const c = await RmCluster.start({ etcd: etcd.endpoints, args: flags });
-  cleanups.push(() => c.stop());
+  const c = await RmCluster.start({ etcd: env.etcd.endpoints, args: fastFlags });
+  env.cleanup(() => c.stop());
   return c;
 }
 
@@ -49,7 +21,7 @@ async function worker(
   group: string,
 ): Promise<{ w: Worker; events: { at: number; e: WorkerEvent }[] }> {
   const w = await connectWorker({ coordinators, group, nodeId });
-  cleanups.push(() => w.close());
+  env.cleanup(() => w.close());
   const events: { at: number; e: WorkerEvent }[] = [];
   void (async () => {
     for await (const e of w.events()) events.push({ at: Date.now(), e });
@@ -146,11 +118,11 @@ describe("@org/worker-sdk against real replicas", () => {
     const c = await rm();
     const group = "pause";
     for (let i = 0; i < 40; i++)
-      await client
+      await env.client
         .put(`${c.namespace}/groups/${group}/data/${String(i).padStart(2, "0")}`)
         .value(`item-${i}`);
     const job = new JobProcess({ node: "paused", group, coordinators: c.addresses, itemMs: 20 });
-    cleanups.push(() => job.stop());
+    env.cleanup(() => job.stop());
     await job.waitFor((e) => e.event === "processed");
     const other = await worker(c.addresses, "other", group);
     // Both hold one shard of 2.

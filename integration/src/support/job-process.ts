@@ -1,23 +1,15 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import type { WorkerEvent } from "../drill/timeline.js";
 import { withParentDeathSignal } from "../harness/parent-death-signal.js";
 import { trackChild } from "../harness/process-registry.js";
 
 /** The example dataset job (built by `pnpm build`): a real worker process using the SDK. */
 export const datasetJob = fileURLToPath(new URL("../../../examples/dist/dataset-job.js", import.meta.url));
 
-/** One JSON line the job printed: `t` is its wall clock in ms. */
-export interface JobEvent {
-  readonly t: number;
-  readonly node: string;
-  readonly event: string;
-  readonly shard?: number;
-  readonly totalShards?: number;
-  readonly version?: number;
-  readonly id?: string;
-  readonly [key: string]: unknown;
-}
+/** One JSON line the job printed: `t` is its wall clock in ms (the drill timeline's type). */
+export type JobEvent = WorkerEvent & { readonly [key: string]: unknown };
 
 /** A dataset-job process whose event lines are collected as they arrive. */
 export class JobProcess {
