@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
@@ -16,6 +16,8 @@ let dir = "";
 function copy(): string {
   dir = mkdtempSync(join(tmpdir(), "proto-check-test-"));
   for (const f of ["buf.yaml", "buf.gen.yaml"]) cpSync(join(repo, f), join(dir, f));
+  // buf.gen.yaml names the local protoc-gen-es by its path under node_modules.
+  symlinkSync(join(repo, "node_modules"), join(dir, "node_modules"));
   cpSync(join(repo, "packages/proto/proto"), join(dir, "packages/proto/proto"), { recursive: true });
   cpSync(join(repo, "packages/proto/src/gen"), join(dir, "packages/proto/src/gen"), { recursive: true });
   return dir;
