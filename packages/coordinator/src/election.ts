@@ -90,6 +90,8 @@ export class Election {
     const stopKeepAlive = this.#keepAliveLoop(leaseId, lost);
     const onAbort = () => lost.abort(new CoordinatorError("closed", "campaign aborted"));
     signal.addEventListener("abort", onAbort, { once: true });
+    // The stop may have come while the lease was being granted.
+    if (signal.aborted) onAbort();
     const resign = async () => {
       stopKeepAlive();
       if (!lost.signal.aborted) lost.abort(new CoordinatorError("deposed", "resigned"));
@@ -172,9 +174,14 @@ async function waitForDelete(
   signal: AbortSignal,
 ): Promise<void> {
   let watcher: Watcher | undefined;
+  let onAbort: (() => void) | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
-      const onAbort = () => reject(signal.reason);
+      if (signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      onAbort = () => reject(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
       client
         .watch()
@@ -183,12 +190,16 @@ async function waitForDelete(
         .create()
         .then((w) => {
           watcher = w;
-          if (signal.aborted) return;
+          if (signal.aborted) {
+            reject(signal.reason);
+            return;
+          }
           w.on("delete", () => resolve());
           w.on("error", reject);
         }, reject);
     });
   } finally {
+    if (onAbort !== undefined) signal.removeEventListener("abort", onAbort);
     await watcher?.cancel().catch(() => undefined);
   }
 }

@@ -375,6 +375,7 @@ export class Group {
       session.close({ code: status.OK, details: "left" });
       return;
     }
+    if (m.expelling) return; // a removal is already queued; it closes this stream
     void this.#remove(m, "leave", { code: status.OK, details: "left the group" }).catch((e: unknown) =>
       this.#ctx.log.warn({
         event: "leave_failed",
@@ -439,8 +440,10 @@ export class Group {
       // acting at its self-fence, at most one session timeout after our last ack to it.
       for (const nodeId of [...h.awaiting]) {
         const m = this.#members.get(nodeId);
-        h.awaiting.delete(nodeId);
-        if (m !== undefined && !m.expelling) {
+        // Stays awaited until its removal commits (#remove drops it then); a failed removal
+        // is retried on the next tick instead of letting the version activate without it.
+        if (m === undefined) h.awaiting.delete(nodeId);
+        else if (!m.expelling) {
           h.activateNotBefore = Math.max(h.activateNotBefore, now + options.sessionTimeoutMs);
           void this.#remove(m, "release_timeout", {
             code: status.FAILED_PRECONDITION,
@@ -458,18 +461,20 @@ export class Group {
     return this.#serial(async () => {
       const { store, keys, group, keeper, log } = this.#ctx;
       const nodeId = m.record.nodeId;
+      // A rejoin queued before this removal may have replaced the member (new lease, new
+      // key): then only the old incarnation's lease goes, never the new member's key.
+      const current = this.#members.get(nodeId) === m;
       try {
-        if (write) {
-          await store.commit(store.client.delete().key(keys.member(group, nodeId)));
-          void keeper.revoke(m.leaseId).catch(() => undefined);
-        }
+        if (write && current) await store.commit(store.client.delete().key(keys.member(group, nodeId)));
+        if (write) void keeper.revoke(m.leaseId).catch(() => undefined);
       } catch (e) {
         m.expelling = false; // retried on the next tick
         throw e;
       }
       keeper.forget(m.leaseId);
-      if (this.#members.get(nodeId) === m) this.#members.delete(nodeId);
+      if (current) this.#members.delete(nodeId);
       m.session?.close(st);
+      if (!current) return;
       log.info({
         event: why === "leave" ? "member_left" : "member_expelled",
         why,

@@ -48,6 +48,24 @@ export class Leader implements SessionHost {
   /** Loads every group from etcd and starts the periodic sweep. */
   static async start(o: LeaderOptions): Promise<Leader> {
     const leader = new Leader(o);
+    try {
+      await leader.#load();
+    } catch (e) {
+      // Loaded groups already hold timers and a keep-alive stream.
+      await leader.close();
+      throw e;
+    }
+    // Expiry needs no finer grain than this: each tick scans every member of every group.
+    const everyMs = Math.max(100, Math.min(250, o.options.heartbeatIntervalMs / 4));
+    leader.#tick = setInterval(() => {
+      for (const g of leader.#groups.values()) g.tick();
+    }, everyMs);
+    o.log.info({ event: "leader_started", leaderEpoch: o.leadership.epoch, groups: leader.#groups.size });
+    return leader;
+  }
+
+  async #load(): Promise<void> {
+    const o = this.#o;
     const names = new Set<string>();
     const keys = await o.client.getAll().prefix(o.keys.groupsPrefix).keys();
     for (const key of keys) {
@@ -55,14 +73,7 @@ export class Leader implements SessionHost {
       if (parsed !== undefined && (parsed.rest === "assignment" || parsed.rest.startsWith("members/")))
         names.add(parsed.group);
     }
-    for (const name of names) leader.#groups.set(name, await Group.load(leader.#context(name)));
-    // Expiry needs no finer grain than this: each tick scans every member of every group.
-    const everyMs = Math.max(100, Math.min(250, o.options.heartbeatIntervalMs / 4));
-    leader.#tick = setInterval(() => {
-      for (const g of leader.#groups.values()) g.tick();
-    }, everyMs);
-    o.log.info({ event: "leader_started", leaderEpoch: o.leadership.epoch, groups: names.size });
-    return leader;
+    for (const name of names) this.#groups.set(name, await Group.load(this.#context(name)));
   }
 
   get epoch(): number {

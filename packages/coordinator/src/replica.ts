@@ -176,6 +176,8 @@ export class Replica {
         onDeposed: deposed,
       });
       if (leadership.signal.aborted) throw leadership.signal.reason;
+      // close() may have run while we were being elected: it found no leadership to resign.
+      if (this.#stop.signal.aborted) throw new CoordinatorError("closed", "replica stopping");
       this.#leader = leader;
       this.#role = "leader";
       this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });

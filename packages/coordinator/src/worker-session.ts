@@ -205,7 +205,12 @@ export class WorkerSession {
       this.#call.pause(); // nothing else is read until the hello is decided
       this.#host.hello(this, kind.value).then(
         (refusal) => {
-          if (this.#state !== "opening") return;
+          if (this.#state !== "opening") {
+            // The stream ended while the hello was being decided: if the host admitted it,
+            // it must forget this session now (nothing else will tell it).
+            if (refusal === undefined) this.#host.detached(this);
+            return;
+          }
           if (refusal !== undefined) {
             this.close(refusal);
             return;

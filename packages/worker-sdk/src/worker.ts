@@ -144,7 +144,11 @@ export class Worker implements AsyncDisposable {
   async start(): Promise<void> {
     const { signal, connectTimeoutMs } = this.#o;
     if (signal?.aborted) throw new WorkerError("closed", "the signal was already aborted");
-    signal?.addEventListener("abort", () => void this.close(), { once: true });
+    const onAbort = () => void this.close();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#closing.signal.addEventListener("abort", () => signal?.removeEventListener("abort", onAbort), {
+      once: true,
+    });
     this.#eld.enable();
     const first = new Promise<void>((resolve, reject) => {
       this.#welcomed = { resolve, reject };
@@ -521,10 +525,12 @@ export class Worker implements AsyncDisposable {
             const ack = kind.value;
             lastAckAt = now;
             if (!ack.accepted) break;
-            if (this.#fence.acked(ack.heartbeatSeq) && this.#fence.valid(now) && !this.#retiring) {
+            // The ack's view first: confirming first would restart shards of a stale version.
+            const acked = this.#fence.acked(ack.heartbeatSeq);
+            this.#observe(viewOfAck(ack, this.#strategy), now, true);
+            if (acked && this.#fence.valid(now) && !this.#retiring) {
               this.#apply(this.#ownership.confirm(now));
             }
-            this.#observe(viewOfAck(ack, this.#strategy), now, true);
             break;
           }
           case "assignment":
