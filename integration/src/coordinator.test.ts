@@ -3,6 +3,7 @@ import { status } from "@grpc/grpc-js";
 import { AssignmentPhase } from "@org/proto";
 import { connectWorker, type Worker } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
+import { readAssignment } from "./support/coordinator-state.js";
 import { fetchShardData, getShardInfo, RawStream } from "./support/raw-client.js";
 import { coordinatorBin, RmCluster } from "./support/rm-cluster.js";
 import { fastFlags, useTestEnv } from "./support/test-env.js";
@@ -38,19 +39,8 @@ async function until<T>(fn: () => Promise<T> | T, pred: (v: T) => boolean, timeo
   return v;
 }
 
-async function assignment(
-  c: RmCluster,
-  group = "g1",
-): Promise<{ version: number; phase: string; owners: Record<string, number[]>; leaderEpoch: number } | null> {
-  const raw = await env.client.get(`${c.namespace}/groups/${group}/assignment`).string();
-  return raw === null
-    ? null
-    : (JSON.parse(raw) as {
-        version: number;
-        phase: string;
-        owners: Record<string, number[]>;
-        leaderEpoch: number;
-      });
+function assignment(c: RmCluster, group = "g1") {
+  return readAssignment(env.client, c.namespace, group);
 }
 
 describe("coordinator replicas", () => {

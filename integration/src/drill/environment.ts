@@ -1,6 +1,8 @@
+import type { AssignmentRecord } from "@org/coordinator";
 import { Etcd3, type Watcher } from "etcd3";
 import { type EtcdCluster, startEtcdCluster } from "../harness/etcd-cluster.js";
 import { startTcpProxy, type TcpProxy } from "../harness/tcp-proxy.js";
+import { coordinatorArgs, readAssignment } from "../support/coordinator-state.js";
 import { JobProcess } from "../support/job-process.js";
 import { RmCluster } from "../support/rm-cluster.js";
 import type { EtcdEvent, WorkerEvent } from "./timeline.js";
@@ -61,19 +63,7 @@ export class DrillEnvironment {
     const client = new Etcd3({ hosts: etcd.endpoints });
     let proxy: TcpProxy | undefined;
     try {
-      const t = drillTiming;
-      const flags = [
-        "--leader-ttl",
-        String(t.leaderTtlSec),
-        "--heartbeat-interval",
-        String(t.heartbeatIntervalMs),
-        "--session-timeout",
-        String(t.sessionTimeoutMs),
-        "--member-lease-ttl",
-        String(t.memberLeaseTtlSec),
-        "--rebalance-delay",
-        String(t.rebalanceDelayMs),
-      ];
+      const flags = coordinatorArgs(drillTiming);
       const namespace = `/drill-${Date.now().toString(36)}`;
       const width = String(options.items - 1).length;
       const dataset = Array.from({ length: options.items }, (_, i) => String(i).padStart(width, "0"));
@@ -148,21 +138,8 @@ export class DrillEnvironment {
     return this.workers.flatMap((w) => w.events as WorkerEvent[]);
   }
 
-  async assignment(): Promise<{
-    version: number;
-    phase: string;
-    owners: Record<string, number[]>;
-    totalShards: number;
-  } | null> {
-    const raw = await this.client.get(`${this.namespace}/groups/${this.group}/assignment`).string();
-    return raw === null
-      ? null
-      : (JSON.parse(raw) as {
-          version: number;
-          phase: string;
-          owners: Record<string, number[]>;
-          totalShards: number;
-        });
+  assignment(): Promise<AssignmentRecord | null> {
+    return readAssignment(this.client, this.namespace, this.group);
   }
 
   /** Waits until every item is checkpointed (or the timeout passes); returns how many are. */

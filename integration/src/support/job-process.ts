@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import type { WorkerEvent } from "../drill/timeline.js";
 import { withParentDeathSignal } from "../harness/parent-death-signal.js";
 import { trackChild } from "../harness/process-registry.js";
+import { ArrivalWaiter } from "./arrival-waiter.js";
 
 /** The example dataset job (built by `pnpm build`): a real worker process using the SDK. */
 export const datasetJob = fileURLToPath(new URL("../../../examples/dist/dataset-job.js", import.meta.url));
@@ -17,7 +18,7 @@ export class JobProcess {
   readonly stderr: string[] = [];
   readonly #child: ChildProcess;
   readonly exited: Promise<number | null>;
-  readonly #waiters = new Set<() => void>();
+  readonly #waiter = new ArrivalWaiter<JobEvent>(this.events);
 
   constructor(args: {
     node: string;
@@ -59,7 +60,7 @@ export class JobProcess {
       } catch {
         this.stderr.push(line);
       }
-      for (const w of this.#waiters) w();
+      this.#waiter.arrived();
     });
     createInterface({ input: this.#child.stderr as NodeJS.ReadableStream }).on("line", (l) =>
       this.stderr.push(l),
@@ -67,29 +68,12 @@ export class JobProcess {
   }
 
   waitFor(pred: (e: JobEvent) => boolean, timeoutMs = 15_000, from = 0): Promise<JobEvent> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const e = this.events.slice(from).find(pred);
-        if (e !== undefined) {
-          done();
-          resolve(e);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(
-          new Error(
-            `no matching job event within ${timeoutMs} ms; last: ${JSON.stringify(this.events.slice(-5))} ${this.stderr.slice(-5).join("\n")}`,
-          ),
-        );
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
+    return this.#waiter.waitFor(
+      pred,
+      timeoutMs,
+      from,
+      () => `last job events: ${JSON.stringify(this.events.slice(-5))} ${this.stderr.slice(-5).join("\n")}`,
+    );
   }
 
   get pid(): number | undefined {

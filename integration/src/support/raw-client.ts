@@ -19,6 +19,7 @@ import {
   shardServiceName,
   WorkerMessageSchema,
 } from "@org/proto";
+import { ArrivalWaiter } from "./arrival-waiter.js";
 
 /** How a stream or call ended. */
 export interface Ended {
@@ -37,7 +38,7 @@ export class RawStream {
   readonly #call: ClientDuplexStream<Uint8Array, CoordinatorMessage>;
   readonly #client: Client;
   #seq = 0n;
-  readonly #waiters = new Set<() => void>();
+  readonly #waiter = new ArrivalWaiter<CoordinatorMessage>(this.received);
 
   constructor(address: string) {
     this.#client = new Client(address, credentials.createInsecure());
@@ -49,7 +50,7 @@ export class RawStream {
     );
     this.#call.on("data", (m: CoordinatorMessage) => {
       this.received.push(m);
-      for (const w of this.#waiters) w();
+      this.#waiter.arrived();
     });
     this.ended = new Promise((resolve) => {
       this.#call.on("status", (s: { code: status; details: string; metadata: Metadata }) =>
@@ -81,29 +82,12 @@ export class RawStream {
 
   /** Waits until a received message matches. */
   waitFor(pred: (m: CoordinatorMessage) => boolean, timeoutMs = 10_000): Promise<CoordinatorMessage> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const m = this.received.find(pred);
-        if (m !== undefined) {
-          done();
-          resolve(m);
-        }
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(
-          new Error(
-            `no matching message within ${timeoutMs} ms (got ${this.received.map((r) => r.kind.case).join(",")})`,
-          ),
-        );
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
+    return this.#waiter.waitFor(
+      pred,
+      timeoutMs,
+      0,
+      () => `got ${this.received.map((r) => r.kind.case).join(",")}`,
+    );
   }
 
   close(): void {

@@ -5,6 +5,7 @@ import { fileURLToPath } from "node:url";
 import { getFreePorts } from "../harness/free-port.js";
 import { withParentDeathSignal } from "../harness/parent-death-signal.js";
 import { trackChild } from "../harness/process-registry.js";
+import { ArrivalWaiter } from "./arrival-waiter.js";
 
 /** The coordinator's CLI entry (built by `pnpm build`). */
 export const coordinatorBin = fileURLToPath(
@@ -39,7 +40,7 @@ export class RmProcess {
   #child: ChildProcess | undefined;
   #exit: Promise<number | null> = Promise.resolve(null);
   #paused = false;
-  readonly #waiters = new Set<() => void>();
+  readonly #waiter = new ArrivalWaiter<LogLine>(this.logs);
 
   constructor(options: RmProcessOptions) {
     this.options = options;
@@ -102,7 +103,7 @@ export class RmProcess {
       } catch {
         this.stderr.push(line);
       }
-      for (const w of this.#waiters) w();
+      this.#waiter.arrived();
     });
     createInterface({ input: child.stderr as NodeJS.ReadableStream }).on("line", (line) =>
       this.stderr.push(line),
@@ -111,32 +112,12 @@ export class RmProcess {
 
   /** Waits for a log line matching `pred` (searching lines from `fromIndex`). */
   waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 15_000, fromIndex = 0): Promise<LogLine> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        for (let i = fromIndex; i < this.logs.length; i++) {
-          const l = this.logs[i];
-          if (l !== undefined && pred(l)) {
-            cleanup();
-            resolve(l);
-            return true;
-          }
-        }
-        return false;
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(
-          new Error(`${this.id}: no matching log line within ${timeoutMs} ms; last lines:\n${this.tail(10)}`),
-        );
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(waiter);
-      };
-      const waiter = () => void check();
-      this.#waiters.add(waiter);
-      check();
-    });
+    return this.#waiter.waitFor(
+      pred,
+      timeoutMs,
+      fromIndex,
+      () => `${this.id}: last lines:\n${this.tail(10)}`,
+    );
   }
 
   tail(n: number): string {

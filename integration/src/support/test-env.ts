@@ -1,23 +1,19 @@
 import { Etcd3 } from "etcd3";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { type EtcdCluster, startEtcdCluster } from "../harness/etcd-cluster.js";
+import { coordinatorArgs } from "./coordinator-state.js";
 
 /**
  * Coordinator flags for integration tests: short, but with the defaults' ratios (session
  * timeout well above the leader TTL, so a failover never outlasts a worker's self-fence).
  */
-export const fastFlags: readonly string[] = [
-  "--leader-ttl",
-  "2",
-  "--heartbeat-interval",
-  "500",
-  "--session-timeout",
-  "5000",
-  "--member-lease-ttl",
-  "8",
-  "--rebalance-delay",
-  "300",
-];
+export const fastFlags: readonly string[] = coordinatorArgs({
+  leaderTtlSec: 2,
+  heartbeatIntervalMs: 500,
+  sessionTimeoutMs: 5000,
+  memberLeaseTtlSec: 8,
+  rebalanceDelayMs: 300,
+});
 
 /** A real etcd cluster for the test file, an etcd3 client on it, and per-test cleanups. */
 export interface TestEnv {

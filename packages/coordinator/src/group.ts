@@ -33,8 +33,6 @@ export interface GroupContext {
   readonly log: Logger;
   /** Monotonic milliseconds (performance.now()). */
   now(): number;
-  /** Whether we still lead (the election fence holds). Acks from a stale leader would be lies. */
-  leads(): boolean;
 }
 
 interface Member {
@@ -154,10 +152,6 @@ export class Group {
 
   get assignment(): AssignmentRecord | undefined {
     return this.#assignment;
-  }
-
-  get memberCount(): number {
-    return this.#members.size;
   }
 
   /** A snapshot for the status view. */

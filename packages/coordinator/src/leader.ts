@@ -89,7 +89,7 @@ export class Leader implements SessionHost {
   }
 
   #context(group: string): GroupContext {
-    const { client, keys, options, log, holds, leadership } = this.#o;
+    const { client, keys, options, log, leadership } = this.#o;
     return {
       group,
       options,
@@ -100,7 +100,6 @@ export class Leader implements SessionHost {
       keeper: this.#keeper,
       log,
       now: () => performance.now(),
-      leads: holds,
     };
   }
 
