@@ -21,7 +21,7 @@ const service: ServiceDefinition = {
 };
 
 const server = new Server({
-  // Same transport options as the leader's server (packages/coordinator/src/shard-server.ts).
+  // Same transport options as the leader's server (packages/coordinator/src/server/shard-server.ts).
   "grpc.max_receive_message_length": 65_536,
   "grpc.keepalive_time_ms": 10_000,
   "grpc.keepalive_timeout_ms": 5_000,

@@ -12,20 +12,33 @@
  * ```
  */
 
-export type { MemberSpec, Owners, OwnershipDiff, Plan, PlanInput, StrategyName } from "./assignment.js";
-export { diffOwners, ownersEqual, planAssignment, primaryShard, strategyNames } from "./assignment.js";
-export type { DataSource, ShardRecord } from "./data-source.js";
-export { EtcdDataSource } from "./data-source.js";
+export type { StatusReport } from "./cli/status-report.js";
+export { formatStatus, readStatus } from "./cli/status-report.js";
 export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
-export type { KeyLayout } from "./keys.js";
-export { keyLayout } from "./keys.js";
-export { LeaseFence } from "./lease-fence.js";
+export { LeaseFence } from "./leadership/lease-fence.js";
 export { createLogger } from "./logger.js";
-export type { AssignmentRecord, GroupConfig, MemberRecord } from "./records.js";
-export type { ReplicaRole, ReplicaStatus } from "./replica.js";
-export { Replica } from "./replica.js";
-export type { ReplicaOptions, ReplicaOptionsInput } from "./replica-options.js";
-export { resolveReplicaOptions } from "./replica-options.js";
-export type { StatusReport } from "./status-report.js";
-export { formatStatus, readStatus } from "./status-report.js";
+export type { ReplicaRole, ReplicaStatus } from "./replica/replica.js";
+export { Replica } from "./replica/replica.js";
+export type { ReplicaOptions, ReplicaOptionsInput } from "./replica/replica-options.js";
+export { resolveReplicaOptions } from "./replica/replica-options.js";
+export type {
+  MemberSpec,
+  Owners,
+  OwnershipDiff,
+  Plan,
+  PlanInput,
+  StrategyName,
+} from "./sharding/assignment.js";
+export {
+  diffOwners,
+  ownersEqual,
+  planAssignment,
+  primaryShard,
+  strategyNames,
+} from "./sharding/assignment.js";
+export type { DataSource, ShardRecord } from "./sharding/data-source.js";
+export { EtcdDataSource } from "./sharding/data-source.js";
+export type { KeyLayout } from "./store/keys.js";
+export { keyLayout } from "./store/keys.js";
+export type { AssignmentRecord, GroupConfig, MemberRecord } from "./store/records.js";

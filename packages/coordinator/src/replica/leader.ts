@@ -2,14 +2,14 @@ import { Metadata, status } from "@grpc/grpc-js";
 import type { Heartbeat, Hello, Leave, Release } from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
-import type { Leadership } from "./election.js";
-import type { CoordinatorError } from "./errors.js";
-import { FencedStore } from "./fenced-store.js";
-import { Group, type GroupContext } from "./group.js";
-import type { KeyLayout } from "./keys.js";
-import { LeaseKeeper } from "./lease-keeper.js";
+import type { CoordinatorError } from "../errors.js";
+import type { Leadership } from "../leadership/election.js";
+import { FencedStore } from "../leadership/fenced-store.js";
+import { LeaseKeeper } from "../leadership/lease-keeper.js";
+import { Group, type GroupContext } from "../membership/group.js";
+import type { SessionHost, StreamStatus, WorkerSession } from "../server/worker-session.js";
+import type { KeyLayout } from "../store/keys.js";
 import type { ReplicaOptions } from "./replica-options.js";
-import type { SessionHost, StreamStatus, WorkerSession } from "./worker-session.js";
 
 export interface LeaderOptions {
   readonly client: Etcd3;

@@ -11,12 +11,17 @@ import {
   GetShardInfoResponseSchema,
 } from "@org/proto";
 import type { Etcd3 } from "etcd3";
+import { checkName } from "../server/names.js";
+import { StatusError } from "../server/shard-server.js";
+import type { KeyLayout } from "../store/keys.js";
+import {
+  type AssignmentRecord,
+  assignmentRecordSchema,
+  memberRecordSchema,
+  parseRecord,
+} from "../store/records.js";
 import { primaryShard } from "./assignment.js";
 import type { DataSource } from "./data-source.js";
-import type { KeyLayout } from "./keys.js";
-import { checkName } from "./names.js";
-import { type AssignmentRecord, assignmentRecordSchema, memberRecordSchema, parseRecord } from "./records.js";
-import { StatusError } from "./shard-server.js";
 
 function validate(group: string, nodeId: string): void {
   const bad = checkName("group", group) ?? checkName("node_id", nodeId);

@@ -6,7 +6,7 @@ import type {
   LeaseClient,
 } from "etcd3";
 import type { Logger } from "pino";
-import { rawLeaseClient } from "./etcd-client.js";
+import { rawLeaseClient } from "../store/etcd-client.js";
 
 /** What one keep-alive answer tells: etcd acknowledged a keep-alive that we sent at `sentAt`. */
 export interface LeaseAck {

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
-import { CoordinatorError } from "./errors.js";
-import { createEtcdClient } from "./etcd-client.js";
-import { startHttpServer } from "./http-server.js";
-import { keyLayout } from "./keys.js";
-import { createLogger } from "./logger.js";
-import { Replica } from "./replica.js";
-import { resolveReplicaOptions } from "./replica-options.js";
+import { CoordinatorError } from "../errors.js";
+import { createLogger } from "../logger.js";
+import { Replica } from "../replica/replica.js";
+import { resolveReplicaOptions } from "../replica/replica-options.js";
+import { startHttpServer } from "../server/http-server.js";
+import { createEtcdClient } from "../store/etcd-client.js";
+import { keyLayout } from "../store/keys.js";
 import { formatStatus, readStatus } from "./status-report.js";
 
 // Exit codes: 0 ok, 1 runtime failure, 2 invalid usage or settings (one clear line on stderr).

@@ -1,5 +1,5 @@
 import type { Etcd3, IOperation } from "etcd3";
-import { CoordinatorError } from "./errors.js";
+import { CoordinatorError } from "../errors.js";
 
 /**
  * Every write the leader makes goes through here: one etcd transaction guarded by "my

@@ -1,6 +1,6 @@
 import { shardOf } from "@org/proto";
 import type { Etcd3 } from "etcd3";
-import type { KeyLayout } from "./keys.js";
+import type { KeyLayout } from "../store/keys.js";
 
 /** One record of a shard's data. */
 export interface ShardRecord {

@@ -1,7 +1,7 @@
 import type { Etcd3, Watcher } from "etcd3";
 import type { Logger } from "pino";
-import { CoordinatorError } from "./errors.js";
-import type { KeyLayout } from "./keys.js";
+import { CoordinatorError } from "../errors.js";
+import type { KeyLayout } from "../store/keys.js";
 import { LeaseFence } from "./lease-fence.js";
 import { LeaseKeeper } from "./lease-keeper.js";
 

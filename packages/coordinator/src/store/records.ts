@@ -1,6 +1,6 @@
 import { z } from "zod";
-import { strategyNames } from "./assignment.js";
-import { CoordinatorError } from "./errors.js";
+import { CoordinatorError } from "../errors.js";
+import { strategyNames } from "../sharding/assignment.js";
 
 // The JSON documents the coordinator keeps in etcd. Everything read back is validated:
 // an operator may edit these keys with etcdctl, and a bad edit must give a clear error,

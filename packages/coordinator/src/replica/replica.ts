@@ -2,17 +2,17 @@ import { Metadata, type ServerDuplexStream, status } from "@grpc/grpc-js";
 import type { CoordinatorMessage } from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
-import { EtcdDataSource } from "./data-source.js";
-import { Election, type Leadership } from "./election.js";
-import { CoordinatorError } from "./errors.js";
-import { createEtcdClient } from "./etcd-client.js";
-import { type KeyLayout, keyLayout } from "./keys.js";
+import { CoordinatorError } from "../errors.js";
+import { Election, type Leadership } from "../leadership/election.js";
+import { LeaderWatch } from "../leadership/leader-watch.js";
+import { type ShardServer, startShardServer } from "../server/shard-server.js";
+import { WorkerSession } from "../server/worker-session.js";
+import { EtcdDataSource } from "../sharding/data-source.js";
+import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
+import { createEtcdClient } from "../store/etcd-client.js";
+import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { Leader } from "./leader.js";
-import { LeaderWatch } from "./leader-watch.js";
 import type { ReplicaOptions } from "./replica-options.js";
-import { fetchShardData, getShardInfo } from "./shard-queries.js";
-import { type ShardServer, startShardServer } from "./shard-server.js";
-import { WorkerSession } from "./worker-session.js";
 
 /** `follower` until elected; `leader` while leading; `stopped` after close(). */
 export type ReplicaRole = "starting" | "follower" | "leader" | "stopped";
@@ -25,7 +25,7 @@ export interface ReplicaStatus {
   readonly leader: { readonly id: string; readonly address: string; readonly epoch: number } | null;
   readonly leaderEpoch: number;
   readonly etcdWrites: number;
-  readonly groups: ReturnType<import("./group.js").Group["snapshot"]>[];
+  readonly groups: ReturnType<import("../membership/group.js").Group["snapshot"]>[];
 }
 
 /**

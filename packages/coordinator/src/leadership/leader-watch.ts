@@ -1,7 +1,7 @@
 import type { Etcd3, Watcher } from "etcd3";
 import type { Logger } from "pino";
+import type { KeyLayout } from "../store/keys.js";
 import { type LeaderInfo, parseLeaderInfo } from "./election.js";
-import type { KeyLayout } from "./keys.js";
 
 /** The current leader as every replica sees it: the oldest candidate key's value. */
 export interface LeaderView {

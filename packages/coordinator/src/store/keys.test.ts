@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
+import { checkName } from "../server/names.js";
 import { keyLayout } from "./keys.js";
-import { checkName } from "./names.js";
 
 describe("keyLayout", () => {
   const k = keyLayout("/shardmgr/");

@@ -1,13 +1,13 @@
 import type { Etcd3 } from "etcd3";
-import { parseLeaderInfo } from "./election.js";
-import type { KeyLayout } from "./keys.js";
+import { parseLeaderInfo } from "../leadership/election.js";
+import type { KeyLayout } from "../store/keys.js";
 import {
   type AssignmentRecord,
   assignmentRecordSchema,
   type MemberRecord,
   memberRecordSchema,
   parseRecord,
-} from "./records.js";
+} from "../store/records.js";
 
 /** The whole coordinator state, read from etcd (what `coordinator status` prints). */
 export interface StatusReport {

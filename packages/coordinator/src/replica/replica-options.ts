@@ -1,6 +1,6 @@
 import { hostname } from "node:os";
-import { type StrategyName, strategyNames } from "./assignment.js";
-import { CoordinatorError } from "./errors.js";
+import { CoordinatorError } from "../errors.js";
+import { type StrategyName, strategyNames } from "../sharding/assignment.js";
 
 /** Settings of one replica, every field resolved (see {@link resolveReplicaOptions}). */
 export interface ReplicaOptions {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { CoordinatorError } from "./errors.js";
+import { CoordinatorError } from "../errors.js";
 import { resolveReplicaOptions } from "./replica-options.js";
 
 describe("resolveReplicaOptions", () => {

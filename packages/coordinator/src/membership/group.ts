@@ -4,11 +4,13 @@ import { status } from "@grpc/grpc-js";
 import { AssignmentPhase, type AssignmentSchema, type Heartbeat, type Hello, type Release } from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
-import { type Owners, ownersEqual, type Plan, planAssignment, primaryShard } from "./assignment.js";
-import { CoordinatorError } from "./errors.js";
-import type { FencedStore } from "./fenced-store.js";
-import type { KeyLayout } from "./keys.js";
-import type { LeaseKeeper } from "./lease-keeper.js";
+import { CoordinatorError } from "../errors.js";
+import type { FencedStore } from "../leadership/fenced-store.js";
+import type { LeaseKeeper } from "../leadership/lease-keeper.js";
+import type { ReplicaOptions } from "../replica/replica-options.js";
+import type { StreamStatus, WorkerSession } from "../server/worker-session.js";
+import { type Owners, ownersEqual, type Plan, planAssignment, primaryShard } from "../sharding/assignment.js";
+import type { KeyLayout } from "../store/keys.js";
 import {
   type AssignmentRecord,
   assignmentRecordSchema,
@@ -17,9 +19,7 @@ import {
   type MemberRecord,
   memberRecordSchema,
   parseRecord,
-} from "./records.js";
-import type { ReplicaOptions } from "./replica-options.js";
-import type { StreamStatus, WorkerSession } from "./worker-session.js";
+} from "../store/records.js";
 
 /** What a group needs from the leader that owns it. */
 export interface GroupContext {

@@ -1,7 +1,7 @@
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
-import type { Replica } from "./replica.js";
+import type { Replica } from "../replica/replica.js";
 
 /**
  * Health, Prometheus metrics and a JSON status view on one small HTTP server:
