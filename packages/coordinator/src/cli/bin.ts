@@ -77,6 +77,46 @@ program
   )
   .addOption(
     new Option(
+      "--rebalance-max-delay <ms>",
+      "longest wait from the first change of a burst to its version, however many follow (default: 5 x rebalance delay)",
+    ).env("RM_REBALANCE_MAX_DELAY"),
+  )
+  .addOption(
+    new Option(
+      "--restart-grace <ms>",
+      "a worker that left for a planned restart keeps its membership and shards this long (default: session timeout)",
+    ).env("RM_RESTART_GRACE"),
+  )
+  .addOption(
+    new Option("--hello-timeout <ms>", "a stream that sends no Hello this long after opening is closed")
+      .env("RM_HELLO_TIMEOUT")
+      .default("10000"),
+  )
+  .addOption(
+    new Option("--max-streams <n>", "worker streams one replica holds at most (RESOURCE_EXHAUSTED beyond)")
+      .env("RM_MAX_STREAMS")
+      .default("50000"),
+  )
+  .addOption(
+    new Option("--max-streams-per-connection <n>", "concurrent HTTP/2 streams one client connection may open")
+      .env("RM_MAX_STREAMS_PER_CONNECTION")
+      .default("1000"),
+  )
+  .addOption(
+    new Option("--unary-rate <n>", "GetShardInfo/FetchShardData calls per second per replica (burst: twice)")
+      .env("RM_UNARY_RATE")
+      .default("2000"),
+  )
+  .addOption(
+    new Option(
+      "--unary-rate-per-node <n>",
+      "GetShardInfo/FetchShardData calls per second per (group, node) (burst: twice)",
+    )
+      .env("RM_UNARY_RATE_PER_NODE")
+      .default("20"),
+  )
+  .addOption(
+    new Option(
       "--strategy <name>",
       "default strategy: modulo (totalShards = members) or sticky (fixed --shards, minimal moves)",
     )
@@ -108,6 +148,13 @@ program
         sessionTimeoutMs: o.sessionTimeout,
         memberLeaseTtlSec: o.memberLeaseTtl,
         rebalanceDelayMs: o.rebalanceDelay,
+        rebalanceMaxDelayMs: o.rebalanceMaxDelay,
+        restartGraceMs: o.restartGrace,
+        helloTimeoutMs: o.helloTimeout,
+        maxStreams: o.maxStreams,
+        maxStreamsPerConnection: o.maxStreamsPerConnection,
+        unaryRatePerSecond: o.unaryRate,
+        unaryRatePerNode: o.unaryRatePerNode,
         strategy: o.strategy,
         shards: o.shards,
         httpListen: o.httpListen,
