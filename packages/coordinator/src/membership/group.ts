@@ -1063,7 +1063,11 @@ export class Group {
           ? { kind: "gone", until: this.#goneFenceUntil(nodeId) }
           : runState(m, now);
       },
-      unknownGoneUntil: this.#ctx.leaderStart + this.#ctx.settings().fenceMs,
+      // Nodes we cannot name (gone before we led) and those we removed while they may run.
+      unknownGoneUntil: Math.max(
+        this.#ctx.leaderStart + this.#ctx.settings().fenceMs,
+        ...this.#tombstones.values(),
+      ),
     });
     const fencesUntil = ho.fencesUntil > now ? ho.fencesUntil : Number.NEGATIVE_INFINITY;
     const pending = ho.awaiting.length > 0 || fencesUntil > now;
