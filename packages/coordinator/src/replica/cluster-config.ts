@@ -19,6 +19,19 @@ export function settingsFromOptions(o: ReplicaOptions, by: string): ClusterSetti
   };
 }
 
+/** Why `s` cannot be applied by a replica with these options (its leader TTL), if it cannot. */
+export function unsafeFor(s: ClusterSettings, o: ReplicaOptions): string | undefined {
+  if (s.sessionTimeoutMs <= 2 * s.heartbeatIntervalMs)
+    return `session timeout ${s.sessionTimeoutMs} ms is not above two heartbeat intervals`;
+  // A failover takes up to the leader TTL plus a reconnect; a shorter session would fence
+  // every worker during each failover.
+  if (s.sessionTimeoutMs <= o.leaderTtlSec * 1000 + s.heartbeatIntervalMs)
+    return `session timeout ${s.sessionTimeoutMs} ms is not above this replica's leader TTL plus a heartbeat interval`;
+  if (o.memberLeaseTtlSec * 1000 <= s.sessionTimeoutMs)
+    return `session timeout ${s.sessionTimeoutMs} ms is not below this replica's member lease TTL (${o.memberLeaseTtlSec} s)`;
+  return undefined;
+}
+
 const compared = ["sessionTimeoutMs", "heartbeatIntervalMs", "strategy", "shards"] as const;
 
 /** The settings that differ between two records, as `name: ours -> stored`. */
@@ -90,6 +103,11 @@ export class ClusterConfig {
     watcher.on("put", (put) => {
       try {
         const next = parseRecord(clusterSettingsSchema, keys.clusterConfig, put.value.toString());
+        const unsafe = unsafeFor(next, options);
+        if (unsafe !== undefined) {
+          log.error({ event: "cluster_settings_rejected", err: unsafe, action: "keeping the current settings" });
+          return;
+        }
         const diff = settingsDiff(tracker.current, next);
         tracker.update(next, o.now());
         if (diff.length > 0)
