@@ -102,7 +102,9 @@ export function salvageVersion(raw: string): number {
       if (typeof version === "number" && Number.isSafeInteger(version) && version > 0) return version;
     }
   } catch {
-    // not JSON at all
+    // Not JSON at all (a truncated write, say): the number may still be readable.
+    const m = /"version"\s*:\s*(\d{1,15})/.exec(raw);
+    if (m?.[1] !== undefined) return Number(m[1]);
   }
   return 0;
 }

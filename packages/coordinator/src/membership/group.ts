@@ -152,15 +152,6 @@ export class Group {
     this.#debounce = new Debounce(delay, Math.max(delay, ctx.options.rebalanceMaxDelayMs));
   }
 
-  /** A group nobody has written yet (first worker of a new group). */
-  static empty(ctx: GroupContext): Group {
-    const g = new Group(ctx);
-    g.#config = {};
-    g.#state = "serving";
-    g.#startWatch(undefined);
-    return g;
-  }
-
   /**
    * A group as etcd holds it. Members keep their leases and get one session timeout of grace
    * from now to reconnect; the assignment stays exactly as it was. One bad record never makes

@@ -105,7 +105,11 @@ export class ClusterConfig {
         const next = parseRecord(clusterSettingsSchema, keys.clusterConfig, put.value.toString());
         const unsafe = unsafeFor(next, options);
         if (unsafe !== undefined) {
-          log.error({ event: "cluster_settings_rejected", err: unsafe, action: "keeping the current settings" });
+          log.error({
+            event: "cluster_settings_rejected",
+            err: unsafe,
+            action: "keeping the current settings",
+          });
           return;
         }
         const diff = settingsDiff(tracker.current, next);

@@ -42,6 +42,7 @@ export class Leader implements SessionHost {
   readonly #keeper: LeaseKeeper;
   readonly #groups = new Map<string, Group>();
   readonly #sessions = new Set<WorkerSession>();
+  readonly #creating = new Map<string, Promise<Group>>();
   readonly #startedAt = performance.now();
   #config: ClusterConfig | undefined;
   #tick: NodeJS.Timeout | undefined;
@@ -106,6 +107,30 @@ export class Leader implements SessionHost {
     await Promise.all(Array.from({ length: Math.min(loadConcurrency, names.length) }, worker));
   }
 
+  /**
+   * A group first seen in a Hello: read from etcd all the same (an operator may have written
+   * its config before any worker came), once even when many Hellos arrive together.
+   */
+  #create(name: string): Promise<Group> {
+    let p = this.#creating.get(name);
+    if (p === undefined) {
+      p = Group.load(this.#context(name)).then(
+        (g) => {
+          this.#creating.delete(name);
+          if (this.#closed) g.close(notLeader());
+          else this.#groups.set(name, g);
+          return g;
+        },
+        (e: unknown) => {
+          this.#creating.delete(name);
+          throw e;
+        },
+      );
+      this.#creating.set(name, p);
+    }
+    return p;
+  }
+
   get epoch(): number {
     return this.#o.leadership.epoch;
   }
@@ -157,11 +182,7 @@ export class Leader implements SessionHost {
 
   async hello(session: WorkerSession, hello: Hello): Promise<StreamStatus | undefined> {
     if (this.#closed || !this.#o.holds()) return notLeader();
-    let group = this.#groups.get(hello.group);
-    if (group === undefined) {
-      group = Group.empty(this.#context(hello.group));
-      this.#groups.set(hello.group, group);
-    }
+    const group = this.#groups.get(hello.group) ?? (await this.#create(hello.group));
     const refusal = await group.join(session, hello);
     if (refusal === undefined) this.#sessions.add(session);
     return refusal;
