@@ -827,7 +827,9 @@ export class Group {
         why === "leave"
           ? m.priorFenceUntil
           : supersededUntil(liveIncarnation(m), this.#ctx.settings().fenceMs);
-      if (until > now) this.#tombstones.set(nodeId, until);
+      // Remembered even when already over: "removed by us, stopped" beats "unknown past".
+      this.#tombstones.set(nodeId, until);
+      this.#pruneTombstones(now);
       const h = this.#handoff;
       if (h?.awaiting.delete(nodeId) === true && until > now) h.fencesUntil = Math.max(h.fencesUntil, until);
       if (m.corrupt !== undefined) this.#recheckMembersValid();
@@ -851,12 +853,13 @@ export class Group {
    * after our takeover (whatever our predecessor acked, it acked before that).
    */
   #goneFenceUntil(nodeId: string): number {
-    const t = this.#tombstones.get(nodeId);
-    if (t !== undefined) {
-      if (t > this.#ctx.now()) return t;
-      this.#tombstones.delete(nodeId);
-    }
-    return this.#ctx.leaderStart + this.#ctx.settings().fenceMs;
+    return this.#tombstones.get(nodeId) ?? this.#ctx.leaderStart + this.#ctx.settings().fenceMs;
+  }
+
+  /** Forgets removals whose fence is over once the default for unknown ones is over too. */
+  #pruneTombstones(now: number): void {
+    if (this.#tombstones.size < 64 || now < this.#ctx.leaderStart + this.#ctx.settings().fenceMs) return;
+    for (const [nodeId, until] of this.#tombstones) if (until < now) this.#tombstones.delete(nodeId);
   }
 
   /** Whether the assignment gives `nodeId` shards (or did, while a version is pending). */
