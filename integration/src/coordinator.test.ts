@@ -1,7 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { status } from "@grpc/grpc-js";
 import { AssignmentPhase } from "@org/proto";
-import { connectWorker } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
 import { assignmentOf, startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import { fetchShardData, getShardInfo, RawStream } from "./support/raw-client.js";

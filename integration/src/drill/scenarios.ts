@@ -3,6 +3,7 @@ import { status } from "@grpc/grpc-js";
 import { fetchShardData, RawStream } from "../support/raw-client.js";
 import type { RmProcess } from "../support/rm-cluster.js";
 import { type DrillEnvironment, drillTiming } from "./environment.js";
+import { identityScenarios } from "./scenarios-identity.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {
@@ -51,7 +52,7 @@ async function waitForExpulsion(
   return undefined;
 }
 
-export const scenarios: readonly Scenario[] = [
+const baseScenarios: readonly Scenario[] = [
   {
     name: "leader-kill",
     description: "SIGKILL the leading replica",
@@ -331,3 +332,6 @@ export const scenarios: readonly Scenario[] = [
     },
   },
 ];
+
+/** Every scenario, in the order `pnpm drill` runs them. */
+export const scenarios: readonly Scenario[] = [...baseScenarios, ...identityScenarios];
