@@ -5,14 +5,14 @@
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { type DrillReport, defaultDrillOptions, runDrill } from "./drill.js";
-import { scenarios } from "./scenarios.js";
+import { allScenarios as scenarios } from "./scenarios.js";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: { json: { type: "boolean", default: false }, list: { type: "boolean", default: false } },
 });
 if (values.list) {
-  for (const s of scenarios) process.stdout.write(`${s.name.padEnd(18)} ${s.description}\n`);
+  for (const s of scenarios) process.stdout.write(`${s.name.padEnd(24)} ${s.description}\n`);
   process.exit(0);
 }
 const unknown = positionals.filter((p) => !scenarios.some((s) => s.name === p));
@@ -45,6 +45,7 @@ for (const s of chosen) {
       versionBumps: -1,
       staleLeaderWrites: -1,
       durationMs: 0,
+      network: s.options?.network ?? "loopback",
       problems: [`drill crashed: ${e instanceof Error ? e.message : String(e)}`],
     }),
   );

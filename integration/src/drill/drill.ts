@@ -4,6 +4,7 @@ import {
   itemAccounting,
   maxHandoffGapMs,
   overlaps,
+  processOf,
   spans,
   staleLeaderWrites,
   type WorkerEvent,
@@ -24,6 +25,10 @@ export interface DrillReport {
   readonly versionBumps: number;
   readonly staleLeaderWrites: number;
   readonly durationMs: number;
+  /** `loopback`, or `netns` when every process ran on a host of its own (virtual network). */
+  readonly network: "loopback" | "netns";
+  /** Other figures the scenario measured (see each scenario). */
+  readonly measured?: Readonly<Record<string, number | string | null>>;
   readonly problems: readonly string[];
 }
 
@@ -60,6 +65,9 @@ export async function runDrill(
     items: o.items,
     itemMs: o.itemMs,
     proxyFirstReplica: scenario.options?.proxyFirstReplica === true,
+    network: scenario.options?.network ?? "loopback",
+    spareWorkerHosts: scenario.options?.spareWorkerHosts,
+    replicaArgs: scenario.options?.replicaArgs,
   });
   const problems: string[] = [];
   try {
@@ -86,19 +94,20 @@ export async function runDrill(
     const after = await env.assignment();
     const events: WorkerEvent[] = env.events();
     const all = spans(events);
-    const ov = overlaps(all);
+    const ov = overlaps(all, env.dataset);
     const { lost, duplicates } = itemAccounting(events, env.dataset);
     // A duplicate is explained when its first processing was the last thing that worker
-    // did before it died, was paused or was fenced: the item in flight at the fault.
-    const dead = new Set(env.workers.filter((w) => !w.running).map((w) => w.events[0]?.node));
+    // process did before it died, was paused or was fenced: the item in flight at the fault.
+    const dead = new Set(env.workers.filter((w) => !w.running).map((w) => processOf(w)));
     const unexplained = duplicates.filter(({ by }) => {
       const first = by[0];
       if (first === undefined) return false;
-      const mine = events.filter((e) => e.node === first.node && e.t > first.t);
+      const who = processOf(first);
+      const mine = events.filter((e) => processOf(e) === who && e.t > first.t);
       const nextProcessed = mine.find((e) => e.event === "processed")?.t ?? Number.POSITIVE_INFINITY;
       const interruptedAt =
         mine.find((e) => e.event === "fenced" || e.event === "disconnected")?.t ??
-        (dead.has(first.node) ? Number.POSITIVE_INFINITY : undefined);
+        (dead.has(who) ? Number.POSITIVE_INFINITY : undefined);
       return interruptedAt === undefined || nextProcessed < interruptedAt;
     });
     if (ov.length > 0)
@@ -133,6 +142,8 @@ export async function runDrill(
       versionBumps: (after?.version ?? 0) - (before?.version ?? 0),
       staleLeaderWrites: stale.length,
       durationMs: Date.now() - started,
+      network: scenario.options?.network ?? "loopback",
+      ...(result.measured === undefined ? {} : { measured: result.measured }),
       problems,
     };
   } finally {
