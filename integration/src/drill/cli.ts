@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// pnpm drill [scenario...] [--json] [--quick]
+// pnpm drill [scenario...] [--json] [--list] [--artifacts <dir>]
 //   Runs fault drills against real etcd, replica and worker processes and checks the
 //   ownership timeline (see docs/drills.md). Exit code 1 when any scenario fails.
 import { cpus } from "node:os";
@@ -9,7 +9,12 @@ import { allScenarios as scenarios } from "./scenarios.js";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { json: { type: "boolean", default: false }, list: { type: "boolean", default: false } },
+  options: {
+    json: { type: "boolean", default: false },
+    list: { type: "boolean", default: false },
+    // Keep each run's worker events, replica logs and etcd writes under this directory.
+    artifacts: { type: "string" },
+  },
 });
 if (values.list) {
   for (const s of scenarios) process.stdout.write(`${s.name.padEnd(24)} ${s.description}\n`);
@@ -31,7 +36,7 @@ if (!values.json) {
 }
 const reports: DrillReport[] = [];
 for (const s of chosen) {
-  const r = await runDrill(s).catch(
+  const r = await runDrill(s, { ...defaultDrillOptions, artifactsDir: values.artifacts }).catch(
     (e: unknown): DrillReport => ({
       scenario: s.name,
       passed: false,

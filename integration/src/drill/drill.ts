@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { DrillEnvironment } from "./environment.js";
 import type { Scenario } from "./scenarios.js";
 import {
@@ -38,6 +40,11 @@ export interface DrillOptions {
   readonly itemMs: number;
   /** Time for the whole dataset to be processed after the fault. */
   readonly finishTimeoutMs: number;
+  /**
+   * Directory to write each run's raw material to, for a post-mortem: `<scenario>-<time>/`
+   * with the worker events, every replica's log lines and the recorded etcd writes.
+   */
+  readonly artifactsDir?: string;
 }
 
 export const defaultDrillOptions: DrillOptions = {
@@ -147,6 +154,32 @@ export async function runDrill(
       problems,
     };
   } finally {
+    if (o.artifactsDir !== undefined)
+      await writeArtifacts(join(o.artifactsDir, `${scenario.name}-${started}`), env).catch((e: unknown) =>
+        process.stderr.write(`drill: could not write artifacts: ${String(e)}\n`),
+      );
     await env.stop();
   }
+}
+
+/** Writes what a run saw, one JSON line per event, for reading after the fact. */
+async function writeArtifacts(dir: string, env: DrillEnvironment): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const lines = (xs: readonly unknown[]) => xs.map((x) => `${JSON.stringify(x)}\n`).join("");
+  await writeFile(join(dir, "workers.jsonl"), lines([...env.events()].sort((a, b) => a.t - b.t)));
+  await writeFile(join(dir, "etcd.jsonl"), lines(env.etcdEvents));
+  for (const r of env.rm.replicas) {
+    // Replica log times are this process's performance.now(); add the wall clock for reading.
+    const wall = (at: number) => Math.round(performance.timeOrigin + at);
+    await writeFile(
+      join(dir, `${r.id}.jsonl`),
+      lines([
+        ...r.logs.map((l) => ({ wall: wall(l.at), ...l })),
+        ...r.stderr.map((line) => ({ stderr: line })),
+      ]),
+    );
+  }
+  for (const w of env.workers)
+    if (w.stderr.length > 0)
+      await writeFile(join(dir, `${w.node}-${w.incarnation ?? 1}.stderr`), `${w.stderr.join("\n")}\n`);
 }

@@ -42,6 +42,8 @@ export interface DrillEnvironmentOptions {
 export interface CrashLoopResult {
   /** Processes started (and SIGKILLed). */
   readonly starts: number;
+  /** How many of them got as far as joining the group before they were killed. */
+  readonly joins: number;
   /** When the loop started and when its last process was killed (ms since the epoch). */
   readonly startedAt: number;
   readonly endedAt: number;
@@ -237,7 +239,8 @@ export class DrillEnvironment {
   }
 
   /**
-   * A crash-looping worker: starts `node`, SIGKILLs it after about `periodMs` (±20 %),
+   * A crash-looping worker: starts `node`, and once it has joined (a loaded machine can
+   * take seconds to start a process) SIGKILLs it after about `periodMs` (±20 %), then
    * starts it again at once, `times` times; resolves when the last process is dead.
    * `signal` ends the loop early (the running process is killed too).
    */
@@ -250,16 +253,18 @@ export class DrillEnvironment {
     const period = options.periodMs ?? 1000;
     const startedAt = Date.now();
     let starts = 0;
+    let joins = 0;
+    const wait = (ms: number) => sleep(ms, undefined, { signal: options.signal }).catch(() => undefined);
     for (let i = 0; i < options.times && options.signal?.aborted !== true; i++) {
       const job = this.startWorker({ node: options.node });
       starts += 1;
-      await sleep(period * (0.8 + 0.4 * Math.random()), undefined, { signal: options.signal }).catch(
-        () => undefined,
-      );
+      const joined = await job.waitFor((e) => e.event === "joined", 30_000).catch(() => undefined);
+      if (joined !== undefined) joins += 1;
+      await wait(period * (0.8 + 0.4 * Math.random()));
       job.signal("SIGKILL");
       await job.exited;
     }
-    return { starts, startedAt, endedAt: Date.now() };
+    return { starts, joins, startedAt, endedAt: Date.now() };
   }
 
   /** Every worker event so far, merged. */

@@ -48,14 +48,22 @@ export function assignmentWrites(env: DrillEnvironment): { at: number; record: A
     .map((e) => ({ at: e.at, record: JSON.parse(e.value) as AssignmentRecord }));
 }
 
-/** Lines matching `event` that any replica logged since the given per-replica log positions. */
-export function replicaLogsSince(env: DrillEnvironment, from: readonly number[], event: string): string[] {
-  return env.rm.replicas.flatMap((r, i) =>
-    r.logs
-      .slice(from[i] ?? 0)
-      .filter((l) => l.event === event)
-      .map(() => r.id),
+/**
+ * Whether the replica leadership moved since `before` led and each replica's log was at
+ * `from`: how many times a replica logged `leadership_lost`, and whether another one leads
+ * now. Under "one etcd member lost: nothing visible" the workers must not notice (same
+ * version, no handler restart); a replica failover behind their backs is reported, not failed.
+ */
+export async function replicaLeadership(
+  env: DrillEnvironment,
+  before: RmProcess,
+  from: readonly number[],
+): Promise<{ leadershipLost: number; rmLeaderChanged: number }> {
+  const lost = env.rm.replicas.flatMap((r, i) =>
+    r.logs.slice(from[i] ?? 0).filter((l) => l.event === "leadership_lost"),
   );
+  const after = await env.rm.waitForLeader();
+  return { leadershipLost: lost.length, rmLeaderChanged: after === before ? 0 : 1 };
 }
 
 /**

@@ -17,12 +17,18 @@ export const churnScenarios: readonly Scenario[] = [
       const victim = env.workers[0];
       if (victim === undefined) throw new Error("no worker");
       const loop = env.crashLoop({ node: "crashloop", times: 15, periodMs: 1000 });
-      await sleep(1500);
+      // Churn first: the crash-looper's first process joins (and gets a version of its own).
+      const deadline = Date.now() + 30_000;
+      while (!env.workers.some((w) => w.node === "crashloop" && w.events.some((e) => e.event === "joined"))) {
+        if (Date.now() > deadline) throw new Error("the crash-looping worker never joined");
+        await sleep(50);
+      }
+      await sleep(t.rebalanceDelayMs * 2);
       // The member whose shards must not stay unowned: killed while the churn goes on.
       const t0 = Date.now();
       victim.signal("SIGKILL");
       const expelMs = await waitForExpulsion(env, victim.node, t0, t.sessionTimeoutMs * 3);
-      const { starts, endedAt } = await loop;
+      const { starts, joins, endedAt } = await loop;
       const problems: string[] = [];
       let reassignedMs: number | null = null;
       if (expelMs === undefined) problems.push(`${victim.node} was never expelled`);
@@ -54,6 +60,7 @@ export const churnScenarios: readonly Scenario[] = [
         problems,
         measured: {
           crashLoopStarts: starts,
+          crashLoopJoins: joins,
           reassignedAfterExpulsionMs: reassignedMs,
           versionsDuringLoop: versions,
         },
