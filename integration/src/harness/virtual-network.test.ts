@@ -2,7 +2,10 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { connect } from "node:net";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { Etcd3 } from "etcd3";
 import { afterEach, describe, expect, it } from "vitest";
+import { startEtcdCluster } from "./etcd-cluster.js";
+import { findEtcdLeader } from "./etcd-leader.js";
 import { runNetCommand } from "./net-command.js";
 import { listNamespaces, removeOrphanedNamespaces } from "./netns-registry.js";
 import { withParentDeathSignal } from "./parent-death-signal.js";
@@ -181,6 +184,29 @@ describe("VirtualNetwork", () => {
     fromA.send({ op: "connect", id: "after", host: b.address, port: PORT, timeoutMs: 3000 });
     expect((await fromA.waitFor((l) => l.id === "after", 5000))?.event).toBe("connected");
   }, 40_000);
+
+  it("runs an etcd cluster with a member per host; a raft leader cut off from its peers is replaced", async () => {
+    const { net, hosts } = await start(["e0", "e1", "e2"]);
+    const etcd = await startEtcdCluster({ size: 3, hosts });
+    cleanups.push(() => etcd.stop());
+    expect(etcd.endpoints).toEqual(hosts.map((h) => `http://${h.address}:2379`));
+    const client = new Etcd3({ hosts: etcd.endpoints });
+    cleanups.push(async () => client.close());
+    await client.put("k").value("v");
+    expect(await client.get("k").string()).toBe("v");
+    const leader = await findEtcdLeader(etcd.members);
+    const leaderHost = hosts[etcd.members.indexOf(leader)] as NetHost;
+    await net.cut(
+      leaderHost,
+      hosts.filter((h) => h !== leaderHost),
+    );
+    // The two others elect one of them; the observer still reads every member's status.
+    const next = await findEtcdLeader(
+      etcd.members.filter((m) => m !== leader),
+      15_000,
+    );
+    expect(next).not.toBe(leader);
+  }, 60_000);
 
   it("close() removes every namespace and the observer's link", async () => {
     const net = await VirtualNetwork.create();

@@ -231,7 +231,14 @@ export class RmCluster implements AsyncDisposable {
     });
     for (const r of replicas) r.start();
     const cluster = new RmCluster(replicas, namespace);
-    await cluster.waitForLeader();
+    try {
+      // Generous: on a loaded 2-core machine starting three node processes takes seconds.
+      await cluster.waitForLeader({ timeoutMs: 60_000 });
+    } catch (e) {
+      await cluster.stop();
+      const tails = replicas.map((r) => `--- ${r.id} (${r.address}):\n${r.tail(5)}`).join("\n");
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${tails}`, { cause: e });
+    }
     return cluster;
   }
 
