@@ -85,6 +85,23 @@ describe("timeline invariants", () => {
     ]);
   });
 
+  it("lists who processed a duplicate in time order, whatever order the events came in", () => {
+    // Events come grouped per process: a later process's lines after an earlier one's.
+    const events = [
+      ev(20, "b", "processed", { id: "7" }),
+      ev(10, "a", "processed", { id: "7", incarnation: 3 }),
+    ];
+    expect(itemAccounting(events, ["7"]).duplicates).toEqual([
+      {
+        id: "7",
+        by: [
+          { node: "a", incarnation: 3, t: 10 },
+          { node: "b", t: 20 },
+        ],
+      },
+    ]);
+  });
+
   it("measures the gap per item, across a reshape (modulo shard count change)", () => {
     // Item "4" is shard 0 of 2, then shard 1 of 3: covered until 100, again from 350.
     const events = [

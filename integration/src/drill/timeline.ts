@@ -188,7 +188,7 @@ export interface ProcessedBy {
   readonly t: number;
 }
 
-/** I2: items never processed, and items processed more than once (with who and when). */
+/** I2: items never processed, and items processed more than once (with who and when, in time order). */
 export function itemAccounting(
   events: readonly WorkerEvent[],
   dataset: readonly string[],
@@ -205,7 +205,10 @@ export function itemAccounting(
     seen.set(e.id, list);
   }
   const lost = dataset.filter((id) => !seen.has(id));
-  const duplicates = [...seen.entries()].filter(([, by]) => by.length > 1).map(([id, by]) => ({ id, by }));
+  // Events arrive grouped per process, not in time order: `by[0]` must be the first in time.
+  const duplicates = [...seen.entries()]
+    .filter(([, by]) => by.length > 1)
+    .map(([id, by]) => ({ id, by: by.sort((x, y) => x.t - y.t) }));
   return { lost, duplicates };
 }
 
