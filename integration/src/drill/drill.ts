@@ -80,14 +80,15 @@ export async function runDrill(
   try {
     const first = Array.from({ length: o.workers }, () => env.startWorker());
     // Steady state first: one active version owning every worker, each processing in it.
-    const deadline = Date.now() + 30_000;
+    // Generous: on a loaded 2-core machine starting the worker processes takes seconds each.
+    const deadline = Date.now() + 60_000;
     let before = await env.assignment();
     while (
       before?.phase !== "active" ||
       Object.keys(before.owners).length !== o.workers ||
       !first.every((w) => w.events.some((e) => e.event === "processed" && e.version === before?.version))
     ) {
-      if (Date.now() > deadline) throw new Error(`no steady state within 30 s: ${JSON.stringify(before)}`);
+      if (Date.now() > deadline) throw new Error(`no steady state within 60 s: ${JSON.stringify(before)}`);
       await sleep(50);
       before = await env.assignment();
     }

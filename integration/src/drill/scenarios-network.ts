@@ -1,5 +1,6 @@
 import { findEtcdLeader } from "../harness/etcd-leader.js";
 import type { NetHost } from "../harness/virtual-network.js";
+import type { LogLine } from "../support/rm-cluster.js";
 import { type DrillEnvironment, drillTiming as t } from "./environment.js";
 import {
   establishedConnections,
@@ -35,6 +36,14 @@ function fenceProblems(
   if (expelledMs !== undefined && fencedAt > t0 + expelledMs)
     return [`${node} fenced itself ${fencedAt - (t0 + expelledMs)} ms after its expulsion`];
   return [];
+}
+
+/** The wall-clock time a replica wrote a log line (its `time` field), in ms. */
+function logTime(line: LogLine | undefined): number | undefined {
+  const time = line?.time;
+  if (typeof time !== "string") return undefined;
+  const ms = Date.parse(time);
+  return Number.isNaN(ms) ? undefined : ms;
 }
 
 /** One etcd member (the raft leader, or a follower) cut off from every other host; nothing may show. */
@@ -99,16 +108,27 @@ export const networkScenarios: readonly Scenario[] = [
     async run(env) {
       const net = env.requireNet();
       const leader = await env.rm.waitForLeader();
-      const from = leader.logs.length;
-      const p0 = performance.now();
+      const from = env.rm.replicas.map((r) => r.logs.length);
       const t0 = Date.now();
       await net.cut(leader.host as NetHost, env.etcdHosts);
       const failoverMs = await timeNewLeader(env, leader, t0);
+      const next = await env.rm.waitForLeader({ not: leader });
       const problems: string[] = [];
       const lost = await leader
-        .waitForLog((l) => l.event === "leadership_lost", 10_000, from)
+        .waitForLog((l) => l.event === "leadership_lost", 10_000, from[env.rm.replicas.indexOf(leader)])
         .catch(() => undefined);
-      if (lost === undefined) problems.push("the cut-off leader did not step down");
+      const elected = await next
+        .waitForLog((l) => l.event === "elected", 10_000, from[env.rm.replicas.indexOf(next)])
+        .catch(() => undefined);
+      // The leader's self-fence: it must stop leading before its lease can have expired in
+      // etcd, so before anyone else is elected (both times from the replicas' own log lines).
+      const lostAt = logTime(lost);
+      const electedAt = logTime(elected);
+      if (lostAt === undefined) problems.push("the cut-off leader did not step down");
+      else if (electedAt !== undefined && lostAt > electedAt)
+        problems.push(
+          `the cut-off leader stepped down ${lostAt - electedAt} ms after ${next.id} was elected`,
+        );
       await sleep(1000);
       await net.heal(leader.host as NetHost, env.etcdHosts);
       return {
@@ -116,7 +136,10 @@ export const networkScenarios: readonly Scenario[] = [
         workersAlive: true,
         expectSameVersion: true,
         problems,
-        measured: { stepDownMs: lost === undefined ? null : Math.round(lost.at - p0) },
+        measured: {
+          stepDownMs: lostAt === undefined ? null : lostAt - t0,
+          newLeaderElectedMs: electedAt === undefined ? null : electedAt - t0,
+        },
       };
     },
   },
