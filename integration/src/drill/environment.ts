@@ -53,6 +53,11 @@ export interface CrashLoopResult {
  * Everything a drill runs against: a 3-member etcd, 3 replica processes, N worker processes
  * (the example dataset job, with an etcd checkpoint), the dataset, and a recorder of every
  * etcd write under the namespace with its revision.
+ *
+ * In `netns` mode every etcd member (hosts etcd0..2), replica (rm1..3) and worker (w1..,
+ * one per node id, kept across its restarts) runs on a host of its own in {@link net}; the
+ * recorder and the status polls run here, as the network's observer, which no cut touches.
+ * `stop()` deletes every namespace it created.
  */
 export class DrillEnvironment {
   /** The virtual network in `netns` mode: cut and heal links between the hosts below. */
