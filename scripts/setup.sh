@@ -1,6 +1,7 @@
 # Sourced by scripts/test.sh and scripts/run.sh: makes a fresh Debian machine with
 # only Node 20 (or newer) ready, idempotently and quickly when already done.
 #   - etcd 3.4 from Debian's etcd-server/etcd-client when `etcd` is not on PATH;
+#   - iproute2 and iptables (network-namespace drills) when `ip` or `iptables` is missing;
 #   - a Node 24 runtime from the npm registry (package `node`) into .tools/ when the
 #     machine's node is older than 22 (vitest, connect-node and testcontainers need 22+);
 #   - the pnpm version pinned in package.json's `packageManager`, into .tools/.
@@ -24,6 +25,16 @@ if ! command -v etcd >/dev/null 2>&1; then
   # The Debian package starts a system etcd on 2379; our harness and run script use
   # their own ports and data dirs, so stop it rather than share state with it.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+fi
+
+# The virtual-network harness (integration/src/harness/virtual-network.ts) puts drill hosts
+# in network namespaces and cuts links with iptables: iproute2 (ip, ss) and iptables.
+if ! command -v iptables >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+  log "ip or iptables not found: installing Debian's iproute2 and iptables"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 iptables >/dev/null
 fi
 
 export PATH="$TOOLS/node_modules/.bin:$PATH"

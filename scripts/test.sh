@@ -11,11 +11,14 @@ echo "== typecheck tests"; pnpm exec tsc -p tsconfig.tests.json
 echo "== vitest"; pnpm exec vitest run "$@"
 # The benchmarks still run (reduced sizes; no timing assertions: timing goals live in docs/benchmarks.md).
 echo "== bench smoke"; node bench/dist/cli.js --smoke --json
-# The harness must leave nothing behind: no etcd it started, no temp data dir.
+# The harness must leave nothing behind: no etcd it started, no temp data dir, no network
+# namespace or root-namespace veth of the virtual network (prefix shn-).
 echo "== leak check"
 leaked=$(pgrep -af 'shard-etcd-' || true)
 dirs=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'shard-etcd-*' 2>/dev/null || true)
-if [ -n "$leaked$dirs" ]; then
-  echo "leaked after the test run:"; echo "$leaked"; echo "$dirs"; exit 1
+netns=$(ip netns list 2>/dev/null | grep '^shn-' || true)
+links=$(ip -o link show 2>/dev/null | grep -E '^[0-9]+: shn-' || true)
+if [ -n "$leaked$dirs$netns$links" ]; then
+  echo "leaked after the test run:"; echo "$leaked"; echo "$dirs"; echo "$netns"; echo "$links"; exit 1
 fi
-echo "no etcd process or temp dir left behind"
+echo "no etcd process, temp dir, network namespace or veth left behind"

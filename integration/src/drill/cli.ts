@@ -1,18 +1,23 @@
 #!/usr/bin/env node
-// pnpm drill [scenario...] [--json] [--quick]
+// pnpm drill [scenario...] [--json] [--list] [--artifacts <dir>]
 //   Runs fault drills against real etcd, replica and worker processes and checks the
 //   ownership timeline (see docs/drills.md). Exit code 1 when any scenario fails.
 import { cpus } from "node:os";
 import { parseArgs } from "node:util";
 import { type DrillReport, defaultDrillOptions, runDrill } from "./drill.js";
-import { scenarios } from "./scenarios.js";
+import { allScenarios as scenarios } from "./scenarios.js";
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { json: { type: "boolean", default: false }, list: { type: "boolean", default: false } },
+  options: {
+    json: { type: "boolean", default: false },
+    list: { type: "boolean", default: false },
+    // Keep each run's worker events, replica logs and etcd writes under this directory.
+    artifacts: { type: "string" },
+  },
 });
 if (values.list) {
-  for (const s of scenarios) process.stdout.write(`${s.name.padEnd(18)} ${s.description}\n`);
+  for (const s of scenarios) process.stdout.write(`${s.name.padEnd(24)} ${s.description}\n`);
   process.exit(0);
 }
 const unknown = positionals.filter((p) => !scenarios.some((s) => s.name === p));
@@ -31,7 +36,7 @@ if (!values.json) {
 }
 const reports: DrillReport[] = [];
 for (const s of chosen) {
-  const r = await runDrill(s).catch(
+  const r = await runDrill(s, { ...defaultDrillOptions, artifactsDir: values.artifacts }).catch(
     (e: unknown): DrillReport => ({
       scenario: s.name,
       passed: false,
@@ -45,6 +50,7 @@ for (const s of chosen) {
       versionBumps: -1,
       staleLeaderWrites: -1,
       durationMs: 0,
+      network: s.options?.network ?? "loopback",
       problems: [`drill crashed: ${e instanceof Error ? e.message : String(e)}`],
     }),
   );

@@ -1,9 +1,12 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { DrillEnvironment } from "./environment.js";
 import type { Scenario } from "./scenarios.js";
 import {
   itemAccounting,
   maxHandoffGapMs,
   overlaps,
+  processOf,
   spans,
   staleLeaderWrites,
   type WorkerEvent,
@@ -24,6 +27,10 @@ export interface DrillReport {
   readonly versionBumps: number;
   readonly staleLeaderWrites: number;
   readonly durationMs: number;
+  /** `loopback`, or `netns` when every process ran on a host of its own (virtual network). */
+  readonly network: "loopback" | "netns";
+  /** Other figures the scenario measured (see each scenario). */
+  readonly measured?: Readonly<Record<string, number | string | null>>;
   readonly problems: readonly string[];
 }
 
@@ -33,6 +40,11 @@ export interface DrillOptions {
   readonly itemMs: number;
   /** Time for the whole dataset to be processed after the fault. */
   readonly finishTimeoutMs: number;
+  /**
+   * Directory to write each run's raw material to, for a post-mortem: `<scenario>-<time>/`
+   * with the worker events, every replica's log lines and the recorded etcd writes.
+   */
+  readonly artifactsDir?: string;
 }
 
 export const defaultDrillOptions: DrillOptions = {
@@ -60,19 +72,23 @@ export async function runDrill(
     items: o.items,
     itemMs: o.itemMs,
     proxyFirstReplica: scenario.options?.proxyFirstReplica === true,
+    network: scenario.options?.network ?? "loopback",
+    spareWorkerHosts: scenario.options?.spareWorkerHosts,
+    replicaArgs: scenario.options?.replicaArgs,
   });
   const problems: string[] = [];
   try {
     const first = Array.from({ length: o.workers }, () => env.startWorker());
     // Steady state first: one active version owning every worker, each processing in it.
-    const deadline = Date.now() + 30_000;
+    // Generous: on a loaded 2-core machine starting the worker processes takes seconds each.
+    const deadline = Date.now() + 60_000;
     let before = await env.assignment();
     while (
       before?.phase !== "active" ||
       Object.keys(before.owners).length !== o.workers ||
       !first.every((w) => w.events.some((e) => e.event === "processed" && e.version === before?.version))
     ) {
-      if (Date.now() > deadline) throw new Error(`no steady state within 30 s: ${JSON.stringify(before)}`);
+      if (Date.now() > deadline) throw new Error(`no steady state within 60 s: ${JSON.stringify(before)}`);
       await sleep(50);
       before = await env.assignment();
     }
@@ -86,19 +102,20 @@ export async function runDrill(
     const after = await env.assignment();
     const events: WorkerEvent[] = env.events();
     const all = spans(events);
-    const ov = overlaps(all);
+    const ov = overlaps(all, env.dataset);
     const { lost, duplicates } = itemAccounting(events, env.dataset);
     // A duplicate is explained when its first processing was the last thing that worker
-    // did before it died, was paused or was fenced: the item in flight at the fault.
-    const dead = new Set(env.workers.filter((w) => !w.running).map((w) => w.events[0]?.node));
+    // process did before it died, was paused or was fenced: the item in flight at the fault.
+    const dead = new Set(env.workers.filter((w) => !w.running).map((w) => processOf(w)));
     const unexplained = duplicates.filter(({ by }) => {
       const first = by[0];
       if (first === undefined) return false;
-      const mine = events.filter((e) => e.node === first.node && e.t > first.t);
+      const who = processOf(first);
+      const mine = events.filter((e) => processOf(e) === who && e.t > first.t);
       const nextProcessed = mine.find((e) => e.event === "processed")?.t ?? Number.POSITIVE_INFINITY;
       const interruptedAt =
         mine.find((e) => e.event === "fenced" || e.event === "disconnected")?.t ??
-        (dead.has(first.node) ? Number.POSITIVE_INFINITY : undefined);
+        (dead.has(who) ? Number.POSITIVE_INFINITY : undefined);
       return interruptedAt === undefined || nextProcessed < interruptedAt;
     });
     if (ov.length > 0)
@@ -117,7 +134,12 @@ export async function runDrill(
       if (restarted.length > 0 && result.handlersMayRestart !== true)
         problems.push(`${restarted.length} shard handlers restarted after the fault`);
     }
-    const stale = staleLeaderWrites(env.etcdEvents, `${env.namespace}/election/leader/`);
+    // The drill group only: a scenario may write garbage into another group on purpose.
+    const stale = staleLeaderWrites(
+      env.etcdEvents,
+      `${env.namespace}/election/leader/`,
+      `/groups/${env.group}/assignment`,
+    );
     if (stale.length > 0)
       problems.push(`${stale.length} assignment writes not from the leader of their revision`);
     return {
@@ -133,9 +155,37 @@ export async function runDrill(
       versionBumps: (after?.version ?? 0) - (before?.version ?? 0),
       staleLeaderWrites: stale.length,
       durationMs: Date.now() - started,
+      network: scenario.options?.network ?? "loopback",
+      ...(result.measured === undefined ? {} : { measured: result.measured }),
       problems,
     };
   } finally {
+    if (o.artifactsDir !== undefined)
+      await writeArtifacts(join(o.artifactsDir, `${scenario.name}-${started}`), env).catch((e: unknown) =>
+        process.stderr.write(`drill: could not write artifacts: ${String(e)}\n`),
+      );
     await env.stop();
   }
+}
+
+/** Writes what a run saw, one JSON line per event, for reading after the fact. */
+async function writeArtifacts(dir: string, env: DrillEnvironment): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const lines = (xs: readonly unknown[]) => xs.map((x) => `${JSON.stringify(x)}\n`).join("");
+  await writeFile(join(dir, "workers.jsonl"), lines([...env.events()].sort((a, b) => a.t - b.t)));
+  await writeFile(join(dir, "etcd.jsonl"), lines(env.etcdEvents));
+  for (const r of env.rm.replicas) {
+    // Replica log times are this process's performance.now(); add the wall clock for reading.
+    const wall = (at: number) => Math.round(performance.timeOrigin + at);
+    await writeFile(
+      join(dir, `${r.id}.jsonl`),
+      lines([
+        ...r.logs.map((l) => ({ wall: wall(l.at), ...l })),
+        ...r.stderr.map((line) => ({ stderr: line })),
+      ]),
+    );
+  }
+  for (const w of env.workers)
+    if (w.stderr.length > 0)
+      await writeFile(join(dir, `${w.node}-${w.incarnation ?? 1}.stderr`), `${w.stderr.join("\n")}\n`);
 }

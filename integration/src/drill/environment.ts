@@ -1,7 +1,11 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { AssignmentRecord } from "@org/coordinator";
 import { Etcd3, type Watcher } from "etcd3";
+import { HarnessConfigError } from "../harness/errors.js";
 import { type EtcdCluster, startEtcdCluster } from "../harness/etcd-cluster.js";
+import type { ProcessHost } from "../harness/process-host.js";
 import { startTcpProxy, type TcpProxy } from "../harness/tcp-proxy.js";
+import { type NetHost, VirtualNetwork } from "../harness/virtual-network.js";
 import { coordinatorArgs, readAssignment } from "../support/coordinator-state.js";
 import { JobProcess } from "../support/job-process.js";
 import { RmCluster } from "../support/rm-cluster.js";
@@ -22,14 +26,44 @@ export interface DrillEnvironmentOptions {
   readonly itemMs: number;
   /** Put replica rm-1 behind a TCP proxy to etcd, so a drill can cut it off alone. */
   readonly proxyFirstReplica?: boolean;
+  /**
+   * `loopback` (the default): every process on this machine's 127.0.0.1. `netns`: every etcd
+   * member, replica and worker on a host of its own in a {@link VirtualNetwork}, so a drill
+   * can cut any link between two of them ({@link DrillEnvironment.net}).
+   */
+  readonly network?: "loopback" | "netns";
+  /** Hosts made ready for workers started after the first `workers` (netns only); default 4. */
+  readonly spareWorkerHosts?: number;
+  /** Extra flags for replica i (0-based), after the drill's timing flags. */
+  readonly replicaArgs?: (index: number) => readonly string[];
+}
+
+/** What {@link DrillEnvironment.crashLoop} did. */
+export interface CrashLoopResult {
+  /** Processes started (and SIGKILLed). */
+  readonly starts: number;
+  /** How many of them got as far as joining the group before they were killed. */
+  readonly joins: number;
+  /** When the loop started and when its last process was killed (ms since the epoch). */
+  readonly startedAt: number;
+  readonly endedAt: number;
 }
 
 /**
  * Everything a drill runs against: a 3-member etcd, 3 replica processes, N worker processes
  * (the example dataset job, with an etcd checkpoint), the dataset, and a recorder of every
  * etcd write under the namespace with its revision.
+ *
+ * In `netns` mode every etcd member (hosts etcd0..2), replica (rm1..3) and worker (w1..,
+ * one per node id, kept across its restarts) runs on a host of its own in {@link net}; the
+ * recorder and the status polls run here, as the network's observer, which no cut touches.
+ * `stop()` deletes every namespace it created.
  */
 export class DrillEnvironment {
+  /** The virtual network in `netns` mode: cut and heal links between the hosts below. */
+  readonly net: VirtualNetwork | undefined;
+  /** Host of etcd member i (netns mode). */
+  readonly etcdHosts: readonly NetHost[];
   readonly etcd: EtcdCluster;
   readonly rm: RmCluster;
   readonly client: Etcd3;
@@ -41,6 +75,9 @@ export class DrillEnvironment {
   readonly #options: DrillEnvironmentOptions;
   #watcher: Watcher | undefined;
   #nextWorker = 0;
+  /** Hosts not yet given to a worker (netns mode), and the host of each node id that ran. */
+  readonly #freeWorkerHosts: NetHost[];
+  readonly #workerHosts = new Map<string, NetHost>();
 
   private constructor(
     etcd: EtcdCluster,
@@ -49,7 +86,11 @@ export class DrillEnvironment {
     dataset: string[],
     options: DrillEnvironmentOptions,
     proxy: TcpProxy | undefined,
+    net: { net: VirtualNetwork; etcd: NetHost[]; workers: NetHost[] } | undefined,
   ) {
+    this.net = net?.net;
+    this.etcdHosts = net?.etcd ?? [];
+    this.#freeWorkerHosts = net?.workers ?? [];
     this.etcd = etcd;
     this.rm = rm;
     this.client = client;
@@ -59,7 +100,24 @@ export class DrillEnvironment {
   }
 
   static async start(options: DrillEnvironmentOptions): Promise<DrillEnvironment> {
-    const etcd = await startEtcdCluster({ size: 3 });
+    if (options.network === "netns" && options.proxyFirstReplica === true)
+      throw new HarnessConfigError("proxyFirstReplica is for loopback drills: in netns mode, cut the link");
+    let hosts: { net: VirtualNetwork; etcd: NetHost[]; rm: NetHost[]; workers: NetHost[] } | undefined;
+    let etcd: EtcdCluster;
+    try {
+      if (options.network === "netns") {
+        const net = await VirtualNetwork.create();
+        hosts = { net, etcd: [], rm: [], workers: [] };
+        hosts.etcd = await net.addHosts(["etcd0", "etcd1", "etcd2"]);
+        hosts.rm = await net.addHosts(["rm1", "rm2", "rm3"]);
+        const n = options.workers + (options.spareWorkerHosts ?? 4);
+        hosts.workers = await net.addHosts(Array.from({ length: n }, (_, i) => `w${i + 1}`));
+      }
+      etcd = await startEtcdCluster({ size: 3, hosts: hosts?.etcd });
+    } catch (e) {
+      await hosts?.net.close();
+      throw e;
+    }
     const client = new Etcd3({ hosts: etcd.endpoints });
     let proxy: TcpProxy | undefined;
     try {
@@ -81,16 +139,46 @@ export class DrillEnvironment {
         const p = proxy;
         etcdFor = (i) => (i === 0 ? [p.url] : etcd.endpoints);
       }
-      const rm = await RmCluster.start({ etcd: etcd.endpoints, namespace, args: flags, etcdFor });
-      const env = new DrillEnvironment(etcd, rm, client, dataset, options, proxy);
+      const rmHosts = hosts?.rm;
+      const rm = await RmCluster.start({
+        etcd: etcd.endpoints,
+        namespace,
+        args: flags,
+        argsFor: options.replicaArgs,
+        etcdFor,
+        hostFor: rmHosts === undefined ? undefined : (i) => rmHosts[i] as NetHost,
+      });
+      const env = new DrillEnvironment(etcd, rm, client, dataset, options, proxy, hosts);
       await env.#record(namespace);
       return env;
     } catch (e) {
       client.close();
       await proxy?.close();
       await etcd.stop();
+      await hosts?.net.close();
       throw e;
     }
+  }
+
+  /** The virtual network; throws in loopback mode (a scenario that cuts links needs `network: "netns"`). */
+  requireNet(): VirtualNetwork {
+    if (this.net === undefined) throw new HarnessConfigError('this drill needs network: "netns"');
+    return this.net;
+  }
+
+  /** The hosts of the replicas (netns mode). */
+  get replicaHosts(): NetHost[] {
+    return this.rm.replicas.map((r) => r.host as NetHost);
+  }
+
+  /** The hosts every worker of this drill has run on (netns mode). */
+  get workerHosts(): NetHost[] {
+    return [...this.#workerHosts.values()];
+  }
+
+  /** The host a worker runs on. */
+  hostOf(worker: JobProcess): ProcessHost {
+    return worker.host;
   }
 
   get namespace(): string {
@@ -116,11 +204,21 @@ export class DrillEnvironment {
     this.#watcher.on("delete", push("delete"));
   }
 
-  /** Starts a worker process (ids worker-1, worker-2, ...). */
-  startWorker(options: { waitForSignal?: boolean } = {}): JobProcess {
-    this.#nextWorker += 1;
+  /**
+   * Starts a worker process (ids worker-1, worker-2, ...; or `node`, which may have run
+   * before: the new process is its next incarnation, on the same host).
+   */
+  startWorker(options: { waitForSignal?: boolean; node?: string } = {}): JobProcess {
+    let node = options.node;
+    if (node === undefined) {
+      this.#nextWorker += 1;
+      node = `worker-${this.#nextWorker}`;
+    }
+    const incarnation = this.workers.filter((w) => w.node === node).length + 1;
     const job = new JobProcess({
-      node: `worker-${this.#nextWorker}`,
+      node,
+      incarnation,
+      host: this.#hostFor(node),
       group: this.group,
       coordinators: this.rm.addresses,
       itemMs: this.#options.itemMs,
@@ -131,6 +229,47 @@ export class DrillEnvironment {
     });
     this.workers.push(job);
     return job;
+  }
+
+  #hostFor(node: string): ProcessHost | undefined {
+    if (this.net === undefined) return undefined;
+    let host = this.#workerHosts.get(node);
+    if (host === undefined) {
+      host = this.#freeWorkerHosts.shift();
+      if (host === undefined)
+        throw new HarnessConfigError(`no spare worker host for ${node}: raise spareWorkerHosts`);
+      this.#workerHosts.set(node, host);
+    }
+    return host;
+  }
+
+  /**
+   * A crash-looping worker: starts `node`, and once it has joined (a loaded machine can
+   * take seconds to start a process) SIGKILLs it after about `periodMs` (±20 %), then
+   * starts it again at once, `times` times; resolves when the last process is dead.
+   * `signal` ends the loop early (the running process is killed too).
+   */
+  async crashLoop(options: {
+    node: string;
+    times: number;
+    periodMs?: number;
+    signal?: AbortSignal;
+  }): Promise<CrashLoopResult> {
+    const period = options.periodMs ?? 1000;
+    const startedAt = Date.now();
+    let starts = 0;
+    let joins = 0;
+    const wait = (ms: number) => sleep(ms, undefined, { signal: options.signal }).catch(() => undefined);
+    for (let i = 0; i < options.times && options.signal?.aborted !== true; i++) {
+      const job = this.startWorker({ node: options.node });
+      starts += 1;
+      const joined = await job.waitFor((e) => e.event === "joined", 30_000).catch(() => undefined);
+      if (joined !== undefined) joins += 1;
+      await wait(period * (0.8 + 0.4 * Math.random()));
+      job.signal("SIGKILL");
+      await job.exited;
+    }
+    return { starts, joins, startedAt, endedAt: Date.now() };
   }
 
   /** Every worker event so far, merged. */
@@ -155,11 +294,17 @@ export class DrillEnvironment {
   }
 
   async stop(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.stop()));
-    await this.#watcher?.cancel().catch(() => undefined);
-    await this.rm.stop();
-    await this.proxy?.close();
-    this.client.close();
-    await this.etcd.stop();
+    try {
+      await Promise.all(this.workers.map((w) => w.stop()));
+      await this.#watcher?.cancel().catch(() => undefined);
+      await this.rm.stop();
+      await this.proxy?.close();
+      this.client.close();
+      await this.etcd.stop();
+    } finally {
+      // Every namespace goes, whatever failed above (processes were killed first, so
+      // nothing keeps a host's namespace alive).
+      await this.net?.close();
+    }
   }
 }

@@ -1,9 +1,12 @@
 import { connect } from "node:net";
 import { status } from "@grpc/grpc-js";
 import { fetchShardData, RawStream } from "../support/raw-client.js";
-import type { RmProcess } from "../support/rm-cluster.js";
 import { type DrillEnvironment, drillTiming } from "./environment.js";
+import { timeNewLeader, waitForExpulsion } from "./scenario-helpers.js";
+import { churnScenarios } from "./scenarios-churn.js";
+import { etcdScenarios } from "./scenarios-etcd.js";
 import { identityScenarios } from "./scenarios-identity.js";
+import { networkScenarios } from "./scenarios-network.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {
@@ -17,42 +20,31 @@ export interface ScenarioResult {
   handlersMayRestart?: boolean;
   /** Findings that fail the scenario by themselves (e.g. a wrong status to bad input). */
   problems: string[];
+  /** Other figures the scenario measured, reported as they are (e.g. a bound it checked). */
+  measured?: Record<string, number | string | null>;
 }
 
 export interface Scenario {
   readonly name: string;
   readonly description: string;
   /** Extra workers released at once (burst); default none. */
-  readonly options?: { proxyFirstReplica?: boolean; workers?: number };
+  readonly options?: {
+    proxyFirstReplica?: boolean;
+    workers?: number;
+    /** Run every process on a host of its own (virtual network), so links can be cut. */
+    network?: "loopback" | "netns";
+    /** Worker hosts beyond the first workers' (netns); see DrillEnvironmentOptions. */
+    spareWorkerHosts?: number;
+    /** Extra flags for replica i (0-based), e.g. replicas with different settings. */
+    replicaArgs?: (index: number) => readonly string[];
+  };
   run(env: DrillEnvironment): Promise<ScenarioResult>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const t = drillTiming;
 
-async function timeNewLeader(env: DrillEnvironment, old: RmProcess, t0: number): Promise<number> {
-  await env.rm.waitForLeader({ not: old, timeoutMs: 30_000 });
-  return Date.now() - t0;
-}
-
-/** Waits for the delete of a member key after `t0`; returns ms, or undefined. */
-async function waitForExpulsion(
-  env: DrillEnvironment,
-  node: string,
-  t0: number,
-  timeoutMs: number,
-): Promise<number | undefined> {
-  const key = `${env.namespace}/groups/${env.group}/members/${node}`;
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const e = env.etcdEvents.find((x) => x.type === "delete" && x.key === key && x.at >= t0);
-    if (e !== undefined) return e.at - t0;
-    await sleep(20);
-  }
-  return undefined;
-}
-
-const baseScenarios: readonly Scenario[] = [
+export const scenarios: readonly Scenario[] = [
   {
     name: "leader-kill",
     description: "SIGKILL the leading replica",
@@ -333,5 +325,14 @@ const baseScenarios: readonly Scenario[] = [
   },
 ];
 
-/** Every scenario, in the order `pnpm drill` runs them. */
-export const scenarios: readonly Scenario[] = [...baseScenarios, ...identityScenarios];
+/**
+ * Every scenario `pnpm drill` runs, in order: the list above, then each scenarios-*.ts
+ * file's list (add a file's list here).
+ */
+export const allScenarios: readonly Scenario[] = [
+  ...scenarios,
+  ...etcdScenarios,
+  ...networkScenarios,
+  ...churnScenarios,
+  ...identityScenarios,
+];

@@ -27,7 +27,7 @@ describe("timeline invariants", () => {
       ev(60, "b", "processed", { ...s(0), id: "2" }),
     ];
     const sp = spans(events);
-    expect(overlaps(sp)).toEqual([]);
+    expect(overlaps(sp, ["0", "1", "2", "3"])).toEqual([]);
     expect(maxHandoffGapMs(sp, ["0", "2"])).toBe(30);
   });
 
@@ -39,7 +39,9 @@ describe("timeline invariants", () => {
       ev(8, "b", "processed", { ...s(1), id: "3" }),
       ev(30, "a", "processed", { ...s(1), id: "5" }),
     ];
-    expect(overlaps(spans(events))).toHaveLength(1);
+    const found = overlaps(spans(events), ["0", "1", "2", "3"]);
+    expect(found).toHaveLength(1);
+    expect(found[0]?.item).toBe("1");
   });
 
   it("a paused worker that processed nothing while paused does not overlap its successor", () => {
@@ -51,7 +53,7 @@ describe("timeline invariants", () => {
       ev(4010, "b", "processed", { ...s(0), id: "2" }),
       ev(5001, "a", "fenced"),
     ];
-    expect(overlaps(spans(events))).toEqual([]);
+    expect(overlaps(spans(events), ["0", "1", "2", "3"])).toEqual([]);
   });
 
   it("processing outside any stint is caught as an overlap with the owner", () => {
@@ -61,7 +63,7 @@ describe("timeline invariants", () => {
       ev(6, "a", "processed", { ...s(0), id: "2" }),
       ev(9, "b", "processed", { ...s(0), id: "4" }),
     ];
-    expect(overlaps(spans(events))).toHaveLength(1);
+    expect(overlaps(spans(events), ["0", "1", "2", "3", "4"])).toHaveLength(1);
   });
 
   it("counts lost and duplicate items with attribution", () => {
@@ -78,6 +80,23 @@ describe("timeline invariants", () => {
         by: [
           { node: "a", t: 1 },
           { node: "b", t: 2 },
+        ],
+      },
+    ]);
+  });
+
+  it("lists who processed a duplicate in time order, whatever order the events came in", () => {
+    // Events come grouped per process: a later process's lines after an earlier one's.
+    const events = [
+      ev(20, "b", "processed", { id: "7" }),
+      ev(10, "a", "processed", { id: "7", incarnation: 3 }),
+    ];
+    expect(itemAccounting(events, ["7"]).duplicates).toEqual([
+      {
+        id: "7",
+        by: [
+          { node: "a", incarnation: 3, t: 10 },
+          { node: "b", t: 20 },
         ],
       },
     ]);
@@ -142,5 +161,77 @@ describe("handoff gap of a paused worker", () => {
       e(5000, "a", "fenced"),
     ];
     expect(maxHandoffGapMs(spans(events), ["0"])).toBe(4000);
+  });
+});
+
+describe("overlap check compares items, not shard numbers", () => {
+  const dataset = Array.from({ length: 30 }, (_, i) => String(i));
+
+  it("sees an overlap across a modulo reshape (shard 0 of 2 and shard 1 of 3 share item 4)", () => {
+    const events = [
+      ev(0, "a", "shard_started", s(0, 2)),
+      ev(10, "a", "processed", { ...s(0, 2), id: "0" }),
+      ev(80, "a", "processed", { ...s(0, 2), id: "2" }),
+      ev(50, "b", "shard_started", s(1, 3)),
+      ev(60, "b", "processed", { ...s(1, 3), id: "1" }),
+    ];
+    const sp = spans(events);
+    // Different shard keys: a check by (totalShards, shard) cannot see this one.
+    expect(new Set(sp.map((x) => x.key)).size).toBe(2);
+    const found = overlaps(sp, ["0", "1", "2", "3", "4", "5"]);
+    expect(found).toHaveLength(1);
+    expect(found[0]?.item).toBe("4");
+    expect([found[0]?.a.node, found[0]?.b.node].sort()).toEqual(["a", "b"]);
+  });
+
+  it("finds none across a reshape when the two shards share no item of the dataset", () => {
+    const events = [
+      ev(0, "a", "shard_started", s(0, 2)),
+      ev(10, "a", "processed", { ...s(0, 2), id: "0" }),
+      ev(80, "a", "processed", { ...s(0, 2), id: "2" }),
+      ev(50, "b", "shard_started", s(1, 3)),
+      ev(60, "b", "processed", { ...s(1, 3), id: "1" }),
+    ];
+    // (2, 0) holds 0 and 2, (3, 1) holds 1: nothing in common.
+    expect(overlaps(spans(events), ["0", "1", "2", "3"])).toEqual([]);
+  });
+
+  it("keeps two incarnations of one node id apart", () => {
+    const inc = (incarnation: number) => ({ ...s(0, 1), incarnation });
+    const events = [
+      ev(0, "w", "shard_started", inc(1)),
+      ev(10, "w", "processed", { ...inc(1), id: "0" }),
+      ev(40, "w", "processed", { ...inc(1), id: "1" }),
+      ev(20, "w", "shard_started", inc(2)),
+      ev(30, "w", "processed", { ...inc(2), id: "2" }),
+    ];
+    const sp = spans(events);
+    expect(sp.map((x) => x.incarnation).sort()).toEqual([1, 2]);
+    expect(overlaps(sp, ["0", "1", "2"])).toHaveLength(1);
+    // One process holding two stints at once (e.g. sticky shards) is not an overlap.
+    const one = events.map((e) => ({ ...e, incarnation: 1 }));
+    expect(overlaps(spans(one), ["0", "1", "2"])).toEqual([]);
+  });
+
+  it("flags intersecting windows exactly when some item lies in both shards (every T1, T2 <= 6)", () => {
+    for (let t1 = 1; t1 <= 6; t1++)
+      for (let t2 = 1; t2 <= 6; t2++)
+        for (let s1 = 0; s1 < t1; s1++)
+          for (let s2 = 0; s2 < t2; s2++) {
+            const events = [
+              ev(0, "a", "shard_started", s(s1, t1)),
+              ev(10, "a", "processed", { ...s(s1, t1), id: "x" }),
+              ev(5, "b", "shard_started", s(s2, t2)),
+              ev(8, "b", "processed", { ...s(s2, t2), id: "y" }),
+            ];
+            const both = dataset.some((id) => Number(id) % t1 === s1 && Number(id) % t2 === s2);
+            const found = overlaps(spans(events), dataset).length > 0;
+            expect(found, `(${t1}/${s1}) vs (${t2}/${s2})`).toBe(both);
+            // Without a reshape this is the shard-number check it replaces.
+            if (t1 === t2) expect(found).toBe(s1 === s2);
+            // Windows that do not intersect never overlap, whatever the shards.
+            const later = events.map((e) => (e.node === "b" ? { ...e, t: e.t + 100 } : e));
+            expect(overlaps(spans(later), dataset)).toEqual([]);
+          }
   });
 });

@@ -9,6 +9,10 @@ import { shardOf } from "@org/proto";
  * is from the stint's start to the last item it processed in that stint: the part of a
  * stint that can conflict with someone else (a SIGSTOPped worker holds a stint but
  * processes nothing while paused).
+ *
+ * Several processes may run one after another with one node id (a restarted or
+ * crash-looping worker): their lines carry an `incarnation`, and each process is a timeline
+ * of its own, so two incarnations of one node processing the same items at once is caught.
  */
 
 /** One line a worker printed (see examples/src/dataset-job.ts). */
@@ -20,6 +24,8 @@ export interface WorkerEvent {
   readonly totalShards?: number;
   readonly version?: number;
   readonly id?: string;
+  /** Which process of this node id printed it (1, 2, ...), when a node id ran more than once. */
+  readonly incarnation?: number;
 }
 
 /** A shard's identity: its id means the same data only for the same shard count. */
@@ -28,6 +34,8 @@ const keyOf = (shard: number, totalShards: number): ShardKey => `${totalShards}/
 
 export interface Span {
   readonly node: string;
+  /** The process of `node` (see {@link WorkerEvent.incarnation}). */
+  readonly incarnation?: number;
   readonly key: ShardKey;
   readonly start: number;
   /** End of the stint (stop, fence, or the worker's last event). */
@@ -43,20 +51,29 @@ export interface Span {
   readonly ownedUntil: number;
 }
 
-/** Builds every worker's stints from its events (in time order per worker). */
+/** Identifies the process that printed an event: its node id, and its incarnation if any. */
+export function processOf(e: { readonly node: string; readonly incarnation?: number }): string {
+  return e.incarnation === undefined ? e.node : `${e.node}#${e.incarnation}`;
+}
+
+/** Builds every worker process's stints from its events (in time order per process). */
 export function spans(events: readonly WorkerEvent[]): Span[] {
-  const byNode = new Map<string, WorkerEvent[]>();
+  const byProcess = new Map<string, WorkerEvent[]>();
   for (const e of events) {
-    let list = byNode.get(e.node);
+    const p = processOf(e);
+    let list = byProcess.get(p);
     if (list === undefined) {
       list = [];
-      byNode.set(e.node, list);
+      byProcess.set(p, list);
     }
     list.push(e);
   }
   const out: Span[] = [];
-  for (const [node, list] of byNode) {
+  for (const list of byProcess.values()) {
     list.sort((a, b) => a.t - b.t);
+    const node = list[0]?.node ?? "";
+    const incarnation = list[0]?.incarnation;
+    const who = incarnation === undefined ? { node } : { node, incarnation };
     const open = new Map<ShardKey, { start: number; lastProcessed: number; items: number }>();
     // A stint that did not stop cleanly (fenced, killed, paused) counts as owned only until
     // its last processed item: a paused worker reports `fenced` only after it resumes, with
@@ -67,7 +84,7 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
       if (s === undefined) return;
       const ownedUntil = clean ? end : s.lastProcessed;
       out.push({
-        node,
+        ...who,
         key,
         start: s.start,
         end,
@@ -96,7 +113,7 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
           s.items += 1;
         } else {
           // Processing outside any stint is itself a violation; record it as a zero-length span.
-          out.push({ node, key, start: e.t, end: e.t, lastProcessed: e.t, items: 1, ownedUntil: e.t });
+          out.push({ ...who, key, start: e.t, end: e.t, lastProcessed: e.t, items: 1, ownedUntil: e.t });
         }
       }
     }
@@ -108,50 +125,90 @@ export function spans(events: readonly WorkerEvent[]): Span[] {
   return out;
 }
 
-/** I1: two workers' processing spans on the same shard that intersect. */
+/** I1: two processing spans of different worker processes that intersect in time and in data. */
 export interface Overlap {
-  readonly key: ShardKey;
+  /** A dataset item both spans' shards contain (the first in dataset order). */
+  readonly item: string;
   readonly a: Span;
   readonly b: Span;
 }
 
-export function overlaps(all: readonly Span[]): Overlap[] {
+/**
+ * I1, the overlap check: two processing spans of different processes overlap when their
+ * processing windows `[start, lastProcessed]` intersect and some dataset item belongs to
+ * both spans' `(totalShards, shard)` (an item belongs to (T, s) when `shardOf(id, T) == s`).
+ * Comparing items rather than shard numbers is what catches an overlap across a `modulo`
+ * reshape, where shard 1 of 3 and shard 0 of 2 share every sixth item.
+ */
+export function overlaps(all: readonly Span[], dataset: readonly string[]): Overlap[] {
+  const members = new Map<ShardKey, Set<string>>();
+  const itemsOf = (key: ShardKey): Set<string> => {
+    let set = members.get(key);
+    if (set === undefined) {
+      const [total, shard] = key.split("/").map(Number);
+      set = new Set(dataset.filter((id) => shardOf(id, total ?? 0) === shard));
+      members.set(key, set);
+    }
+    return set;
+  };
+  const common = new Map<string, string | undefined>();
+  const shared = (a: ShardKey, b: ShardKey): string | undefined => {
+    const pair = a < b ? `${a}|${b}` : `${b}|${a}`;
+    if (!common.has(pair)) {
+      const x = itemsOf(a);
+      const y = itemsOf(b);
+      common.set(
+        pair,
+        dataset.find((id) => x.has(id) && y.has(id)),
+      );
+    }
+    return common.get(pair);
+  };
   const out: Overlap[] = [];
-  const byKey = new Map<ShardKey, Span[]>();
-  for (const s of all) {
-    const list = byKey.get(s.key) ?? [];
-    list.push(s);
-    byKey.set(s.key, list);
-  }
-  for (const [key, list] of byKey) {
-    for (let i = 0; i < list.length; i++) {
-      for (let j = i + 1; j < list.length; j++) {
-        const a = list[i];
-        const b = list[j];
-        if (a === undefined || b === undefined || a.node === b.node) continue;
-        // Processing spans [start, lastProcessed]; a span with no item cannot conflict.
-        if (a.items === 0 || b.items === 0) continue;
-        if (a.start <= b.lastProcessed && b.start <= a.lastProcessed) out.push({ key, a, b });
-      }
+  // Spans with no item cannot conflict; sorting by start lets the scan stop early.
+  const busy = all.filter((s) => s.items > 0).sort((p, q) => p.start - q.start);
+  for (let i = 0; i < busy.length; i++) {
+    const a = busy[i];
+    if (a === undefined) continue;
+    for (let j = i + 1; j < busy.length; j++) {
+      const b = busy[j];
+      if (b === undefined || b.start > a.lastProcessed) break;
+      if (processOf(a) === processOf(b)) continue;
+      const item = shared(a.key, b.key);
+      if (item !== undefined) out.push({ item, a, b });
     }
   }
   return out;
 }
 
-/** I2: items never processed, and items processed more than once (with who and when). */
+/** Who processed an item when: the node id, which process of it, and the time. */
+export interface ProcessedBy {
+  readonly node: string;
+  readonly incarnation?: number;
+  readonly t: number;
+}
+
+/** I2: items never processed, and items processed more than once (with who and when, in time order). */
 export function itemAccounting(
   events: readonly WorkerEvent[],
   dataset: readonly string[],
-): { lost: string[]; duplicates: { id: string; by: { node: string; t: number }[] }[] } {
-  const seen = new Map<string, { node: string; t: number }[]>();
+): { lost: string[]; duplicates: { id: string; by: ProcessedBy[] }[] } {
+  const seen = new Map<string, ProcessedBy[]>();
   for (const e of events) {
     if (e.event !== "processed" || e.id === undefined) continue;
     const list = seen.get(e.id) ?? [];
-    list.push({ node: e.node, t: e.t });
+    list.push(
+      e.incarnation === undefined
+        ? { node: e.node, t: e.t }
+        : { node: e.node, incarnation: e.incarnation, t: e.t },
+    );
     seen.set(e.id, list);
   }
   const lost = dataset.filter((id) => !seen.has(id));
-  const duplicates = [...seen.entries()].filter(([, by]) => by.length > 1).map(([id, by]) => ({ id, by }));
+  // Events arrive grouped per process, not in time order: `by[0]` must be the first in time.
+  const duplicates = [...seen.entries()]
+    .filter(([, by]) => by.length > 1)
+    .map(([id, by]) => ({ id, by: by.sort((x, y) => x.t - y.t) }));
   return { lost, duplicates };
 }
 

@@ -9,6 +9,10 @@ import { fetchMemberStatus } from "./etcd-status.js";
 import { getFreePorts, LOOPBACK_HOST } from "./free-port.js";
 import { sweepOrphanedTempDirs, tempDirPrefix, trackTempDir, untrackTempDir } from "./process-registry.js";
 
+/** Ports of a member that runs on a host of its own. */
+const HOST_CLIENT_PORT = 2379;
+const HOST_PEER_PORT = 2380;
+
 /** Port races are rare; three fresh sets of ports in a row colliding means something else is wrong. */
 const MAX_START_ATTEMPTS = 3;
 
@@ -43,15 +47,20 @@ class BinaryEtcdCluster implements EtcdCluster {
 
   /** One start attempt; on any failure everything it created is torn down before rethrowing. */
   static async start(options: ResolvedEtcdClusterOptions): Promise<BinaryEtcdCluster> {
-    const ports = await getFreePorts(options.size * 2);
+    // A member on a host of its own has the host's ports to itself: etcd's usual ones.
+    const ports = options.hosts === undefined ? await getFreePorts(options.size * 2) : [];
     // The token keeps members of different test clusters from ever talking to each
     // other should a port be reused while an old member still retries its peers.
     const token = `${options.name}-${randomUUID()}`;
-    const specs = Array.from({ length: options.size }, (_, index) => ({
-      name: `${options.name}-${index}`,
-      clientUrl: `http://${LOOPBACK_HOST}:${ports[index * 2]}`,
-      peerUrl: `http://${LOOPBACK_HOST}:${ports[index * 2 + 1]}`,
-    }));
+    const specs = Array.from({ length: options.size }, (_, index) => {
+      const host = options.hosts?.[index];
+      return {
+        name: `${options.name}-${index}`,
+        clientUrl: `http://${host?.address ?? LOOPBACK_HOST}:${ports[index * 2] ?? HOST_CLIENT_PORT}`,
+        peerUrl: `http://${host?.address ?? LOOPBACK_HOST}:${ports[index * 2 + 1] ?? HOST_PEER_PORT}`,
+        host,
+      };
+    });
     const initialCluster = specs.map((spec) => `${spec.name}=${spec.peerUrl}`).join(",");
     const logDir = options.logDir === undefined ? undefined : resolve(options.logDir);
 

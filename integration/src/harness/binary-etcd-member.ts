@@ -12,6 +12,7 @@ import { DEFAULT_HEALTH_TIMEOUT_MS, type EtcdMember, type WaitHealthyOptions } f
 import { readLogTail } from "./log-tail.js";
 import { withParentDeathSignal } from "./parent-death-signal.js";
 import { waitForStopStateSync } from "./proc-state.js";
+import { loopbackHost, type ProcessHost } from "./process-host.js";
 import { trackChild } from "./process-registry.js";
 
 /** Everything needed to (re)start one member as a local `etcd` process. */
@@ -25,6 +26,8 @@ export interface BinaryMemberSpec {
   /** `--initial-cluster` value: `name=peerUrl,…` for every member. */
   readonly initialCluster: string;
   readonly initialClusterToken: string;
+  /** Where the process runs (e.g. a virtual network's host); default this machine's loopback. */
+  readonly host?: ProcessHost | undefined;
 }
 
 const STOP_GRACE_MS = 3_000;
@@ -172,7 +175,7 @@ export class BinaryEtcdMember implements EtcdMember {
 
   #spawnProcess(): void {
     const spec = this.#spec;
-    const { command, args } = withParentDeathSignal("etcd", [
+    const onHost = (spec.host ?? loopbackHost).command("etcd", [
       "--name",
       spec.name,
       "--data-dir",
@@ -198,6 +201,7 @@ export class BinaryEtcdMember implements EtcdMember {
       "--election-timeout",
       "500",
     ]);
+    const { command, args } = withParentDeathSignal(onHost.command, onHost.args);
     // The child writes straight into the file, so a member's chatter never reaches
     // the test output and nothing in this process has to drain pipes.
     const logFd = openSync(spec.logFile, "a");

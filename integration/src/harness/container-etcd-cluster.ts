@@ -20,6 +20,11 @@ const STOP_GRACE_MS = 3_000;
  * dying test process leaves behind are removed by testcontainers' reaper (Ryuk).
  */
 export async function startContainerEtcdCluster(options: ResolvedEtcdClusterOptions): Promise<EtcdCluster> {
+  if (options.hosts !== undefined) {
+    throw new EtcdUnsupportedError(
+      'the testcontainers provider cannot place members on hosts; use provider "binary"',
+    );
+  }
   if (options.size !== 1) {
     throw new EtcdUnsupportedError(
       `the testcontainers provider runs 1-member clusters only (asked for ${options.size}); use provider "binary"`,

@@ -72,3 +72,21 @@ export class EtcdHealthTimeoutError extends HarnessError {
 function formatWithLog(message: string, logTail: string): string {
   return logTail.length > 0 ? `${message}\n--- log tail ---\n${logTail}` : message;
 }
+
+/**
+ * An `ip` or `iptables` command of the network harness failed (or the tool is missing:
+ * the virtual network needs root, iproute2 and iptables; scripts/setup.sh installs them).
+ */
+export class NetworkCommandError extends HarnessError {
+  override readonly name: string = "NetworkCommandError";
+  constructor(
+    /** The command line that failed, e.g. `ip netns add shn-123-0-br`. */
+    readonly commandLine: string,
+    /** Its exit code, or null when it could not be run or was killed. */
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    options?: ErrorOptions,
+  ) {
+    super(`${commandLine} failed (exit ${String(exitCode)}): ${stderr.trim() || "no output"}`, options);
+  }
+}

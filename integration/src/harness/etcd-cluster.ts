@@ -3,6 +3,7 @@ import { startContainerEtcdCluster } from "./container-etcd-cluster.js";
 import { HarnessConfigError } from "./errors.js";
 import type { EtcdMember, WaitHealthyOptions } from "./etcd-member.js";
 import { type EtcdProvider, resolveEtcdProvider } from "./etcd-provider.js";
+import type { ProcessHost } from "./process-host.js";
 
 /** Options of {@link startEtcdCluster}. */
 export interface EtcdClusterOptions {
@@ -21,6 +22,12 @@ export interface EtcdClusterOptions {
   readonly startTimeoutMs?: number;
   /** Aborting cancels a start in progress (everything started so far is cleaned up). */
   readonly signal?: AbortSignal;
+  /**
+   * One host per member (e.g. hosts of a `VirtualNetwork`): member i runs on `hosts[i]`
+   * and listens on its address, ports 2379 (client) and 2380 (peer). By default every
+   * member runs on loopback, on free ports. Binary provider only.
+   */
+  readonly hosts?: readonly ProcessHost[];
 }
 
 /** {@link EtcdClusterOptions} with defaults applied, as passed to a provider. */
@@ -30,6 +37,7 @@ export interface ResolvedEtcdClusterOptions {
   readonly logDir: string | undefined;
   readonly startTimeoutMs: number;
   readonly signal: AbortSignal | undefined;
+  readonly hosts: readonly ProcessHost[] | undefined;
 }
 
 /** A running etcd cluster owned by one test. */
@@ -69,12 +77,15 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
   }
   const size = options.size ?? 1;
   if (size !== 1 && size !== 3) throw new HarnessConfigError(`cluster size must be 1 or 3, got ${size}`);
+  if (options.hosts !== undefined && options.hosts.length !== size)
+    throw new HarnessConfigError(`${options.hosts.length} hosts given for ${size} members`);
   const resolved: ResolvedEtcdClusterOptions = {
     size,
     name,
     logDir: options.logDir,
     startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
     signal: options.signal,
+    hosts: options.hosts,
   };
   resolved.signal?.throwIfAborted();
   switch (resolveEtcdProvider(options.provider)) {

@@ -1,7 +1,7 @@
 /**
  * Test harness for real-etcd integration tests and fault drills: throwaway etcd
- * clusters with crash/pause/restart controls, and a TCP proxy to partition a
- * single client.
+ * clusters with crash/pause/restart controls, a TCP proxy to partition a single
+ * client, and a virtual network of hosts in network namespaces to partition anything.
  */
 
 export { ETCD_IMAGE } from "./container-etcd-cluster.js";
@@ -14,6 +14,7 @@ export {
   EtcdUnsupportedError,
   HarnessConfigError,
   HarnessError,
+  NetworkCommandError,
 } from "./errors.js";
 export {
   type EtcdCluster,
@@ -21,9 +22,13 @@ export {
   startEtcdCluster,
 } from "./etcd-cluster.js";
 export { type HealthProbe, probeHealth } from "./etcd-health.js";
+export { findEtcdLeader } from "./etcd-leader.js";
 export { DEFAULT_HEALTH_TIMEOUT_MS, type EtcdMember, type WaitHealthyOptions } from "./etcd-member.js";
 export { ETCD_PROVIDER_ENV, type EtcdProvider, resolveEtcdProvider } from "./etcd-provider.js";
 export { getFreePort, getFreePorts, LOOPBACK_HOST } from "./free-port.js";
+export { listNamespaces, NETNS_PREFIX, removeOrphanedNamespaces } from "./netns-registry.js";
+export { loopbackHost, type ProcessHost } from "./process-host.js";
 export { isProcessAlive, TEMP_DIR_PREFIX } from "./process-registry.js";
 export type { ProxyTarget } from "./proxy-link.js";
 export { startTcpProxy, type TcpProxy, type TcpProxyMode, type TcpProxyOptions } from "./tcp-proxy.js";
+export { type Hosts, type NetHost, VirtualNetwork } from "./virtual-network.js";

@@ -15,6 +15,9 @@
  * 3. Temp dirs carry the owning pid in their name; the next harness run removes
  *    dirs whose owner is gone ({@link sweepOrphanedTempDirs}), since layer 2 kills
  *    processes but cannot delete files.
+ *
+ * Other resources (network namespaces) register their own synchronous exit cleanup with
+ * {@link onExitSync} and sweep their orphans the same way (see `netns-registry.ts`).
  */
 import type { ChildProcess } from "node:child_process";
 import { readdirSync, rmSync } from "node:fs";
@@ -26,6 +29,7 @@ export const TEMP_DIR_PREFIX = "shard-etcd-";
 
 const children = new Set<ChildProcess>();
 const tempDirs = new Set<string>();
+const exitCleanups = new Set<() => void>();
 let handlersInstalled = false;
 let orphansSwept = false;
 
@@ -45,6 +49,17 @@ export function trackTempDir(path: string): void {
 /** Stops tracking a temp dir (call after removing it). */
 export function untrackTempDir(path: string): void {
   tempDirs.delete(path);
+}
+
+/**
+ * Runs `cleanup` synchronously if this process exits (or is terminated politely) before
+ * the returned function unregisters it; it runs after every tracked child was killed.
+ * For resources that are neither a process nor a temp dir, e.g. network namespaces.
+ */
+export function onExitSync(cleanup: () => void): () => void {
+  installHandlers();
+  exitCleanups.add(cleanup);
+  return () => exitCleanups.delete(cleanup);
 }
 
 /** Name prefix for a new temp dir owned by this process. */
@@ -101,6 +116,14 @@ function killEverythingSync(): void {
     }
   }
   tempDirs.clear();
+  for (const cleanup of exitCleanups) {
+    try {
+      cleanup();
+    } catch {
+      // Best effort at exit: each resource's own orphan sweep catches what is left.
+    }
+  }
+  exitCleanups.clear();
 }
 
 function trySignal(pid: number, signal: NodeJS.Signals): void {

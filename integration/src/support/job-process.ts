@@ -3,6 +3,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { WorkerEvent } from "../drill/timeline.js";
 import { withParentDeathSignal } from "../harness/parent-death-signal.js";
+import { loopbackHost, type ProcessHost } from "../harness/process-host.js";
 import { trackChild } from "../harness/process-registry.js";
 import { ArrivalWaiter } from "./arrival-waiter.js";
 
@@ -12,8 +13,15 @@ export const datasetJob = fileURLToPath(new URL("../../../examples/dist/dataset-
 /** One JSON line the job printed: `t` is its wall clock in ms (the drill timeline's type). */
 export type JobEvent = WorkerEvent & { readonly [key: string]: unknown };
 
-/** A dataset-job process whose event lines are collected as they arrive. */
+/**
+ * A dataset-job process whose event lines are collected as they arrive. Each line is
+ * stamped with `incarnation` when given, so several processes that run one after another
+ * with the same node id stay apart on the drill timeline.
+ */
 export class JobProcess {
+  readonly node: string;
+  readonly host: ProcessHost;
+  readonly incarnation: number | undefined;
   readonly events: JobEvent[] = [];
   readonly stderr: string[] = [];
   readonly #child: ChildProcess;
@@ -29,8 +37,15 @@ export class JobProcess {
     checkpointEtcd?: readonly string[];
     checkpointPrefix?: string;
     waitForSignal?: boolean;
+    /** Where it runs (e.g. a virtual network's host); default this machine. */
+    host?: ProcessHost;
+    /** Stamped on every event line (see the class comment). */
+    incarnation?: number;
   }) {
-    const cmd = withParentDeathSignal(process.execPath, [
+    this.node = args.node;
+    this.host = args.host ?? loopbackHost;
+    this.incarnation = args.incarnation;
+    const onHost = this.host.command(process.execPath, [
       datasetJob,
       "--node",
       args.node,
@@ -51,12 +66,14 @@ export class JobProcess {
             args.checkpointPrefix ?? "/checkpoints/",
           ]),
     ]);
+    const cmd = withParentDeathSignal(onHost.command, onHost.args);
     this.#child = spawn(cmd.command, [...cmd.args], { stdio: ["ignore", "pipe", "pipe"] });
     trackChild(this.#child);
     this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
     createInterface({ input: this.#child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
-        this.events.push(JSON.parse(line) as JobEvent);
+        const e = JSON.parse(line) as JobEvent;
+        this.events.push(this.incarnation === undefined ? e : { ...e, incarnation: this.incarnation });
       } catch {
         this.stderr.push(line);
       }

@@ -4,6 +4,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { getFreePorts } from "../harness/free-port.js";
 import { withParentDeathSignal } from "../harness/parent-death-signal.js";
+import { loopbackHost, type ProcessHost } from "../harness/process-host.js";
 import { trackChild } from "../harness/process-registry.js";
 import { ArrivalWaiter } from "./arrival-waiter.js";
 
@@ -27,6 +28,8 @@ export interface RmProcessOptions {
   readonly httpPort: number;
   /** Extra CLI flags, e.g. ["--leader-ttl", "2"]. */
   readonly args?: readonly string[];
+  /** Where the replica runs, listens and advertises (e.g. a virtual network's host); default loopback. */
+  readonly host?: ProcessHost;
 }
 
 /**
@@ -50,12 +53,17 @@ export class RmProcess {
     return this.options.id;
   }
 
+  /** The host it runs on. */
+  get host(): ProcessHost {
+    return this.options.host ?? loopbackHost;
+  }
+
   get address(): string {
-    return `127.0.0.1:${this.options.port}`;
+    return `${this.host.address}:${this.options.port}`;
   }
 
   get httpUrl(): string {
-    return `http://127.0.0.1:${this.options.httpPort}`;
+    return `http://${this.host.address}:${this.options.httpPort}`;
   }
 
   get pid(): number | undefined {
@@ -81,14 +89,15 @@ export class RmProcess {
       "--listen",
       this.address,
       "--http-listen",
-      `127.0.0.1:${o.httpPort}`,
+      `${this.host.address}:${o.httpPort}`,
       "--id",
       o.id,
       "--namespace",
       o.namespace,
       ...(o.args ?? []),
     ];
-    const cmd = withParentDeathSignal(process.execPath, args);
+    const onHost = this.host.command(process.execPath, args);
+    const cmd = withParentDeathSignal(onHost.command, onHost.args);
     const child = spawn(cmd.command, [...cmd.args], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, LOG_LEVEL: "info" },
@@ -180,9 +189,20 @@ export interface RmClusterOptions {
   readonly count?: number;
   readonly namespace?: string;
   readonly args?: readonly string[];
+  /** Per-replica extra flags, after `args` (a later flag wins), e.g. a different session timeout. */
+  readonly argsFor?: (index: number) => readonly string[];
   /** Per-replica etcd endpoints (e.g. one replica behind a fault proxy); default `etcd`. */
   readonly etcdFor?: (index: number) => readonly string[];
+  /**
+   * Per-replica host (e.g. hosts of a virtual network); default loopback on free ports.
+   * A replica on a host of its own listens on ports 50051 (gRPC) and 8080 (HTTP) there.
+   */
+  readonly hostFor?: (index: number) => ProcessHost;
 }
+
+/** Ports of a replica that runs on a host of its own. */
+const HOST_GRPC_PORT = 50051;
+const HOST_HTTP_PORT = 8080;
 
 /** N replicas against one etcd, on free loopback ports, each in its own process. */
 export class RmCluster implements AsyncDisposable {
@@ -197,20 +217,28 @@ export class RmCluster implements AsyncDisposable {
   static async start(o: RmClusterOptions): Promise<RmCluster> {
     const count = o.count ?? 3;
     const namespace = o.namespace ?? `/test-${randomBytes(4).toString("hex")}`;
-    const ports = await getFreePorts(count * 2);
+    const ports = o.hostFor === undefined ? await getFreePorts(count * 2) : [];
     const replicas = Array.from({ length: count }, (_, i) => {
       return new RmProcess({
         id: `rm-${i + 1}`,
         etcd: o.etcdFor?.(i) ?? o.etcd,
         namespace,
-        port: ports[2 * i] ?? 0,
-        httpPort: ports[2 * i + 1] ?? 0,
-        args: o.args,
+        port: ports[2 * i] ?? HOST_GRPC_PORT,
+        httpPort: ports[2 * i + 1] ?? HOST_HTTP_PORT,
+        args: [...(o.args ?? []), ...(o.argsFor?.(i) ?? [])],
+        host: o.hostFor?.(i),
       });
     });
     for (const r of replicas) r.start();
     const cluster = new RmCluster(replicas, namespace);
-    await cluster.waitForLeader();
+    try {
+      // Generous: on a loaded 2-core machine starting three node processes takes seconds.
+      await cluster.waitForLeader({ timeoutMs: 60_000 });
+    } catch (e) {
+      await cluster.stop();
+      const tails = replicas.map((r) => `--- ${r.id} (${r.address}):\n${r.tail(5)}`).join("\n");
+      throw new Error(`${e instanceof Error ? e.message : String(e)}\n${tails}`, { cause: e });
+    }
     return cluster;
   }
 
