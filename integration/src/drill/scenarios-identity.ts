@@ -204,12 +204,9 @@ export const identityScenarios: readonly Scenario[] = [
         }
         const odd = new RmProcess({
           ...r.options,
-          // Shorter than the cluster's: applying it would expel workers before their fence.
-          args: [
-            ...(r.options.args ?? []),
-            "--session-timeout",
-            String(t.sessionTimeoutMs - 1000 + i * 3000),
-          ],
+          // Each different from the cluster's 4 s (shorter, then longer), each within the
+          // replica's own consistency rules.
+          args: [...(r.options.args ?? []), "--session-timeout", String([3000, 5000, 7000][i] ?? 3000)],
         });
         env.rm.replicas[i] = odd;
         odd.start();
