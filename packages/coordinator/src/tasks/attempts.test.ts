@@ -99,7 +99,11 @@ describe("retries", () => {
     const a = applyReport(first, report({ state: "failed", message: "boom" }), ctx());
     expect(a).toMatchObject({ accepted: true, durable: true });
     if (!a.accepted) return;
-    expect(a.record).toMatchObject({ state: "queued", attempt: 1, error: { reason: "handler", message: "boom" } });
+    expect(a.record).toMatchObject({
+      state: "queued",
+      attempt: 1,
+      error: { reason: "handler", message: "boom" },
+    });
     const second = dispatchTask(a.record, "w2", ctx());
     expect(second.attempt).toBe(2);
     const b = applyReport(second, report({ state: "failed", worker: "w2", attempt: 2 }), ctx());
@@ -142,7 +146,11 @@ describe("requestCancel", () => {
   it("marks a task in flight durably, commands its worker, and its end is a cancellation", () => {
     const d = dispatchTask(queued(), "w1", ctx());
     const c = requestCancel(d, ctx());
-    expect(c).toMatchObject({ durable: true, command: true, record: { state: "dispatched", cancelRequested: true } });
+    expect(c).toMatchObject({
+      durable: true,
+      command: true,
+      record: { state: "dispatched", cancelRequested: true },
+    });
     expect(requestCancel(c.record, ctx())).toMatchObject({ durable: false, command: true });
     const end = applyReport(c.record, report({ state: "failed" }), ctx());
     if (!end.accepted) throw new Error("dropped");
@@ -220,8 +228,20 @@ describe("attempt rules on random event sequences", () => {
                 live = { worker: ev.worker, attempt: r.attempt };
                 break;
               case "report": {
-                const out = applyReport(r, { worker: ev.worker, attempt: r.attempt + ev.attemptDelta, state: ev.state, retryable: ev.retryable }, c);
-                const current = live !== undefined && live.worker === ev.worker && live.attempt === r.attempt + ev.attemptDelta;
+                const out = applyReport(
+                  r,
+                  {
+                    worker: ev.worker,
+                    attempt: r.attempt + ev.attemptDelta,
+                    state: ev.state,
+                    retryable: ev.retryable,
+                  },
+                  c,
+                );
+                const current =
+                  live !== undefined &&
+                  live.worker === ev.worker &&
+                  live.attempt === r.attempt + ev.attemptDelta;
                 if (!current || !attemptInFlight(r)) {
                   expect(out.accepted).toBe(false);
                   break;

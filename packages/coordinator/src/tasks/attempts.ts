@@ -167,16 +167,28 @@ export function applyReport(
       };
     case "failed":
     case "cancelled": {
-      if (r.cancelRequested === true) return { accepted: true, durable: true, record: finish(r, "cancelled", ctx) };
+      if (r.cancelRequested === true)
+        return { accepted: true, durable: true, record: finish(r, "cancelled", ctx) };
       const timedOut = attemptTimedOut(r, ctx.nowMs);
       const failure: TaskFailure = timedOut
-        ? { message: `attempt ${r.attempt} ran past ${r.timeoutMs} ms`, reason: "timeout", retryable: true, attempt: r.attempt }
+        ? {
+            message: `attempt ${r.attempt} ran past ${r.timeoutMs} ms`,
+            reason: "timeout",
+            retryable: true,
+            attempt: r.attempt,
+          }
         : u.state === "failed"
-          ? { message: u.message ?? "", reason: "handler", retryable: u.retryable ?? true, attempt: r.attempt }
+          ? {
+              message: u.message ?? "",
+              reason: "handler",
+              retryable: u.retryable ?? true,
+              attempt: r.attempt,
+            }
           : {
               // Cancelled without being asked: the worker gave the task back (lost its
               // shard, fenced itself, is closing).
-              message: u.message === undefined || u.message === "" ? "the worker gave the task back" : u.message,
+              message:
+                u.message === undefined || u.message === "" ? "the worker gave the task back" : u.message,
               reason: "worker_lost",
               retryable: true,
               attempt: r.attempt,

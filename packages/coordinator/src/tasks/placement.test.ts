@@ -18,10 +18,16 @@ const labelsArb = fc.record(
   { requiredKeys: [] },
 ) as fc.Arbitrary<Record<string, string>>;
 
-const selectorArb = fc.constantFrom<Record<string, string>>({}, { zone: "a" }, { zone: "b" }, { gpu: "yes" }, {
-  zone: "a",
-  gpu: "yes",
-});
+const selectorArb = fc.constantFrom<Record<string, string>>(
+  {},
+  { zone: "a" },
+  { zone: "b" },
+  { gpu: "yes" },
+  {
+    zone: "a",
+    gpu: "yes",
+  },
+);
 
 const workersArb = fc
   .array(
@@ -33,7 +39,10 @@ const workersArb = fc
       eventLoopDelayMs: fc.constantFrom(1, 5),
       memoryRssBytes: fc.constantFrom(1e8, 2e8),
       queueLength: fc.constantFrom(0, 1),
-      accepting: fc.boolean({ depthSize: "small" }).map((b) => b || Math.random() < 0.8),
+      accepting: fc.oneof(
+        { weight: 4, arbitrary: fc.constant(true) },
+        { weight: 1, arbitrary: fc.constant(false) },
+      ),
     }),
     { maxLength: 6 },
   )
@@ -43,7 +52,10 @@ interface Scenario {
   readonly workers: readonly PlacementWorker[];
   readonly shards: ShardOwnership;
   /** Lane specs; tasks go into lanes by index. */
-  readonly laneSpecs: readonly ({ kind: "balanced"; selector: Record<string, string> } | { kind: "shard"; shard: number })[];
+  readonly laneSpecs: readonly (
+    | { kind: "balanced"; selector: Record<string, string> }
+    | { kind: "shard"; shard: number }
+  )[];
   readonly tasks: readonly (PlacementTask & { lane: number })[];
 }
 
@@ -87,7 +99,9 @@ const scenarioArb: fc.Arbitrary<Scenario> = workersArb.chain((workers) =>
 
 function lanesOf(s: Scenario): PlacementLane[] {
   return s.laneSpecs.map((spec, i) => {
-    const tasks = s.tasks.filter((t) => t.lane === i).sort((a, b) => a.priority - b.priority || a.seq - b.seq);
+    const tasks = s.tasks
+      .filter((t) => t.lane === i)
+      .sort((a, b) => a.priority - b.priority || a.seq - b.seq);
     return spec.kind === "balanced"
       ? { kind: "balanced", selector: spec.selector, tasks }
       : { kind: "shard", shard: spec.shard, tasks };
@@ -131,7 +145,9 @@ function reference(s: Scenario): PlacementDecision[] {
     used.set(w.nodeId, (used.get(w.nodeId) ?? 0) + 1);
     const spec = s.laneSpecs[t.lane];
     out.push(
-      spec?.kind === "shard" ? { taskId: t.id, nodeId: w.nodeId, shard: spec.shard } : { taskId: t.id, nodeId: w.nodeId },
+      spec?.kind === "shard"
+        ? { taskId: t.id, nodeId: w.nodeId, shard: spec.shard }
+        : { taskId: t.id, nodeId: w.nodeId },
     );
   }
   return out;
@@ -184,7 +200,8 @@ describe("placeTasks properties", () => {
         for (const t of s.tasks) {
           if (placed.has(t.id)) continue;
           for (const w of s.workers) {
-            if (eligible(s, t, w)) expect(w.running + (used.get(w.nodeId) ?? 0)).toBeGreaterThanOrEqual(w.slots);
+            if (eligible(s, t, w))
+              expect(w.running + (used.get(w.nodeId) ?? 0)).toBeGreaterThanOrEqual(w.slots);
           }
         }
       }),
@@ -205,7 +222,8 @@ describe("placeTasks properties", () => {
             const w = s.workers.find((x) => x.nodeId === d.nodeId);
             if (later === undefined || w === undefined) continue;
             const isLater =
-              later.priority > waiting.priority || (later.priority === waiting.priority && later.seq > waiting.seq);
+              later.priority > waiting.priority ||
+              (later.priority === waiting.priority && later.seq > waiting.seq);
             if (isLater) expect(eligible(s, waiting, w)).toBe(false);
           }
         }
@@ -249,7 +267,10 @@ describe("placeTasks examples", () => {
   });
 
   it("spreads by running/slots first, then by CPU", () => {
-    const ws = [worker("a", 4, { running: 2, cpuPercent: 0 }), worker("b", 2, { running: 0, cpuPercent: 90 })];
+    const ws = [
+      worker("a", 4, { running: 2, cpuPercent: 0 }),
+      worker("b", 2, { running: 0, cpuPercent: 90 }),
+    ];
     const out = placeTasks([{ kind: "balanced", selector: {}, tasks: tasks(2) }], ws);
     // b (0/2) first; then a (2/4) and b (1/2) tie on utilisation: a has less CPU.
     expect(out.map((d) => d.nodeId)).toEqual(["b", "a"]);
@@ -273,7 +294,14 @@ describe("placeTasks examples", () => {
   });
 
   it("sends shard tasks to the owner only, and holds them while the shard moves", () => {
-    const shards: ShardOwnership = { totalShards: 2, owners: new Map([[0, "a"], [1, "b"]]), moving: new Set([1]) };
+    const shards: ShardOwnership = {
+      totalShards: 2,
+      owners: new Map([
+        [0, "a"],
+        [1, "b"],
+      ]),
+      moving: new Set([1]),
+    };
     const out = placeTasks(
       [
         { kind: "shard", shard: 0, tasks: tasks(1, 3, 0) },

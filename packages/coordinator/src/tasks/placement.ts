@@ -84,7 +84,8 @@ export function matchesSelector(
   labels: Readonly<Record<string, string>>,
   selector: Readonly<Record<string, string>>,
 ): boolean {
-  for (const [k, v] of Object.entries(selector)) if (!Object.hasOwn(labels, k) || labels[k] !== v) return false;
+  for (const [k, v] of Object.entries(selector))
+    if (!Object.hasOwn(labels, k) || labels[k] !== v) return false;
   return true;
 }
 
@@ -213,7 +214,8 @@ export function placeTasks(
   while (heap.size > 0 && totalFree > 0 && out.length < limit) {
     const lane = heap.pop() as OpenLane;
     let best: Slot | undefined;
-    for (const s of lane.candidates) if (s.free > 0 && (best === undefined || compareSlots(s, best) < 0)) best = s;
+    for (const s of lane.candidates)
+      if (s.free > 0 && (best === undefined || compareSlots(s, best) < 0)) best = s;
     // No free candidate: the lane's later tasks share its candidates, so drop it whole.
     if (best === undefined) continue;
     out.push(

@@ -1,12 +1,12 @@
-import fc from "fast-check";
 import { shardOf } from "@org/proto";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { dispatchTask, requestCancel, workerLost } from "./attempts.js";
 import type { PlacementLane } from "./placement.js";
 import { placeTasks } from "./placement.js";
 import { TaskError } from "./task-error.js";
-import { isFinalState, payloadDigest, type TaskRecord, taskStates } from "./task-record.js";
 import { TaskQueue } from "./task-queue.js";
+import { isFinalState, payloadDigest, type TaskRecord, taskStates } from "./task-record.js";
 
 function record(id: string, over: Partial<TaskRecord> = {}): TaskRecord {
   return {
@@ -112,9 +112,9 @@ describe("TaskQueue", () => {
     const p2 = q.listUnfinished({ afterId: "b", limit: 2 });
     expect(p2.tasks.map((t) => t.record.id)).toEqual(["c", "d"]);
     expect(p2.more).toBe(false);
-    expect(q.listUnfinished({ afterId: "", limit: 10, state: "dispatched" }).tasks.map((t) => t.record.id)).toEqual([
-      "c",
-    ]);
+    expect(
+      q.listUnfinished({ afterId: "", limit: 10, state: "dispatched" }).tasks.map((t) => t.record.id),
+    ).toEqual(["c"]);
   });
 
   it("places from the heads of a long backlog across priorities", () => {
@@ -145,14 +145,32 @@ type Op =
   | { kind: "shards"; n: number };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 4, arbitrary: fc.record({ kind: fc.constant("submit" as const), priority: fc.integer({ min: 1, max: 5 }), selector: fc.integer({ min: 0, max: 2 }), shard: fc.boolean() }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant("dispatch" as const), pick: fc.nat(), worker: fc.constantFrom("w1", "w2") }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      kind: fc.constant("submit" as const),
+      priority: fc.integer({ min: 1, max: 5 }),
+      selector: fc.integer({ min: 0, max: 2 }),
+      shard: fc.boolean(),
+    }),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant("dispatch" as const),
+      pick: fc.nat(),
+      worker: fc.constantFrom("w1", "w2"),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("lost" as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant("cancel" as const), pick: fc.nat() }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant("shards" as const), n: fc.integer({ min: 0, max: 3 }) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({ kind: fc.constant("shards" as const), n: fc.integer({ min: 0, max: 3 }) }),
+  },
 );
 
-const selectors = [{}, { zone: "a" }, { zone: "b" }];
+const selectors: Record<string, string>[] = [{}, { zone: "a" }, { zone: "b" }];
 
 describe("TaskQueue against a model", () => {
   it("lanes hold exactly the queued tasks in (priority, seq) order; workers, counts and lists agree", () => {
@@ -206,7 +224,8 @@ describe("TaskQueue against a model", () => {
           for (let i = 1; i < tasks.length; i++) {
             const a = tasks[i - 1];
             const b = tasks[i];
-            if (a && b) expect(a.priority < b.priority || (a.priority === b.priority && a.seq < b.seq)).toBe(true);
+            if (a && b)
+              expect(a.priority < b.priority || (a.priority === b.priority && a.seq < b.seq)).toBe(true);
           }
           for (const t of tasks) {
             const r = model.get(t.id);
@@ -219,10 +238,18 @@ describe("TaskQueue against a model", () => {
             seen.push(t.id);
           }
         }
-        expect(seen.sort()).toEqual(records.filter((r) => r.state === "queued").map((r) => r.id).sort());
+        expect(seen.sort()).toEqual(
+          records
+            .filter((r) => r.state === "queued")
+            .map((r) => r.id)
+            .sort(),
+        );
         for (const w of ["w1", "w2"]) {
           expect([...q.onWorker(w)].sort()).toEqual(
-            unfinished.filter((r) => r.state === "dispatched" && r.worker === w).map((r) => r.id).sort(),
+            unfinished
+              .filter((r) => r.state === "dispatched" && r.worker === w)
+              .map((r) => r.id)
+              .sort(),
           );
         }
         const counts = q.counts();

@@ -43,7 +43,10 @@ class Lane {
   #dead = 0;
   size = 0;
 
-  constructor(key: string, kind: { kind: "balanced"; selector: Record<string, string> } | { kind: "shard"; shard: number }) {
+  constructor(
+    key: string,
+    kind: { kind: "balanced"; selector: Record<string, string> } | { kind: "shard"; shard: number },
+  ) {
     this.key = key;
     const tasks = { [Symbol.iterator]: () => this.#iterate() };
     this.placement = kind.kind === "balanced" ? { ...kind, tasks } : { ...kind, tasks };
