@@ -60,6 +60,7 @@ export {
   requestCancel,
   workerLost,
 } from "./tasks/attempts.js";
+export { MemoryTaskStore } from "./tasks/memory-task-store.js";
 export type {
   PlacementDecision,
   PlacementLane,
@@ -68,8 +69,20 @@ export type {
   ShardOwnership,
 } from "./tasks/placement.js";
 export { compareTasks, matchesSelector, placeTasks } from "./tasks/placement.js";
+export type { GroupTasks, TaskBoardOptions, TaskBoardStats } from "./tasks/task-board.js";
+export { TaskBoard } from "./tasks/task-board.js";
 export type { TaskErrorCode } from "./tasks/task-error.js";
 export { TaskError } from "./tasks/task-error.js";
+export type { TaskServiceOptions, TaskStatus } from "./tasks/task-grpc.js";
+export { addTaskService, notLeaderStatus, taskServiceDefinition, taskStatus } from "./tasks/task-grpc.js";
+export type {
+  SubmitOutcome,
+  TaskHost,
+  TaskHostRoute,
+  TaskListPage,
+  TaskSubmission,
+  WatchBatch,
+} from "./tasks/task-host.js";
 export type { TaskKeys } from "./tasks/task-keys.js";
 export { taskKeys } from "./tasks/task-keys.js";
 export type { TaskOptions, TaskOptionsInput } from "./tasks/task-options.js";
@@ -84,6 +97,7 @@ export type {
   TaskPlacementName,
   TaskRecord,
   TaskStateName,
+  TaskView,
 } from "./tasks/task-record.js";
 export {
   checkTaskId,
@@ -97,5 +111,7 @@ export {
   taskRecordSchema,
   taskStates,
 } from "./tasks/task-record.js";
+export type { TaskHandlers, TaskServiceLimits } from "./tasks/task-service.js";
+export { createTaskHandlers } from "./tasks/task-service.js";
 export type { TaskStoreOptions } from "./tasks/task-store.js";
 export { TaskStore } from "./tasks/task-store.js";

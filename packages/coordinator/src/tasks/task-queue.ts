@@ -1,14 +1,16 @@
 import { shardOf } from "@org/proto";
 import type { PlacementLane, PlacementTask } from "./placement.js";
 import { TaskError } from "./task-error.js";
-import { isFinalState, type TaskRecord, type TaskStateName, taskStates } from "./task-record.js";
+import {
+  isFinalState,
+  type TaskRecord,
+  type TaskStateName,
+  type TaskView,
+  taskStates,
+} from "./task-record.js";
 
-/** A task in the leader's memory: its record as last replayed, and its attempt's progress. */
-export interface QueuedTask {
-  readonly record: TaskRecord;
-  /** The running attempt's last progress report (memory only). */
-  readonly progress: { readonly fraction: number; readonly message: string } | undefined;
-}
+/** A task in the leader's memory. */
+export type QueuedTask = TaskView;
 
 /** Options of {@link TaskQueue}. */
 export interface TaskQueueOptions {

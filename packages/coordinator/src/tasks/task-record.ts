@@ -127,6 +127,13 @@ export function serializeTaskRecord(r: TaskRecord): string {
   return JSON.stringify(ordered);
 }
 
+/** A task as the leader shows it: the record as last replayed, and its attempt's progress. */
+export interface TaskView {
+  readonly record: TaskRecord;
+  /** The running attempt's last progress report (the leader's memory only). */
+  readonly progress: { readonly fraction: number; readonly message: string } | undefined;
+}
+
 /** Returns undefined when `id` is a valid task id (the node-id charset), else why not. */
 export function checkTaskId(id: string): string | undefined {
   if (taskIdPattern.test(id)) return undefined;
