@@ -82,8 +82,12 @@ export async function* watchGroup(w: WatchSource): AsyncGenerator<WatchBatch> {
         }
       }
       if (chunk.length > 0 || chunks.length === 0) chunks.push(chunk);
-      for (let i = 0; i < chunks.length; i++)
-        yield { tasks: chunks[i] as TaskView[], cursor: start, synced: i === chunks.length - 1 };
+      for (let i = 0; i < chunks.length; i++) {
+        const last = i === chunks.length - 1;
+        // Only the snapshot's last message carries the cursor: resuming from the middle
+        // of a snapshot must start it again, not skip its rest.
+        yield { tasks: chunks[i] as TaskView[], cursor: last ? start : "", synced: last };
+      }
     }
     for (;;) {
       let batch: Awaited<ReturnType<typeof sub.next>>;

@@ -589,7 +589,9 @@ export type WatchTasksResponse = Message<"shard.v1.WatchTasksResponse"> & {
   tasks: Task[];
 
   /**
-   * Resume after this message with this cursor.
+   * Resume after this message with this cursor. Empty on the messages of a snapshot
+   * before its last one: a stream broken mid-snapshot resumes with the previous cursor
+   * (and gets the whole snapshot again).
    *
    * @generated from field: string cursor = 2;
    */
