@@ -183,9 +183,9 @@ describe("task client", () => {
     const { task } = await tasks.submit("g", { payload: "in" });
     const done = tasks.wait("g", task.id);
     // Play the worker's part through the attempt side, as the dispatcher will.
-    await board.dispatch("g", [{ taskId: task.id, nodeId: "w1" }]);
-    await board.report("g", task.id, { worker: "w1", attempt: 1, state: "running", progress: 0.5 });
-    await board.report("g", task.id, {
+    await board.attempts.dispatch("g", [{ taskId: task.id, nodeId: "w1" }]);
+    await board.attempts.report("g", task.id, { worker: "w1", attempt: 1, state: "running", progress: 0.5 });
+    await board.attempts.report("g", task.id, {
       worker: "w1",
       attempt: 1,
       state: "succeeded",

@@ -69,7 +69,9 @@ export type {
   ShardOwnership,
 } from "./tasks/placement.js";
 export { compareTasks, matchesSelector, placeTasks } from "./tasks/placement.js";
-export type { GroupTasks, TaskBoardOptions, TaskBoardStats } from "./tasks/task-board.js";
+export type { AttemptReport, DispatchedTask } from "./tasks/task-attempts.js";
+export { TaskAttempts } from "./tasks/task-attempts.js";
+export type { TaskBoardOptions } from "./tasks/task-board.js";
 export { TaskBoard } from "./tasks/task-board.js";
 export type { TaskErrorCode } from "./tasks/task-error.js";
 export { TaskError } from "./tasks/task-error.js";
@@ -85,6 +87,7 @@ export type {
 } from "./tasks/task-host.js";
 export type { TaskKeys } from "./tasks/task-keys.js";
 export { taskKeys } from "./tasks/task-keys.js";
+export type { GroupTasks, TaskBoardStats, TaskLedgerOptions } from "./tasks/task-ledger.js";
 export type { TaskOptions, TaskOptionsInput } from "./tasks/task-options.js";
 export { defaultTaskOptions, resolveTaskOptions } from "./tasks/task-options.js";
 export type { StoredTask, TaskPage, TaskPersistence, TaskWrite } from "./tasks/task-persistence.js";

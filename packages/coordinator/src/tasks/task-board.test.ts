@@ -46,9 +46,14 @@ async function stored(store: MemoryTaskStore, id: string): Promise<TaskRecord | 
 describe("TaskBoard submit", () => {
   it("lets one of two concurrent submits of a new id create it; the other gets the same task", async () => {
     const { b } = board();
-    const [x, y] = await Promise.all([b.submit("g", [spec("a")], never), b.submit("g", [spec("a")], never)]);
-    expect([x[0]?.created, y[0]?.created].sort()).toEqual([false, true]);
-    expect(x[0]?.task.record.seq).toBe(y[0]?.task.record.seq);
+    for (let i = 0; i < 10; i++) {
+      const [x, y] = await Promise.all([
+        b.submit("g", [spec(`a${i}`)], never),
+        b.submit("g", [spec(`a${i}`)], never),
+      ]);
+      expect([x[0]?.created, y[0]?.created].sort()).toEqual([false, true]);
+      expect(x[0]?.task.record.seq).toBe(y[0]?.task.record.seq);
+    }
     const z = await Promise.allSettled([
       b.submit("g", [spec("c", "1")], never),
       b.submit("g", [spec("c", "2")], never),
@@ -82,10 +87,10 @@ describe("TaskBoard attempts", () => {
   it("drops reports of another worker or attempt and counts them", async () => {
     const { b } = board();
     await b.submit("g", [spec("t")], never);
-    await b.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
-    const wrong = await b.report("g", "t", { worker: "w2", attempt: 1, state: "succeeded" });
-    const old = await b.report("g", "t", { worker: "w1", attempt: 0, state: "succeeded" });
-    const unknown = await b.report("g", "nope", { worker: "w1", attempt: 1, state: "running" });
+    await b.attempts.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
+    const wrong = await b.attempts.report("g", "t", { worker: "w2", attempt: 1, state: "succeeded" });
+    const old = await b.attempts.report("g", "t", { worker: "w1", attempt: 0, state: "succeeded" });
+    const unknown = await b.attempts.report("g", "nope", { worker: "w1", attempt: 1, state: "running" });
     expect([wrong, old, unknown].map((o) => (o.accepted ? "accepted" : o.reason))).toEqual([
       "wrong_worker",
       "stale_attempt",
@@ -98,20 +103,22 @@ describe("TaskBoard attempts", () => {
   it("requeues a lost worker's tasks with the next attempt, and fails them when attempts run out", async () => {
     const { b, store, waiting } = board();
     await b.submit("g", [spec("t", "p", { maxAttempts: 2 })], never);
-    const [d1] = await b.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
+    const [d1] = await b.attempts.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
     expect(new TextDecoder().decode(d1?.payload)).toBe("p");
-    await b.workerLost("g", "w1", "expelled after the session timeout");
+    await b.attempts.workerLost("g", "w1", "expelled after the session timeout");
     expect(await stored(store, "t")).toMatchObject({
       state: "queued",
       attempt: 1,
       error: { reason: "worker_lost" },
     });
     expect(waiting.filter((g) => g === "g").length).toBeGreaterThanOrEqual(2);
-    const [d2] = await b.dispatch("g", [{ taskId: "t", nodeId: "w2" }]);
+    const [d2] = await b.attempts.dispatch("g", [{ taskId: "t", nodeId: "w2" }]);
     expect(d2?.record.attempt).toBe(2);
     // The first worker's late report is stale: it is not the current attempt's worker.
-    expect((await b.report("g", "t", { worker: "w1", attempt: 1, state: "succeeded" })).accepted).toBe(false);
-    await b.workerLost("g", "w2", "gone");
+    expect(
+      (await b.attempts.report("g", "t", { worker: "w1", attempt: 1, state: "succeeded" })).accepted,
+    ).toBe(false);
+    await b.attempts.workerLost("g", "w2", "gone");
     expect(await stored(store, "t")).toMatchObject({ state: "failed", attempt: 2 });
     expect(b.stats).toMatchObject({ dispatched: 2, requeued: 1, failed: 1 });
   });
@@ -119,20 +126,25 @@ describe("TaskBoard attempts", () => {
   it("cancels a task in flight through its worker, durably", async () => {
     const { b, store, cancels } = board();
     await b.submit("g", [spec("t")], never);
-    await b.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
+    await b.attempts.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
     const v = await b.cancel("g", "t", "user", never);
     expect(v.record).toMatchObject({ state: "dispatched", cancelRequested: true });
     expect(await stored(store, "t")).toMatchObject({ cancelRequested: true });
     expect(cancels.map((r) => [r.id, r.worker, r.attempt])).toEqual([["t", "w1", 1]]);
-    await b.report("g", "t", { worker: "w1", attempt: 1, state: "cancelled" });
+    await b.attempts.report("g", "t", { worker: "w1", attempt: 1, state: "cancelled" });
     expect(await stored(store, "t")).toMatchObject({ state: "cancelled" });
   });
 
   it("fails a task for good when its result is over --max-task-bytes", async () => {
     const { b, store } = board(undefined, { maxTaskBytes: 4 });
     await b.submit("g", [spec("t", "1234")], never);
-    await b.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
-    await b.report("g", "t", { worker: "w1", attempt: 1, state: "succeeded", result: new Uint8Array(5) });
+    await b.attempts.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
+    await b.attempts.report("g", "t", {
+      worker: "w1",
+      attempt: 1,
+      state: "succeeded",
+      result: new Uint8Array(5),
+    });
     expect(await stored(store, "t")).toMatchObject({ state: "failed", error: { retryable: false } });
   });
 
@@ -140,22 +152,22 @@ describe("TaskBoard attempts", () => {
     let now = 1_000_000;
     const { b } = board(undefined, {}, { now: () => now });
     await b.submit("g", [spec("t", "p", { timeoutMs: 100 }), spec("u")], never);
-    await b.dispatch("g", [
+    await b.attempts.dispatch("g", [
       { taskId: "t", nodeId: "w1" },
       { taskId: "u", nodeId: "w1" },
     ]);
-    expect(b.overdue("g")).toEqual([]);
+    expect(b.attempts.overdue("g")).toEqual([]);
     now += 100;
-    expect(b.overdue("g").map((r) => r.id)).toEqual(["t"]);
+    expect(b.attempts.overdue("g").map((r) => r.id)).toEqual(["t"]);
   });
 
   it("serialises the changes of one task: a cancel racing a success leaves etcd and memory agreeing", async () => {
     for (let i = 0; i < 20; i++) {
       const { b, store } = board();
       await b.submit("g", [spec("t")], never);
-      await b.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
+      await b.attempts.dispatch("g", [{ taskId: "t", nodeId: "w1" }]);
       const [rep, can] = await Promise.allSettled([
-        b.report("g", "t", { worker: "w1", attempt: 1, state: "succeeded" }),
+        b.attempts.report("g", "t", { worker: "w1", attempt: 1, state: "succeeded" }),
         b.cancel("g", "t", "user", never),
       ]);
       expect(rep.status).toBe("fulfilled");

@@ -238,9 +238,9 @@ describe("TaskService over grpc-js", () => {
     expect((await cancel(h, "g", "q")).task?.state).toBe(TaskState.CANCELLED);
     expect((await cancel(h, "g", "q")).task?.state).toBe(TaskState.CANCELLED);
     // Run "r" to success through the attempt side, as the dispatcher will.
-    const [d] = await h.board.dispatch("g", [{ taskId: "r", nodeId: "w1" }]);
+    const [d] = await h.board.attempts.dispatch("g", [{ taskId: "r", nodeId: "w1" }]);
     expect(d?.record.attempt).toBe(1);
-    await h.board.report("g", "r", {
+    await h.board.attempts.report("g", "r", {
       worker: "w1",
       attempt: 1,
       state: "running",
@@ -253,7 +253,12 @@ describe("TaskService over grpc-js", () => {
       progressMessage: "half",
       worker: "w1",
     });
-    await h.board.report("g", "r", { worker: "w1", attempt: 1, state: "succeeded", result: text("done") });
+    await h.board.attempts.report("g", "r", {
+      worker: "w1",
+      attempt: 1,
+      state: "succeeded",
+      result: text("done"),
+    });
     const done = (await get(h, "g", "r")).task;
     expect(done?.state).toBe(TaskState.SUCCEEDED);
     expect(new TextDecoder().decode(done?.result)).toBe("done");
