@@ -23,6 +23,8 @@ export interface TaskStoreOptions {
 
 interface Pending {
   readonly write: TaskWrite;
+  /** The record's JSON, serialized once. */
+  readonly value: string;
   /** Keys this write touches: no two writes to one key share or overlap a transaction. */
   readonly keys: readonly string[];
   readonly ops: number;
@@ -68,6 +70,8 @@ export class TaskStore implements TaskPersistence {
   readonly #tk: TaskKeys;
   readonly #client: Etcd3;
   #pending: Pending[] = [];
+  #pendingOps = 0;
+  #pendingBytes = 0;
   readonly #busyKeys = new Set<string>();
   #inFlight = 0;
   #linger: NodeJS.Timeout | undefined;
@@ -100,33 +104,33 @@ export class TaskStore implements TaskPersistence {
     const recordKey = this.#tk.task(r.group, r.id);
     const payloadKey = this.#tk.payload(r.group, r.id);
     const final = isFinalState(r.state);
-    const recordBytes = Buffer.byteLength(serializeTaskRecord(r));
+    const value = serializeTaskRecord(r);
     let ops = 1;
-    let bytes = recordKey.length + recordBytes + opOverheadBytes;
+    let bytes = recordKey.length + Buffer.byteLength(value) + opOverheadBytes;
     if (w.kind === "create" || final) {
       ops += 1;
       bytes += payloadKey.length + opOverheadBytes + (w.kind === "create" ? w.payload.byteLength : 0);
     }
     const { promise, resolve, reject } = Promise.withResolvers<number>();
-    this.#pending.push({ write: w, keys: [recordKey, payloadKey], ops, bytes, final, resolve, reject });
+    this.#pending.push({
+      write: w,
+      value,
+      keys: [recordKey, payloadKey],
+      ops,
+      bytes,
+      final,
+      resolve,
+      reject,
+    });
+    this.#pendingOps += ops;
+    this.#pendingBytes += bytes;
     this.#schedule();
     return promise;
   }
 
-  #pendingLoad(): { ops: number; bytes: number } {
-    let ops = 0;
-    let bytes = 0;
-    for (const p of this.#pending) {
-      ops += p.ops;
-      bytes += p.bytes;
-    }
-    return { ops, bytes };
-  }
-
   #schedule(): void {
     if (this.#inFlight >= this.#o.options.maxTxnsInFlight) return;
-    const load = this.#pendingLoad();
-    if (load.ops >= this.#o.options.maxTxnOps || load.bytes >= this.#o.options.maxTxnBytes) {
+    if (this.#pendingOps >= this.#o.options.maxTxnOps || this.#pendingBytes >= this.#o.options.maxTxnBytes) {
       clearTimeout(this.#linger);
       this.#linger = undefined;
       this.#flush();
@@ -152,10 +156,14 @@ export class TaskStore implements TaskPersistence {
       const blocked = new Set<string>();
       let ops = 0;
       let bytes = 0;
-      for (const p of this.#pending) {
+      let i = 0;
+      for (; i < this.#pending.length; i++) {
+        const p = this.#pending[i] as Pending;
+        if (ops + p.ops > maxTxnOps || bytes + p.bytes > maxTxnBytes) {
+          if (batch.length > 0) break; // full: the rest waits, in order
+        }
         const clash = p.keys.some((k) => this.#busyKeys.has(k) || batchKeys.has(k) || blocked.has(k));
-        const fits = batch.length === 0 || (ops + p.ops <= maxTxnOps && bytes + p.bytes <= maxTxnBytes);
-        if (clash || !fits) {
+        if (clash) {
           for (const k of p.keys) blocked.add(k);
           rest.push(p);
           continue;
@@ -166,7 +174,9 @@ export class TaskStore implements TaskPersistence {
         bytes += p.bytes;
       }
       if (batch.length === 0) return;
-      this.#pending = rest;
+      this.#pending = i < this.#pending.length ? rest.concat(this.#pending.slice(i)) : rest;
+      this.#pendingOps -= ops;
+      this.#pendingBytes -= bytes;
       for (const k of batchKeys) this.#busyKeys.add(k);
       this.#inFlight += 1;
       void this.#commit(batch).finally(() => {
@@ -183,7 +193,7 @@ export class TaskStore implements TaskPersistence {
       try {
         const lease = batch.some((p) => p.final) ? await this.#retentionLease() : undefined;
         const ops: IOperation[] = [];
-        for (const p of batch) ops.push(...this.#ops(p.write, lease));
+        for (const p of batch) ops.push(...this.#ops(p, lease));
         const revision = await this.#o.fenced.commit(...ops);
         if (revision > this.#lastRevision) this.#lastRevision = revision;
         this.stats.txns += 1;
@@ -210,11 +220,11 @@ export class TaskStore implements TaskPersistence {
     }
   }
 
-  #ops(w: TaskWrite, lease: string | undefined): IOperation[] {
+  #ops(p: Pending, lease: string | undefined): IOperation[] {
+    const w = p.write;
     const r = w.record;
-    const recordKey = this.#tk.task(r.group, r.id);
-    const payloadKey = this.#tk.payload(r.group, r.id);
-    const value = serializeTaskRecord(r);
+    const [recordKey, payloadKey] = p.keys as [string, string];
+    const value = p.value;
     if (isFinalState(r.state)) {
       // The payload is not needed once the task finished; the record stays for the
       // retention and then goes with its lease.
