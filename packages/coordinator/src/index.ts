@@ -16,6 +16,7 @@ export type { StatusReport } from "./cli/status-report.js";
 export { formatStatus, readStatus } from "./cli/status-report.js";
 export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
+export { FencedStore } from "./leadership/fenced-store.js";
 export { LeaseFence } from "./leadership/lease-fence.js";
 export { createLogger } from "./logger.js";
 export type { ReplicaRole, ReplicaStatus } from "./replica/replica.js";
@@ -42,3 +43,78 @@ export { EtcdDataSource } from "./sharding/data-source.js";
 export type { KeyLayout } from "./store/keys.js";
 export { keyLayout } from "./store/keys.js";
 export type { AssignmentRecord, GroupConfig, MemberRecord } from "./store/records.js";
+export type {
+  CancelOutcome,
+  ReportOutcome,
+  StaleReason,
+  TransitionContext,
+  WorkerReport,
+} from "./tasks/attempts.js";
+export {
+  applyReport,
+  attemptDeadline,
+  attemptInFlight,
+  attemptTimedOut,
+  dispatchable,
+  dispatchTask,
+  requestCancel,
+  workerLost,
+} from "./tasks/attempts.js";
+export { MemoryTaskStore } from "./tasks/memory-task-store.js";
+export type {
+  PlacementDecision,
+  PlacementLane,
+  PlacementTask,
+  PlacementWorker,
+  ShardOwnership,
+} from "./tasks/placement.js";
+export { compareTasks, matchesSelector, placeTasks } from "./tasks/placement.js";
+export type { AttemptReport, DispatchedTask } from "./tasks/task-attempts.js";
+export { TaskAttempts } from "./tasks/task-attempts.js";
+export type { TaskBoardOptions } from "./tasks/task-board.js";
+export { TaskBoard } from "./tasks/task-board.js";
+export type { TaskErrorCode } from "./tasks/task-error.js";
+export { TaskError } from "./tasks/task-error.js";
+export type { TaskServiceOptions, TaskStatus } from "./tasks/task-grpc.js";
+export { addTaskService, notLeaderStatus, taskServiceDefinition, taskStatus } from "./tasks/task-grpc.js";
+export type {
+  SubmitOutcome,
+  TaskHost,
+  TaskHostRoute,
+  TaskListPage,
+  TaskSubmission,
+  WatchBatch,
+} from "./tasks/task-host.js";
+export type { TaskKeys } from "./tasks/task-keys.js";
+export { taskKeys } from "./tasks/task-keys.js";
+export type { GroupTasks, TaskBoardStats, TaskLedgerOptions } from "./tasks/task-ledger.js";
+export type { TaskOptions, TaskOptionsInput } from "./tasks/task-options.js";
+export { defaultTaskOptions, resolveTaskOptions } from "./tasks/task-options.js";
+export type { StoredTask, TaskPage, TaskPersistence, TaskWrite } from "./tasks/task-persistence.js";
+export type { QueuedTask, TaskQueueOptions } from "./tasks/task-queue.js";
+export { TaskQueue } from "./tasks/task-queue.js";
+export type {
+  Blob,
+  TaskErrorReasonName,
+  TaskFailure,
+  TaskPlacementName,
+  TaskRecord,
+  TaskStateName,
+  TaskView,
+} from "./tasks/task-record.js";
+export {
+  checkTaskId,
+  decodeBlob,
+  encodeBlob,
+  generateTaskId,
+  isFinalState,
+  parseTaskRecord,
+  payloadDigest,
+  serializeTaskRecord,
+  taskRecordSchema,
+  taskStates,
+} from "./tasks/task-record.js";
+export type { TaskHandlers, TaskServiceLimits } from "./tasks/task-service.js";
+export { createTaskHandlers } from "./tasks/task-service.js";
+export type { TaskStoreOptions } from "./tasks/task-store.js";
+export { TaskStore } from "./tasks/task-store.js";

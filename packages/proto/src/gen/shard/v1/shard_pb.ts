@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shard/v1/shard.proto.
  */
 export const file_shard_v1_shard: GenFile = /*@__PURE__*/
-  fileDesc("ChRzaGFyZC92MS9zaGFyZC5wcm90bxIIc2hhcmQudjEiowIKDVdvcmtlck1lc3NhZ2USCwoDc2VxGAEgASgEEg8KB2Fja19zZXEYAiABKAQSIAoFaGVsbG8YCiABKAsyDy5zaGFyZC52MS5IZWxsb0gAEigKCWhlYXJ0YmVhdBgLIAEoCzITLnNoYXJkLnYxLkhlYXJ0YmVhdEgAEiQKB3JlbGVhc2UYDCABKAsyES5zaGFyZC52MS5SZWxlYXNlSAASKwoLdGFza191cGRhdGUYDSABKAsyFC5zaGFyZC52MS5UYXNrVXBkYXRlSAASKwoLY29tbWFuZF9hY2sYDiABKAsyFC5zaGFyZC52MS5Db21tYW5kQWNrSAASIAoFbGVhdmUYDyABKAsyDy5zaGFyZC52MS5MZWF2ZUgAQgYKBGtpbmQi+gEKBUhlbGxvEg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAkSFQoNc2Vzc2lvbl90b2tlbhgDIAEoCRIrCgZsYWJlbHMYBCADKAsyGy5zaGFyZC52MS5IZWxsby5MYWJlbHNFbnRyeRIQCghjYXBhY2l0eRgFIAEoDRIaChJsYXN0X2tub3duX3ZlcnNpb24YBiABKAQSGAoQcnVubmluZ190YXNrX2lkcxgHIAMoCRIWCg5jbGllbnRfdmVyc2lvbhgIIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIscBCglIZWFydGJlYXQSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIMCgRsb2FkGAMgASgBEhMKC2NwdV9wZXJjZW50GAQgASgBEhgKEG1lbW9yeV9yc3NfYnl0ZXMYBSABKAQSGwoTZXZlbnRfbG9vcF9kZWxheV9tcxgGIAEoARIVCg1ydW5uaW5nX3Rhc2tzGAcgASgNEhQKDHF1ZXVlX2xlbmd0aBgIIAEoDRIWCg5ydW5uaW5nX3NoYXJkcxgJIAEoDSItCgdSZWxlYXNlEg8KB3ZlcnNpb24YASABKAQSEQoJc2hhcmRfaWRzGAIgAygNImMKClRhc2tVcGRhdGUSDwoHdGFza19pZBgBIAEoCRIiCgVzdGF0ZRgCIAEoDjITLnNoYXJkLnYxLlRhc2tTdGF0ZRIPCgdhdHRlbXB0GAMgASgNEg8KB21lc3NhZ2UYBCABKAkiPQoKQ29tbWFuZEFjaxISCgpjb21tYW5kX2lkGAEgASgEEgoKAm9rGAIgASgIEg8KB21lc3NhZ2UYAyABKAkiKAoFTGVhdmUSDgoGcmVhc29uGAEgASgJEg8KB3Jlc3RhcnQYAiABKAgikgIKEkNvb3JkaW5hdG9yTWVzc2FnZRILCgNzZXEYASABKAQSDwoHYWNrX3NlcRgCIAEoBBIkCgd3ZWxjb21lGAogASgLMhEuc2hhcmQudjEuV2VsY29tZUgAEi8KDWhlYXJ0YmVhdF9hY2sYCyABKAsyFi5zaGFyZC52MS5IZWFydGJlYXRBY2tIABIqCgphc3NpZ25tZW50GAwgASgLMhQuc2hhcmQudjEuQXNzaWdubWVudEgAEiYKBHRhc2sYDSABKAsyFi5zaGFyZC52MS5UYXNrRGlzcGF0Y2hIABIrCgdjb21tYW5kGA4gASgLMhguc2hhcmQudjEuQ29udHJvbENvbW1hbmRIAEIGCgRraW5kItQBCgdXZWxjb21lEhUKDXNlc3Npb25fdG9rZW4YASABKAkSFAoMbGVhZGVyX2Vwb2NoGAIgASgEEhEKCWxlYWRlcl9pZBgDIAEoCRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYBCABKA0SGgoSc2Vzc2lvbl90aW1lb3V0X21zGAUgASgNEg8KB3Jlc3VtZWQYBiABKAgSKAoKYXNzaWdubWVudBgHIAEoCzIULnNoYXJkLnYxLkFzc2lnbm1lbnQSEwoLaW5jYXJuYXRpb24YCCABKAQipwEKCkFzc2lnbm1lbnQSDwoHdmVyc2lvbhgBIAEoBBIoCgVwaGFzZRgCIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIUCgx0b3RhbF9zaGFyZHMYAyABKA0SEAoIc2hhcmRfaWQYBCABKAUSDgoGc2hhcmRzGAUgAygNEhAKCHN0cmF0ZWd5GAYgASgJEhQKDGxlYWRlcl9lcG9jaBgHIAEoBCK/AgoMSGVhcnRiZWF0QWNrEg8KB25vZGVfaWQYASABKAkSCgoCdHMYAiABKAMSEAoIYWNjZXB0ZWQYAyABKAgSDwoHbWVzc2FnZRgEIAEoCRIUCgx0b3RhbF9zaGFyZHMYBSABKA0SEAoIc2hhcmRfaWQYBiABKAUSDgoGc2hhcmRzGAcgAygNEhUKDXNoYXJkX3ZlcnNpb24YCCABKAQSKAoFcGhhc2UYCSABKA4yGS5zaGFyZC52MS5Bc3NpZ25tZW50UGhhc2USDgoGYWN0aXZlGAogASgIEhQKDGxlYWRlcl9lcG9jaBgLIAEoBBIVCg1oZWFydGJlYXRfc2VxGAwgASgEEhoKEnNlc3Npb25fdGltZW91dF9tcxgNIAEoDRIdChVoZWFydGJlYXRfaW50ZXJ2YWxfbXMYDiABKA0iUwoMVGFza0Rpc3BhdGNoEg8KB3Rhc2tfaWQYASABKAkSEAoIc2hhcmRfaWQYAiABKA0SDwoHYXR0ZW1wdBgDIAEoDRIPCgdwYXlsb2FkGAQgASgMIloKDkNvbnRyb2xDb21tYW5kEhIKCmNvbW1hbmRfaWQYASABKAQSIwoEa2luZBgCIAEoDjIVLnNoYXJkLnYxLkNvbW1hbmRLaW5kEg8KB3Rhc2tfaWQYAyABKAkiNQoTR2V0U2hhcmRJbmZvUmVxdWVzdBINCgVncm91cBgBIAEoCRIPCgdub2RlX2lkGAIgASgJIrEBChRHZXRTaGFyZEluZm9SZXNwb25zZRIUCgx0b3RhbF9zaGFyZHMYASABKA0SEAoIc2hhcmRfaWQYAiABKAUSDwoHdmVyc2lvbhgDIAEoBBIOCgZzaGFyZHMYBCADKA0SKAoFcGhhc2UYBSABKA4yGS5zaGFyZC52MS5Bc3NpZ25tZW50UGhhc2USEAoIc3RyYXRlZ3kYBiABKAkSFAoMbGVhZGVyX2Vwb2NoGAcgASgEIoYBChVGZXRjaFNoYXJkRGF0YVJlcXVlc3QSDQoFZ3JvdXAYASABKAkSDwoHbm9kZV9pZBgCIAEoCRIQCghzaGFyZF9pZBgDIAEoDRISCgpiYXRjaF9zaXplGAQgASgNEhAKCGFmdGVyX2lkGAUgASgJEhUKDXNlc3Npb25fdG9rZW4YBiABKAkiKQoKRGF0YVJlY29yZBIKCgJpZBgBIAEoCRIPCgdwYXlsb2FkGAIgASgMKm4KD0Fzc2lnbm1lbnRQaGFzZRIgChxBU1NJR05NRU5UX1BIQVNFX1VOU1BFQ0lGSUVEEAASHAoYQVNTSUdOTUVOVF9QSEFTRV9QRU5ESU5HEAESGwoXQVNTSUdOTUVOVF9QSEFTRV9BQ1RJVkUQAiqhAQoJVGFza1N0YXRlEhoKFlRBU0tfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFUQVNLX1NUQVRFX1FVRVVFRBABEhYKElRBU0tfU1RBVEVfUlVOTklORxACEhgKFFRBU0tfU1RBVEVfU1VDQ0VFREVEEAMSFQoRVEFTS19TVEFURV9GQUlMRUQQBBIYChRUQVNLX1NUQVRFX0NBTkNFTExFRBAFKpIBCgtDb21tYW5kS2luZBIcChhDT01NQU5EX0tJTkRfVU5TUEVDSUZJRUQQABIWChJDT01NQU5EX0tJTkRfUEFVU0UQARIXChNDT01NQU5EX0tJTkRfUkVTVU1FEAISFgoSQ09NTUFORF9LSU5EX0RSQUlOEAMSHAoYQ09NTUFORF9LSU5EX0NBTkNFTF9UQVNLEAQy9gEKDFNoYXJkU2VydmljZRJMCg9IZWFydGJlYXRTdHJlYW0SFy5zaGFyZC52MS5Xb3JrZXJNZXNzYWdlGhwuc2hhcmQudjEuQ29vcmRpbmF0b3JNZXNzYWdlKAEwARJNCgxHZXRTaGFyZEluZm8SHS5zaGFyZC52MS5HZXRTaGFyZEluZm9SZXF1ZXN0Gh4uc2hhcmQudjEuR2V0U2hhcmRJbmZvUmVzcG9uc2USSQoORmV0Y2hTaGFyZERhdGESHy5zaGFyZC52MS5GZXRjaFNoYXJkRGF0YVJlcXVlc3QaFC5zaGFyZC52MS5EYXRhUmVjb3JkMAFiBnByb3RvMw");
+  fileDesc("ChRzaGFyZC92MS9zaGFyZC5wcm90bxIIc2hhcmQudjEiowIKDVdvcmtlck1lc3NhZ2USCwoDc2VxGAEgASgEEg8KB2Fja19zZXEYAiABKAQSIAoFaGVsbG8YCiABKAsyDy5zaGFyZC52MS5IZWxsb0gAEigKCWhlYXJ0YmVhdBgLIAEoCzITLnNoYXJkLnYxLkhlYXJ0YmVhdEgAEiQKB3JlbGVhc2UYDCABKAsyES5zaGFyZC52MS5SZWxlYXNlSAASKwoLdGFza191cGRhdGUYDSABKAsyFC5zaGFyZC52MS5UYXNrVXBkYXRlSAASKwoLY29tbWFuZF9hY2sYDiABKAsyFC5zaGFyZC52MS5Db21tYW5kQWNrSAASIAoFbGVhdmUYDyABKAsyDy5zaGFyZC52MS5MZWF2ZUgAQgYKBGtpbmQi+gEKBUhlbGxvEg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAkSFQoNc2Vzc2lvbl90b2tlbhgDIAEoCRIrCgZsYWJlbHMYBCADKAsyGy5zaGFyZC52MS5IZWxsby5MYWJlbHNFbnRyeRIQCghjYXBhY2l0eRgFIAEoDRIaChJsYXN0X2tub3duX3ZlcnNpb24YBiABKAQSGAoQcnVubmluZ190YXNrX2lkcxgHIAMoCRIWCg5jbGllbnRfdmVyc2lvbhgIIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIscBCglIZWFydGJlYXQSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIMCgRsb2FkGAMgASgBEhMKC2NwdV9wZXJjZW50GAQgASgBEhgKEG1lbW9yeV9yc3NfYnl0ZXMYBSABKAQSGwoTZXZlbnRfbG9vcF9kZWxheV9tcxgGIAEoARIVCg1ydW5uaW5nX3Rhc2tzGAcgASgNEhQKDHF1ZXVlX2xlbmd0aBgIIAEoDRIWCg5ydW5uaW5nX3NoYXJkcxgJIAEoDSItCgdSZWxlYXNlEg8KB3ZlcnNpb24YASABKAQSEQoJc2hhcmRfaWRzGAIgAygNIsEBCgpUYXNrVXBkYXRlEg8KB3Rhc2tfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy5zaGFyZC52MS5UYXNrU3RhdGUSDwoHYXR0ZW1wdBgDIAEoDRIPCgdtZXNzYWdlGAQgASgJEhAKCHByb2dyZXNzGAUgASgBEg4KBnJlc3VsdBgGIAEoDBIWCglyZXRyeWFibGUYByABKAhIAIgBARIUCgxsZWFkZXJfZXBvY2gYCCABKARCDAoKX3JldHJ5YWJsZSI9CgpDb21tYW5kQWNrEhIKCmNvbW1hbmRfaWQYASABKAQSCgoCb2sYAiABKAgSDwoHbWVzc2FnZRgDIAEoCSIoCgVMZWF2ZRIOCgZyZWFzb24YASABKAkSDwoHcmVzdGFydBgCIAEoCCKSAgoSQ29vcmRpbmF0b3JNZXNzYWdlEgsKA3NlcRgBIAEoBBIPCgdhY2tfc2VxGAIgASgEEiQKB3dlbGNvbWUYCiABKAsyES5zaGFyZC52MS5XZWxjb21lSAASLwoNaGVhcnRiZWF0X2FjaxgLIAEoCzIWLnNoYXJkLnYxLkhlYXJ0YmVhdEFja0gAEioKCmFzc2lnbm1lbnQYDCABKAsyFC5zaGFyZC52MS5Bc3NpZ25tZW50SAASJgoEdGFzaxgNIAEoCzIWLnNoYXJkLnYxLlRhc2tEaXNwYXRjaEgAEisKB2NvbW1hbmQYDiABKAsyGC5zaGFyZC52MS5Db250cm9sQ29tbWFuZEgAQgYKBGtpbmQi1AEKB1dlbGNvbWUSFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIUCgxsZWFkZXJfZXBvY2gYAiABKAQSEQoJbGVhZGVyX2lkGAMgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgEIAEoDRIaChJzZXNzaW9uX3RpbWVvdXRfbXMYBSABKA0SDwoHcmVzdW1lZBgGIAEoCBIoCgphc3NpZ25tZW50GAcgASgLMhQuc2hhcmQudjEuQXNzaWdubWVudBITCgtpbmNhcm5hdGlvbhgIIAEoBCKnAQoKQXNzaWdubWVudBIPCgd2ZXJzaW9uGAEgASgEEigKBXBoYXNlGAIgASgOMhkuc2hhcmQudjEuQXNzaWdubWVudFBoYXNlEhQKDHRvdGFsX3NoYXJkcxgDIAEoDRIQCghzaGFyZF9pZBgEIAEoBRIOCgZzaGFyZHMYBSADKA0SEAoIc3RyYXRlZ3kYBiABKAkSFAoMbGVhZGVyX2Vwb2NoGAcgASgEIr8CCgxIZWFydGJlYXRBY2sSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIQCghhY2NlcHRlZBgDIAEoCBIPCgdtZXNzYWdlGAQgASgJEhQKDHRvdGFsX3NoYXJkcxgFIAEoDRIQCghzaGFyZF9pZBgGIAEoBRIOCgZzaGFyZHMYByADKA0SFQoNc2hhcmRfdmVyc2lvbhgIIAEoBBIoCgVwaGFzZRgJIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIOCgZhY3RpdmUYCiABKAgSFAoMbGVhZGVyX2Vwb2NoGAsgASgEEhUKDWhlYXJ0YmVhdF9zZXEYDCABKAQSGgoSc2Vzc2lvbl90aW1lb3V0X21zGA0gASgNEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgOIAEoDSLmAQoMVGFza0Rpc3BhdGNoEg8KB3Rhc2tfaWQYASABKAkSEAoIc2hhcmRfaWQYAiABKA0SDwoHYXR0ZW1wdBgDIAEoDRIPCgdwYXlsb2FkGAQgASgMEhQKDGxlYWRlcl9lcG9jaBgFIAEoBBISCgp0aW1lb3V0X21zGAYgASgNEhAKCHByaW9yaXR5GAcgASgNEhQKDG1heF9hdHRlbXB0cxgIIAEoDRIRCglwbGFjZW1lbnQYCSABKA0SFQoNc2hhcmRfdmVyc2lvbhgKIAEoBBIVCg1jcmVhdGVkX2F0X21zGAsgASgDIqMBCg5Db250cm9sQ29tbWFuZBISCgpjb21tYW5kX2lkGAEgASgEEiMKBGtpbmQYAiABKA4yFS5zaGFyZC52MS5Db21tYW5kS2luZBIPCgd0YXNrX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0SFAoMbGVhZGVyX2Vwb2NoGAUgASgEEg4KBnJlYXNvbhgGIAEoCRIQCghjYXBhY2l0eRgHIAEoDSI1ChNHZXRTaGFyZEluZm9SZXF1ZXN0Eg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAkisQEKFEdldFNoYXJkSW5mb1Jlc3BvbnNlEhQKDHRvdGFsX3NoYXJkcxgBIAEoDRIQCghzaGFyZF9pZBgCIAEoBRIPCgd2ZXJzaW9uGAMgASgEEg4KBnNoYXJkcxgEIAMoDRIoCgVwaGFzZRgFIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIQCghzdHJhdGVneRgGIAEoCRIUCgxsZWFkZXJfZXBvY2gYByABKAQihgEKFUZldGNoU2hhcmREYXRhUmVxdWVzdBINCgVncm91cBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhAKCHNoYXJkX2lkGAMgASgNEhIKCmJhdGNoX3NpemUYBCABKA0SEAoIYWZ0ZXJfaWQYBSABKAkSFQoNc2Vzc2lvbl90b2tlbhgGIAEoCSIpCgpEYXRhUmVjb3JkEgoKAmlkGAEgASgJEg8KB3BheWxvYWQYAiABKAwqbgoPQXNzaWdubWVudFBoYXNlEiAKHEFTU0lHTk1FTlRfUEhBU0VfVU5TUEVDSUZJRUQQABIcChhBU1NJR05NRU5UX1BIQVNFX1BFTkRJTkcQARIbChdBU1NJR05NRU5UX1BIQVNFX0FDVElWRRACKrwBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhUKEVRBU0tfU1RBVEVfUVVFVUVEEAESFgoSVEFTS19TVEFURV9SVU5OSU5HEAISGAoUVEFTS19TVEFURV9TVUNDRUVERUQQAxIVChFUQVNLX1NUQVRFX0ZBSUxFRBAEEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAUSGQoVVEFTS19TVEFURV9ESVNQQVRDSEVEEAYqsQEKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkNPTU1BTkRfS0lORF9QQVVTRRABEhcKE0NPTU1BTkRfS0lORF9SRVNVTUUQAhIWChJDT01NQU5EX0tJTkRfRFJBSU4QAxIcChhDT01NQU5EX0tJTkRfQ0FOQ0VMX1RBU0sQBBIdChlDT01NQU5EX0tJTkRfU0VUX0NBUEFDSVRZEAUy9gEKDFNoYXJkU2VydmljZRJMCg9IZWFydGJlYXRTdHJlYW0SFy5zaGFyZC52MS5Xb3JrZXJNZXNzYWdlGhwuc2hhcmQudjEuQ29vcmRpbmF0b3JNZXNzYWdlKAEwARJNCgxHZXRTaGFyZEluZm8SHS5zaGFyZC52MS5HZXRTaGFyZEluZm9SZXF1ZXN0Gh4uc2hhcmQudjEuR2V0U2hhcmRJbmZvUmVzcG9uc2USSQoORmV0Y2hTaGFyZERhdGESHy5zaGFyZC52MS5GZXRjaFNoYXJkRGF0YVJlcXVlc3QaFC5zaGFyZC52MS5EYXRhUmVjb3JkMAFiBnByb3RvMw");
 
 /**
  * Everything a worker sends on HeartbeatStream.
@@ -288,7 +288,8 @@ export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
   messageDesc(file_shard_v1_shard, 3);
 
 /**
- * Progress of one task.
+ * Progress of one task. The RM accepts it only for the task's current attempt and from
+ * the worker that attempt went to; anything else is dropped (and counted).
  *
  * @generated from message shard.v1.TaskUpdate
  */
@@ -301,25 +302,57 @@ export type TaskUpdate = Message<"shard.v1.TaskUpdate"> & {
   taskId: string;
 
   /**
-   * Its new state.
+   * Its new state: RUNNING (also with progress), or a final one (SUCCEEDED, FAILED,
+   * CANCELLED) that ends the attempt.
    *
    * @generated from field: shard.v1.TaskState state = 2;
    */
   state: TaskState;
 
   /**
-   * The attempt this update belongs to.
+   * The attempt this update belongs to (TaskDispatch.attempt, echoed).
    *
    * @generated from field: uint32 attempt = 3;
    */
   attempt: number;
 
   /**
-   * A short human-readable note (error text on failure).
+   * A short human-readable note: the progress note while RUNNING, the error text with
+   * FAILED, why with CANCELLED.
    *
    * @generated from field: string message = 4;
    */
   message: string;
+
+  /**
+   * Progress of the attempt, 0 to 1, while RUNNING (kept in the leader's memory, not
+   * written to etcd).
+   *
+   * @generated from field: double progress = 5;
+   */
+  progress: number;
+
+  /**
+   * What the handler returned, with SUCCEEDED (at most the RM's --max-task-bytes).
+   *
+   * @generated from field: bytes result = 6;
+   */
+  result: Uint8Array;
+
+  /**
+   * With FAILED: whether another attempt could succeed. Unset means true; a handler's
+   * TaskError with retryable false sets it false and the task fails for good.
+   *
+   * @generated from field: optional bool retryable = 7;
+   */
+  retryable?: boolean | undefined;
+
+  /**
+   * TaskDispatch.leader_epoch of the dispatch this update answers, echoed.
+   *
+   * @generated from field: uint64 leader_epoch = 8;
+   */
+  leaderEpoch: bigint;
 };
 
 /**
@@ -724,7 +757,8 @@ export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
   messageDesc(file_shard_v1_shard, 10);
 
 /**
- * A task for this worker.
+ * A task for this worker: run it once and report the outcome with TaskUpdate for this
+ * (task_id, attempt). The RM dispatches only into a free slot (Hello.capacity slots).
  *
  * @generated from message shard.v1.TaskDispatch
  */
@@ -737,14 +771,14 @@ export type TaskDispatch = Message<"shard.v1.TaskDispatch"> & {
   taskId: string;
 
   /**
-   * The shard the task belongs to.
+   * The shard the task belongs to (SHARD placement; 0 otherwise).
    *
    * @generated from field: uint32 shard_id = 2;
    */
   shardId: number;
 
   /**
-   * Attempt number, from 1.
+   * Attempt number, from 1; one more with each dispatch of the same task.
    *
    * @generated from field: uint32 attempt = 3;
    */
@@ -756,6 +790,58 @@ export type TaskDispatch = Message<"shard.v1.TaskDispatch"> & {
    * @generated from field: bytes payload = 4;
    */
   payload: Uint8Array;
+
+  /**
+   * Epoch of the leader that dispatched it (the fenced write that recorded the
+   * dispatch); echoed in TaskUpdate.
+   *
+   * @generated from field: uint64 leader_epoch = 5;
+   */
+  leaderEpoch: bigint;
+
+  /**
+   * Execution timeout of this attempt in milliseconds, counted by the RM from the
+   * dispatch; 0: none. The worker may abort its handler at this age too.
+   *
+   * @generated from field: uint32 timeout_ms = 6;
+   */
+  timeoutMs: number;
+
+  /**
+   * The task's priority, 1 (highest) to 5.
+   *
+   * @generated from field: uint32 priority = 7;
+   */
+  priority: number;
+
+  /**
+   * Dispatches allowed in all (this one included).
+   *
+   * @generated from field: uint32 max_attempts = 8;
+   */
+  maxAttempts: number;
+
+  /**
+   * Where the task was placed (TaskPlacement in task.proto, as its number).
+   *
+   * @generated from field: uint32 placement = 9;
+   */
+  placement: number;
+
+  /**
+   * The assignment version whose owner of `shard_id` this went to (SHARD placement; 0
+   * otherwise): the worker runs it only while it owns that shard.
+   *
+   * @generated from field: uint64 shard_version = 10;
+   */
+  shardVersion: bigint;
+
+  /**
+   * When the task was submitted, in Unix milliseconds.
+   *
+   * @generated from field: int64 created_at_ms = 11;
+   */
+  createdAtMs: bigint;
 };
 
 /**
@@ -791,6 +877,35 @@ export type ControlCommand = Message<"shard.v1.ControlCommand"> & {
    * @generated from field: string task_id = 3;
    */
   taskId: string;
+
+  /**
+   * The attempt to cancel, for COMMAND_KIND_CANCEL_TASK: a worker running another
+   * attempt of the task ignores the command (and acks ok).
+   *
+   * @generated from field: uint32 attempt = 4;
+   */
+  attempt: number;
+
+  /**
+   * Epoch of the leader that sent it.
+   *
+   * @generated from field: uint64 leader_epoch = 5;
+   */
+  leaderEpoch: bigint;
+
+  /**
+   * Why, for logs and the TaskUpdate's message ("cancelled by a client", "timeout").
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+
+  /**
+   * The new number of task slots, for COMMAND_KIND_SET_CAPACITY.
+   *
+   * @generated from field: uint32 capacity = 7;
+   */
+  capacity: number;
 };
 
 /**
@@ -1011,20 +1126,21 @@ export const AssignmentPhaseSchema: GenEnum<AssignmentPhase> = /*@__PURE__*/
   enumDesc(file_shard_v1_shard, 0);
 
 /**
- * A task's state as the worker reports it.
+ * A task's state, as a worker reports it (TaskUpdate) and as the RM keeps it (Task in
+ * task.proto).
  *
  * @generated from enum shard.v1.TaskState
  */
 export enum TaskState {
   /**
-   * Unknown; rejected when sent.
+   * Unknown; rejected when sent. In a ListTasksRequest: any state.
    *
    * @generated from enum value: TASK_STATE_UNSPECIFIED = 0;
    */
   UNSPECIFIED = 0,
 
   /**
-   * Accepted by the worker, not started.
+   * In the RM: waiting for a worker. From a worker: accepted, not started yet.
    *
    * @generated from enum value: TASK_STATE_QUEUED = 1;
    */
@@ -1045,18 +1161,27 @@ export enum TaskState {
   SUCCEEDED = 3,
 
   /**
-   * Finished with an error; the RM may retry it elsewhere.
+   * Finished with an error. From a worker: the attempt failed, and the RM retries the
+   * task unless TaskUpdate.retryable is false or max_attempts is used up.
    *
    * @generated from enum value: TASK_STATE_FAILED = 4;
    */
   FAILED = 4,
 
   /**
-   * Stopped because the worker lost the shard or was told to cancel.
+   * From a worker: the attempt stopped (it was told to cancel, lost the shard, fenced
+   * itself or is closing). In the RM: the task was cancelled for good.
    *
    * @generated from enum value: TASK_STATE_CANCELLED = 5;
    */
   CANCELLED = 5,
+
+  /**
+   * In the RM only: sent to a worker that has not yet reported it running.
+   *
+   * @generated from enum value: TASK_STATE_DISPATCHED = 6;
+   */
+  DISPATCHED = 6,
 }
 
 /**
@@ -1100,11 +1225,19 @@ export enum CommandKind {
   DRAIN = 3,
 
   /**
-   * Cancel the task named in `task_id`.
+   * Cancel attempt `attempt` of the task named in `task_id`: abort its handler's signal
+   * and report TASK_STATE_CANCELLED for it.
    *
    * @generated from enum value: COMMAND_KIND_CANCEL_TASK = 4;
    */
   CANCEL_TASK = 4,
+
+  /**
+   * Run at most `capacity` tasks at once from now on.
+   *
+   * @generated from enum value: COMMAND_KIND_SET_CAPACITY = 5;
+   */
+  SET_CAPACITY = 5,
 }
 
 /**
