@@ -444,7 +444,10 @@ export class Group {
         }
         // The superseded incarnation cannot release any more: the version outwaits its fence.
         const h = this.#handoff;
-        if (h?.awaiting.delete(nodeId) === true) h.fencesUntil = Math.max(h.fencesUntil, runsAfter);
+        if (h?.awaiting.delete(nodeId) === true) {
+          h.fencesUntil = Math.max(h.fencesUntil, runsAfter);
+          this.#maybeActivate();
+        }
         old?.close({
           code: status.ABORTED,
           details: `superseded by incarnation ${record.incarnation} of node ${nodeId}`,
