@@ -1,6 +1,14 @@
-import { shardOf } from "@org/proto";
-import type { Etcd3 } from "etcd3";
+import { type Etcd3, GRPCResourceExhastedError } from "etcd3";
 import type { KeyLayout } from "../store/keys.js";
+import { parseRecord } from "../store/records.js";
+import { dataLayoutSchema } from "./data-layout.js";
+import {
+  type DataReadStats,
+  emptyDataReadStats,
+  PageTooLargeError,
+  type RangeReader,
+  readShardRecords,
+} from "./shard-data-reader.js";
 
 /** One record of a shard's data. */
 export interface ShardRecord {
@@ -22,18 +30,50 @@ export interface DataSource {
   ): AsyncIterable<ShardRecord>;
 }
 
+/** Options of {@link EtcdDataSource}. */
+export interface EtcdDataSourceOptions {
+  /**
+   * Largest range response one request asks for, in bytes (see `readShardRecords`).
+   * @default 1048576
+   */
+  readonly pageBytes?: number;
+  /**
+   * Bytes one read buffers across all the buckets it visits.
+   * @default 8388608
+   */
+  readonly memoryBytes?: number;
+}
+
 /**
- * The built-in source: records stored under `<ns>/groups/<group>/data/<id>` (load them with
- * `coordinator data load` or plain `etcdctl put`). The shard of an id is `shardOf(id)`,
- * exactly as the SDK's `owns()` computes it. Ids are ordered as etcd orders keys (bytewise).
+ * The built-in source: records stored under the data namespace (`<ns>-data` by default,
+ * outside the coordinator's own prefix) at `<dataNs>/<group>/b/<bucket>/<id>`, as
+ * `coordinator data load` (or {@link loadShardData}) writes them, with the group's layout in
+ * `<dataNs>/<group>/layout`. The shard of an id is `shardOf(id, totalShards)`, exactly as
+ * the SDK's `owns()` computes it; ids are ordered as etcd orders keys (bytewise). A read
+ * visits only the buckets that can hold the shard (see data-layout.ts); a group without a
+ * layout key has no records.
+ *
+ * @example
+ * ```ts
+ * const source = new EtcdDataSource(client, keyLayout("/shardmgr"));
+ * for await (const r of source.read("billing", 1, 4, { afterId: "", pageSize: 100, signal })) use(r);
+ * ```
  */
 export class EtcdDataSource implements DataSource {
   readonly #client: Etcd3;
   readonly #keys: KeyLayout;
+  readonly #options: EtcdDataSourceOptions;
+  readonly #stats = emptyDataReadStats();
 
-  constructor(client: Etcd3, keys: KeyLayout) {
+  constructor(client: Etcd3, keys: KeyLayout, options: EtcdDataSourceOptions = {}) {
     this.#client = client;
     this.#keys = keys;
+    this.#options = options;
+  }
+
+  /** What every read so far fetched (a copy). */
+  stats(): DataReadStats {
+    return { ...this.#stats };
   }
 
   async *read(
@@ -42,25 +82,31 @@ export class EtcdDataSource implements DataSource {
     totalShards: number,
     options: { afterId: string; pageSize: number; signal: AbortSignal },
   ): AsyncIterable<ShardRecord> {
-    const prefix = this.#keys.dataPrefix(group);
-    // The smallest key after `prefix+afterId` is that key with a NUL byte appended.
-    let from = options.afterId === "" ? prefix : `${prefix}${options.afterId}\0`;
-    const end = `${prefix.slice(0, -1)}0`; // "/" + 1 = "0": the end of the prefix range
-    for (;;) {
-      options.signal.throwIfAborted();
-      const res = await this.#client
-        .getAll()
-        .inRange({ start: from, end })
-        .limit(Math.max(options.pageSize, 1))
-        .sort("Key", "Ascend")
-        .exec();
-      for (const kv of res.kvs) {
-        const id = kv.key.toString().slice(prefix.length);
-        if (shardOf(id, totalShards) === shardId) yield { id, payload: kv.value };
+    const layoutKey = this.#keys.dataLayout(group);
+    const raw = await this.#client.get(layoutKey).string();
+    if (raw === null) return;
+    const layout = parseRecord(dataLayoutSchema, layoutKey, raw);
+    const range: RangeReader = async (start, end, limit) => {
+      try {
+        const res = await this.#client
+          .getAll()
+          .inRange({ start, end })
+          .limit(limit)
+          .sort("Key", "Ascend")
+          .exec();
+        return { kvs: res.kvs, more: res.more };
+      } catch (e) {
+        if (e instanceof GRPCResourceExhastedError) throw new PageTooLargeError(e.message, { cause: e });
+        throw e;
       }
-      const last = res.kvs[res.kvs.length - 1];
-      if (!res.more || last === undefined) return;
-      from = `${last.key.toString()}\0`;
-    }
+    };
+    yield* readShardRecords(
+      range,
+      (bucket) => this.#keys.dataBucketPrefix(group, bucket),
+      layout,
+      shardId,
+      totalShards,
+      { ...this.#options, ...options, stats: this.#stats },
+    );
   }
 }

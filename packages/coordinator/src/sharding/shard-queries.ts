@@ -11,6 +11,7 @@ import {
   GetShardInfoResponseSchema,
 } from "@org/proto";
 import type { Etcd3 } from "etcd3";
+import { CoordinatorError } from "../errors.js";
 import { checkName } from "../server/names.js";
 import { StatusError } from "../server/shard-server.js";
 import type { KeyLayout } from "../store/keys.js";
@@ -117,17 +118,34 @@ export async function fetchShardData(
     );
   }
   let checkedAt = performance.now();
-  for await (const rec of source.read(req.group, req.shardId, totalShards, {
-    afterId: req.afterId,
-    pageSize,
-    signal,
-  })) {
-    if (performance.now() - checkedAt > ownershipRecheckMs) {
-      const now = await check();
-      if (now !== totalShards)
-        throw new StatusError(status.FAILED_PRECONDITION, "the shard count changed; fetch again");
-      checkedAt = performance.now();
+  try {
+    for await (const rec of source.read(req.group, req.shardId, totalShards, {
+      afterId: req.afterId,
+      pageSize,
+      signal,
+    })) {
+      if (performance.now() - checkedAt > ownershipRecheckMs) {
+        const now = await check();
+        if (now !== totalShards)
+          throw new StatusError(status.FAILED_PRECONDITION, "the shard count changed; fetch again");
+        checkedAt = performance.now();
+      }
+      await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
     }
-    await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
+  } catch (e) {
+    throw dataReadStatus(e);
   }
+}
+
+/**
+ * The status a failed read ends the stream with: a bad layout record is INTERNAL (an
+ * operator must fix it), anything else from the source is UNAVAILABLE (retry, resuming
+ * with `after_id`).
+ */
+function dataReadStatus(e: unknown): StatusError {
+  if (e instanceof StatusError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof CoordinatorError && e.code === "invalid_data")
+    return new StatusError(status.INTERNAL, `data of this group is unreadable: ${message}`);
+  return new StatusError(status.UNAVAILABLE, `data read failed: ${message}`);
 }
