@@ -76,10 +76,9 @@ export async function* mergeAscending<T>(
     else push({ item: r.value, source });
   };
   try {
-    for (let i = 0; i < iterators.length; i += concurrency) {
-      const batch = [...iterators.keys()].slice(i, i + concurrency);
-      await Promise.all(batch.map(advance));
-    }
+    const all = [...iterators.keys()];
+    for (let i = 0; i < all.length; i += concurrency)
+      await Promise.all(all.slice(i, i + concurrency).map(advance));
     for (;;) {
       const head = pop();
       if (head === undefined) return;
