@@ -166,12 +166,9 @@ export class EtcdDataSource implements DataSource {
     const layout = parseRecord(dataLayoutSchema, layoutKey, raw);
     const range: RangeReader = async (start, end, limit) => {
       try {
-        const res = await this.#client
-          .getAll()
-          .inRange({ start, end })
-          .limit(limit)
-          .sort("Key", "Ascend")
-          .exec();
+        // No sort option: etcd returns a range in ascending key order by itself, and
+        // etcd 3.4 answers any explicit sort by reading the whole range, limit or not.
+        const res = await this.#client.getAll().inRange({ start, end }).limit(limit).exec();
         return { kvs: res.kvs, more: res.more };
       } catch (e) {
         if (e instanceof GRPCResourceExhastedError) throw new PageTooLargeError(e.message, { cause: e });
