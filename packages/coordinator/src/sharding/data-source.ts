@@ -82,7 +82,7 @@ const noBreaker = {
 /**
  * The built-in source: records stored under the data namespace (`<ns>-data` by default,
  * outside the coordinator's own prefix) at `<dataNs>/<group>/b/<bucket>/<id>`, as
- * `coordinator data load` (or {@link loadShardData}) writes them, with the group's layout in
+ * `coordinator data load` (or `loadShardData`) writes them, with the group's layout in
  * `<dataNs>/<group>/layout`. The shard of an id is `shardOf(id, totalShards)`, exactly as
  * the SDK's `owns()` computes it; ids are ordered as etcd orders keys (bytewise). A read
  * visits only the buckets that can hold the shard (see data-layout.ts); a group without a
@@ -108,7 +108,7 @@ export class EtcdDataSource implements DataSource {
   readonly #options: EtcdDataSourceOptions;
   readonly #stats = emptyDataReadStats();
 
-  /** A source reading through `client` (shared: {@link close} leaves it open). */
+  /** A source reading through `client` (shared: `close()` leaves it open). */
   constructor(client: Etcd3, keys: KeyLayout, options: EtcdDataSourceOptions = {}) {
     this.#client = client;
     this.#keys = keys;
@@ -119,7 +119,7 @@ export class EtcdDataSource implements DataSource {
    * A source with an etcd client of its own (no I/O until the first read): unary calls with
    * the coordinator's deadline, a receive limit of {@link dataClientMaxReceiveBytes}, and
    * fault handling that neither retries a too-large page nor trips a circuit breaker, so
-   * data reads cannot disturb the election's client. {@link close} closes it.
+   * data reads cannot disturb the election's client. `close()` closes it.
    */
   static create(
     endpoints: readonly string[],
@@ -138,7 +138,7 @@ export class EtcdDataSource implements DataSource {
     return source;
   }
 
-  /** Closes the client when the source owns it ({@link create}); safe to call twice. */
+  /** Closes the client when the source owns it (`create`); safe to call twice. */
   async close(): Promise<void> {
     if (!this.#ownsClient) return;
     this.#ownsClient = false;
