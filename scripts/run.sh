@@ -58,7 +58,7 @@ echo "[run] etcd: 3 members at $ENDPOINTS (logs in .run/etcd-*.log)"
 
 COORD="node packages/coordinator/bin/coordinator.js"
 $COORD data load --etcd "$ENDPOINTS" --group demo --count 200 >/dev/null
-echo "[run] dataset: 200 records under /shardmgr/groups/demo/data/"
+echo "[run] dataset: 200 records (ids 000..199) under /shardmgr-data/demo/"
 
 ADDRS=""
 for i in 1 2 3; do

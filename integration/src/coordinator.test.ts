@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { status } from "@grpc/grpc-js";
+import { keyLayout, loadShardData } from "@org/coordinator";
 import { AssignmentPhase } from "@org/proto";
 import { describe, expect, it } from "vitest";
 import { assignmentOf, startCluster, startWorker, until } from "./support/cluster-helpers.js";
@@ -263,8 +264,12 @@ describe("coordinator replicas", () => {
 
   it("serves FetchShardData only to the owner of an active shard", async () => {
     const c = await cluster();
-    for (let i = 0; i < 10; i++)
-      await env.client.put(`${c.namespace}/groups/g5/data/${i}`).value(`item-${i}`);
+    await loadShardData(
+      env.client,
+      keyLayout(c.namespace),
+      "g5",
+      Array.from({ length: 10 }, (_, i) => ({ id: String(i), payload: `item-${i}` })),
+    );
     const w0 = await worker(c, "d-0", "g5");
     const w1 = await worker(c, "d-1", "g5");
     await until(

@@ -1,3 +1,4 @@
+import { keyLayout, loadShardData, sequentialRecords } from "@org/coordinator";
 import { connectWorker, type Worker, type WorkerEvent } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
 import { JobProcess } from "./support/job-process.js";
@@ -117,10 +118,7 @@ describe("@org/worker-sdk against real replicas", () => {
   it("a worker paused past the session timeout fences itself before its shard is given away, then rejoins", async () => {
     const c = await rm();
     const group = "pause";
-    for (let i = 0; i < 40; i++)
-      await env.client
-        .put(`${c.namespace}/groups/${group}/data/${String(i).padStart(2, "0")}`)
-        .value(`item-${i}`);
+    await loadShardData(env.client, keyLayout(c.namespace), group, sequentialRecords(40));
     const job = new JobProcess({ node: "paused", group, coordinators: c.addresses, itemMs: 20 });
     env.cleanup(() => job.stop());
     await job.waitFor((e) => e.event === "processed");

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { AssignmentRecord } from "@org/coordinator";
+import { type AssignmentRecord, keyLayout, loadShardData, sequentialRecords } from "@org/coordinator";
 import { Etcd3, type Watcher } from "etcd3";
 import { HarnessConfigError } from "../harness/errors.js";
 import { type EtcdCluster, startEtcdCluster } from "../harness/etcd-cluster.js";
@@ -123,15 +123,10 @@ export class DrillEnvironment {
     try {
       const flags = coordinatorArgs(drillTiming);
       const namespace = `/drill-${Date.now().toString(36)}`;
-      const width = String(options.items - 1).length;
-      const dataset = Array.from({ length: options.items }, (_, i) => String(i).padStart(width, "0"));
-      for (let i = 0; i < dataset.length; i += 100) {
-        const batch = dataset.slice(i, i + 100);
-        await client
-          .if(`${namespace}/x`, "Version", ">", -1)
-          .then(...batch.map((id) => client.put(`${namespace}/groups/drill/data/${id}`).value(`item-${id}`)))
-          .commit();
-      }
+      // The same loader and layout as `coordinator data load` (records under `<ns>-data/`).
+      const records = sequentialRecords(options.items);
+      await loadShardData(client, keyLayout(namespace), "drill", records);
+      const dataset = records.map((r) => r.id);
       let etcdFor: ((i: number) => readonly string[]) | undefined;
       if (options.proxyFirstReplica === true) {
         const first = new URL(etcd.endpoints[0] ?? "");

@@ -4,6 +4,7 @@ import { fetchShardData, RawStream } from "../support/raw-client.js";
 import { type DrillEnvironment, drillTiming } from "./environment.js";
 import { timeNewLeader, waitForExpulsion } from "./scenario-helpers.js";
 import { churnScenarios } from "./scenarios-churn.js";
+import { dataScenarios } from "./scenarios-data.js";
 import { etcdScenarios } from "./scenarios-etcd.js";
 import { identityScenarios } from "./scenarios-identity.js";
 import { networkScenarios } from "./scenarios-network.js";
@@ -335,4 +336,5 @@ export const allScenarios: readonly Scenario[] = [
   ...networkScenarios,
   ...churnScenarios,
   ...identityScenarios,
+  ...dataScenarios,
 ];

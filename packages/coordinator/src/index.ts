@@ -38,9 +38,24 @@ export {
   primaryShard,
   strategyNames,
 } from "./sharding/assignment.js";
-export type { DataSource, ShardRecord } from "./sharding/data-source.js";
+export type { DataLayout } from "./sharding/data-layout.js";
+export {
+  bucketOf,
+  bucketsForShard,
+  dataLayoutSchema,
+  defaultBuckets,
+  readFactor,
+} from "./sharding/data-layout.js";
+export type {
+  DataRecordInput,
+  LoadShardDataOptions,
+  LoadShardDataResult,
+} from "./sharding/data-loader.js";
+export { loadShardData, sequentialRecords } from "./sharding/data-loader.js";
+export type { DataSource, EtcdDataSourceOptions, ShardRecord } from "./sharding/data-source.js";
 export { EtcdDataSource } from "./sharding/data-source.js";
-export type { KeyLayout } from "./store/keys.js";
+export type { DataReadStats } from "./sharding/shard-data-reader.js";
+export type { KeyLayout, KeyLayoutOptions } from "./store/keys.js";
 export { keyLayout } from "./store/keys.js";
 export type { AssignmentRecord, GroupConfig, MemberRecord } from "./store/records.js";
 export type {

@@ -6,6 +6,9 @@ import { createLogger } from "../logger.js";
 import { Replica } from "../replica/replica.js";
 import { resolveReplicaOptions } from "../replica/replica-options.js";
 import { startHttpServer } from "../server/http-server.js";
+import { checkName } from "../server/names.js";
+import { maxBuckets } from "../sharding/data-layout.js";
+import { type DataRecordInput, loadShardData, sequentialRecords } from "../sharding/data-loader.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { keyLayout } from "../store/keys.js";
 import { requestRepair, setClusterSettings } from "./admin-commands.js";
@@ -217,49 +220,76 @@ program
 
 program
   .command("data")
-  .description("manage the records of the built-in data source")
+  .description("manage the records of the built-in data source (kept under <ns>-data/, outside <ns>/)")
   .command("load")
   .description(
-    "write records <ns>/groups/<group>/data/<id>: ids 0..count-1 (payload 'item-<id>'), or JSON lines {id, payload} from --file",
+    "write records to <ns>-data/<group>/b/<bucket>/<id> (bucket = shardOf(id, buckets), zero-padded): " +
+      "with --count N, ids 0..N-1 zero-padded to the width of N-1 (--count 200 writes 000..199) " +
+      "with payload 'item-<id>'; or JSON lines {id, payload} from --file. Loading an id again overwrites it.",
   )
   .addOption(etcdOption())
   .addOption(nsOption())
   .requiredOption("--group <group>", "the worker group")
-  .option("--count <n>", "write ids 0..n-1")
+  .option("--count <n>", "write ids 0..n-1, zero-padded (1..1000000)")
   .option("--file <path>", 'JSON lines of {"id": string, "payload": string}')
-  .action(async (o: { etcd: string; namespace: string; group: string; count?: string; file?: string }) => {
-    const records: { id: string; payload: string }[] = [];
-    if (o.file !== undefined) {
-      for (const line of readFileSync(o.file, "utf8").split("\n")) {
-        if (line.trim() === "") continue;
-        const r = JSON.parse(line) as { id?: unknown; payload?: unknown };
-        if (typeof r.id !== "string" || typeof r.payload !== "string") usageError(`bad record line: ${line}`);
-        records.push({ id: String(r.id), payload: String(r.payload) });
+  .option(
+    "--buckets <n>",
+    "buckets of a group loaded for the first time (default: a sticky group's shard count, else 1..720 by dataset size); " +
+      "a shard of T reads exactly its records when T divides it, T/gcd(buckets,T) times them otherwise",
+  )
+  .action(
+    async (o: {
+      etcd: string;
+      namespace: string;
+      group: string;
+      count?: string;
+      file?: string;
+      buckets?: string;
+    }) => {
+      const bad = checkName("group", o.group);
+      if (bad !== undefined) usageError(bad);
+      let records: DataRecordInput[] = [];
+      if (o.file !== undefined) {
+        for (const line of readFileSync(o.file, "utf8").split("\n")) {
+          if (line.trim() === "") continue;
+          let r: { id?: unknown; payload?: unknown } | undefined;
+          try {
+            r = JSON.parse(line) as { id?: unknown; payload?: unknown };
+          } catch {
+            r = undefined;
+          }
+          if (typeof r?.id !== "string" || r.id === "" || typeof r.payload !== "string")
+            return usageError(
+              `bad record line (want {"id": non-empty string, "payload": string}): ${line.slice(0, 200)}`,
+            );
+          records.push({ id: r.id, payload: r.payload });
+        }
+      } else {
+        const n = Number(o.count ?? "");
+        if (!Number.isInteger(n) || n < 1 || n > 1_000_000)
+          usageError("--count must be an integer in 1..1000000 (or use --file)");
+        records = sequentialRecords(n);
       }
-    } else {
-      const n = Number(o.count ?? "");
-      if (!Number.isInteger(n) || n < 1 || n > 1_000_000)
-        usageError("--count must be an integer in 1..1000000 (or use --file)");
-      // Zero-padded ids keep etcd's bytewise key order equal to numeric order.
-      const width = String(n - 1).length;
-      for (let i = 0; i < n; i++) records.push({ id: String(i).padStart(width, "0"), payload: `item-${i}` });
-    }
-    const client = createEtcdClient(o.etcd.split(","));
-    const keys = keyLayout(o.namespace);
-    try {
-      for (let i = 0; i < records.length; i += 100) {
-        const batch = records.slice(i, i + 100);
-        // One transaction per 100 puts (an always-true guard: etcd3 batches only in a txn).
-        await client
-          .if(keys.data(o.group, batch[0]?.id ?? ""), "Version", ">", -1)
-          .then(...batch.map((r) => client.put(keys.data(o.group, r.id)).value(r.payload)))
-          .commit();
+      let buckets: number | undefined;
+      if (o.buckets !== undefined) {
+        buckets = Number(o.buckets);
+        if (!Number.isInteger(buckets) || buckets < 1 || buckets > maxBuckets)
+          usageError(`--buckets must be an integer in 1..${maxBuckets}`);
       }
-      process.stdout.write(`loaded ${records.length} records into ${keys.dataPrefix(o.group)}\n`);
-    } finally {
-      client.close();
-    }
-  });
+      const client = createEtcdClient(o.etcd.split(","));
+      try {
+        const r = await loadShardData(client, keyLayout(o.namespace), o.group, records, { buckets });
+        process.stdout.write(
+          `loaded ${r.records} records into ${r.prefix} (${r.layout.buckets} buckets, ${r.transactions} transactions)\n`,
+        );
+      } catch (e) {
+        if (e instanceof CoordinatorError && e.code === "invalid_config") usageError(e.message);
+        throw e;
+      } finally {
+        client.close();
+      }
+    },
+  );
 
 program
   .command("repair")

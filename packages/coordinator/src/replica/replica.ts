@@ -57,6 +57,7 @@ export class Replica {
   #writes = 0;
   /** Worker streams open on this replica (admitted or still saying Hello). */
   #streams = 0;
+  #source: EtcdDataSource | undefined;
   readonly #refusals: RefusalLog;
   readonly #unary: UnaryLimiter;
 
@@ -75,7 +76,10 @@ export class Replica {
     const r = new Replica(options, log);
     try {
       r.#watch = await LeaderWatch.start(r.#client, r.#keys, r.#log);
-      const source = new EtcdDataSource(r.#client, r.#keys);
+      // Its own etcd client: a page of oversized records must never trip the breaker or the
+      // receive limit of the client the election runs on.
+      const source = EtcdDataSource.create(options.etcdEndpoints, r.#keys);
+      r.#source = source;
       r.#server = await startShardServer(
         {
           heartbeatStream: (call) => r.#heartbeatStream(call),
@@ -251,6 +255,7 @@ export class Replica {
       await this.#loop?.catch(() => undefined);
       await this.#server?.close();
       await this.#watch?.close();
+      await this.#source?.close();
       this.#client.close();
       this.#role = "stopped";
       this.#log.info({ event: "replica_stopped" });

@@ -1,6 +1,15 @@
-import { shardOf } from "@org/proto";
-import type { Etcd3 } from "etcd3";
+import { Etcd3, GRPCResourceExhastedError, type IOptions, isRecoverableError } from "etcd3";
+import { etcdCallTimeoutMs } from "../store/etcd-client.js";
 import type { KeyLayout } from "../store/keys.js";
+import { parseRecord } from "../store/records.js";
+import { dataLayoutSchema } from "./data-layout.js";
+import {
+  type DataReadStats,
+  emptyDataReadStats,
+  PageTooLargeError,
+  type RangeReader,
+  readShardRecords,
+} from "./shard-data-reader.js";
 
 /** One record of a shard's data. */
 export interface ShardRecord {
@@ -22,18 +31,127 @@ export interface DataSource {
   ): AsyncIterable<ShardRecord>;
 }
 
+/** Options of {@link EtcdDataSource}. */
+export interface EtcdDataSourceOptions {
+  /**
+   * Largest range response one request asks for, in bytes (see `readShardRecords`).
+   * @default 1048576
+   */
+  readonly pageBytes?: number;
+  /**
+   * Bytes one read buffers across all the buckets it visits.
+   * @default 8388608
+   */
+  readonly memoryBytes?: number;
+}
+
 /**
- * The built-in source: records stored under `<ns>/groups/<group>/data/<id>` (load them with
- * `coordinator data load` or plain `etcdctl put`). The shard of an id is `shardOf(id)`,
- * exactly as the SDK's `owns()` computes it. Ids are ordered as etcd orders keys (bytewise).
+ * The receive limit of a source's own client ({@link EtcdDataSource.create}), set
+ * deliberately: 8 times the default page budget, so a page of records larger than their
+ * layout says still arrives.
+ */
+export const dataClientMaxReceiveBytes = 8 << 20;
+
+type FaultPolicy = NonNullable<NonNullable<IOptions["faultHandling"]>["global"]>;
+
+// etcd3's default fault handling retries RESOURCE_EXHAUSTED 3 times and counts it against a
+// per-host circuit breaker (3 in a row open it for 5 s, failing every call of the client,
+// elections included). A data read must not do that: its client retries only transient
+// errors, never a page that was too large (the reader shrinks it), and has no breaker.
+const dataRetryPolicy = {
+  async execute<T>(
+    fn: (context: { signal: AbortSignal; attempt: number }) => PromiseLike<T> | T,
+  ): Promise<T> {
+    const signal = new AbortController().signal;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn({ signal, attempt });
+      } catch (e) {
+        const transient =
+          e instanceof Error && isRecoverableError(e) && !(e instanceof GRPCResourceExhastedError);
+        if (!transient || attempt >= 2) throw e;
+      }
+    }
+  },
+} as unknown as FaultPolicy;
+const noBreaker = {
+  execute: <T>(fn: (context: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> =>
+    Promise.resolve(fn({ signal: new AbortController().signal })),
+} as unknown as FaultPolicy;
+
+/**
+ * The built-in source: records stored under the data namespace (`<ns>-data` by default,
+ * outside the coordinator's own prefix) at `<dataNs>/<group>/b/<bucket>/<id>`, as
+ * `coordinator data load` (or `loadShardData`) writes them, with the group's layout in
+ * `<dataNs>/<group>/layout`. The shard of an id is `shardOf(id, totalShards)`, exactly as
+ * the SDK's `owns()` computes it; ids are ordered as etcd orders keys (bytewise). A read
+ * visits only the buckets that can hold the shard (see data-layout.ts); a group without a
+ * layout key has no records.
+ *
+ * Pages are sized from the layout so that they stay well under the client's receive limit.
+ * A page that still comes back too large (records written around the loader) is retried
+ * smaller; on a client with etcd3's default fault handling that costs three attempts and
+ * can open the host's circuit breaker for every user of the client, which is why
+ * {@link EtcdDataSource.create} gives the source a client of its own.
+ *
+ * @example
+ * ```ts
+ * const source = EtcdDataSource.create(["http://127.0.0.1:2379"], keyLayout("/shardmgr"));
+ * for await (const r of source.read("billing", 1, 4, { afterId: "", pageSize: 100, signal })) use(r);
+ * await source.close();
+ * ```
  */
 export class EtcdDataSource implements DataSource {
   readonly #client: Etcd3;
+  #ownsClient = false;
   readonly #keys: KeyLayout;
+  readonly #options: EtcdDataSourceOptions;
+  readonly #stats = emptyDataReadStats();
 
-  constructor(client: Etcd3, keys: KeyLayout) {
+  /** A source reading through `client` (shared: `close()` leaves it open). */
+  constructor(client: Etcd3, keys: KeyLayout, options: EtcdDataSourceOptions = {}) {
     this.#client = client;
     this.#keys = keys;
+    this.#options = options;
+  }
+
+  /**
+   * A source with an etcd client of its own (no I/O until the first read): unary calls with
+   * the coordinator's deadline, a receive limit of {@link dataClientMaxReceiveBytes}, and
+   * fault handling that neither retries a too-large page nor trips a circuit breaker, so
+   * data reads cannot disturb the election's client. `close()` closes it.
+   */
+  static create(
+    endpoints: readonly string[],
+    keys: KeyLayout,
+    options: EtcdDataSourceOptions = {},
+  ): EtcdDataSource {
+    const client = new Etcd3({
+      hosts: [...endpoints],
+      dialTimeout: etcdCallTimeoutMs,
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + etcdCallTimeoutMs }),
+      grpcOptions: { "grpc.max_receive_message_length": dataClientMaxReceiveBytes },
+      faultHandling: { host: () => noBreaker, global: dataRetryPolicy },
+    });
+    const source = new EtcdDataSource(client, keys, options);
+    source.#ownsClient = true;
+    return source;
+  }
+
+  /** Closes the client when the source owns it (`create`); safe to call twice. */
+  async close(): Promise<void> {
+    if (!this.#ownsClient) return;
+    this.#ownsClient = false;
+    this.#client.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** What every read so far fetched (a copy). */
+  stats(): DataReadStats {
+    return { ...this.#stats };
   }
 
   async *read(
@@ -42,25 +160,28 @@ export class EtcdDataSource implements DataSource {
     totalShards: number,
     options: { afterId: string; pageSize: number; signal: AbortSignal },
   ): AsyncIterable<ShardRecord> {
-    const prefix = this.#keys.dataPrefix(group);
-    // The smallest key after `prefix+afterId` is that key with a NUL byte appended.
-    let from = options.afterId === "" ? prefix : `${prefix}${options.afterId}\0`;
-    const end = `${prefix.slice(0, -1)}0`; // "/" + 1 = "0": the end of the prefix range
-    for (;;) {
-      options.signal.throwIfAborted();
-      const res = await this.#client
-        .getAll()
-        .inRange({ start: from, end })
-        .limit(Math.max(options.pageSize, 1))
-        .sort("Key", "Ascend")
-        .exec();
-      for (const kv of res.kvs) {
-        const id = kv.key.toString().slice(prefix.length);
-        if (shardOf(id, totalShards) === shardId) yield { id, payload: kv.value };
+    const layoutKey = this.#keys.dataLayout(group);
+    const raw = await this.#client.get(layoutKey).string();
+    if (raw === null) return;
+    const layout = parseRecord(dataLayoutSchema, layoutKey, raw);
+    const range: RangeReader = async (start, end, limit) => {
+      try {
+        // No sort option: etcd returns a range in ascending key order by itself, and
+        // etcd 3.4 answers any explicit sort by reading the whole range, limit or not.
+        const res = await this.#client.getAll().inRange({ start, end }).limit(limit).exec();
+        return { kvs: res.kvs, more: res.more };
+      } catch (e) {
+        if (e instanceof GRPCResourceExhastedError) throw new PageTooLargeError(e.message, { cause: e });
+        throw e;
       }
-      const last = res.kvs[res.kvs.length - 1];
-      if (!res.more || last === undefined) return;
-      from = `${last.key.toString()}\0`;
-    }
+    };
+    yield* readShardRecords(
+      range,
+      (bucket) => this.#keys.dataBucketPrefix(group, bucket),
+      layout,
+      shardId,
+      totalShards,
+      { ...this.#options, ...options, stats: this.#stats },
+    );
   }
 }

@@ -11,6 +11,7 @@ import {
   GetShardInfoResponseSchema,
 } from "@org/proto";
 import type { Etcd3 } from "etcd3";
+import { CoordinatorError } from "../errors.js";
 import { checkName } from "../server/names.js";
 import { StatusError } from "../server/shard-server.js";
 import type { KeyLayout } from "../store/keys.js";
@@ -104,30 +105,59 @@ export async function fetchShardData(
     return a.totalShards;
   };
   const totalShards = await check();
-  const memberRaw = await client.get(keys.member(req.group, req.nodeId)).string();
-  const member =
-    memberRaw === null
-      ? undefined
-      : parseRecord(memberRecordSchema, keys.member(req.group, req.nodeId), memberRaw);
-  const hash = createHash("sha256").update(req.sessionToken).digest("hex");
-  if (member === undefined || req.sessionToken === "" || hash !== member.sessionHash) {
-    throw new StatusError(
-      status.PERMISSION_DENIED,
-      `session token does not match member ${req.nodeId} of group ${req.group}`,
-    );
-  }
-  let checkedAt = performance.now();
-  for await (const rec of source.read(req.group, req.shardId, totalShards, {
-    afterId: req.afterId,
-    pageSize,
-    signal,
-  })) {
-    if (performance.now() - checkedAt > ownershipRecheckMs) {
-      const now = await check();
-      if (now !== totalShards)
-        throw new StatusError(status.FAILED_PRECONDITION, "the shard count changed; fetch again");
-      checkedAt = performance.now();
+  // The caller must be the member's live incarnation, and one that may run (not a new
+  // incarnation waiting for an earlier one to stop, nor one that stopped for a restart).
+  const checkMember = async (): Promise<void> => {
+    const memberRaw = await client.get(keys.member(req.group, req.nodeId)).string();
+    const member =
+      memberRaw === null
+        ? undefined
+        : parseRecord(memberRecordSchema, keys.member(req.group, req.nodeId), memberRaw);
+    const hash = createHash("sha256").update(req.sessionToken).digest("hex");
+    if (member === undefined || req.sessionToken === "" || hash !== member.sessionHash) {
+      throw new StatusError(
+        status.PERMISSION_DENIED,
+        `session token does not match member ${req.nodeId} of group ${req.group}`,
+      );
     }
-    await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
+    if (member.state !== "active") {
+      throw new StatusError(
+        status.FAILED_PRECONDITION,
+        `incarnation ${member.incarnation} of node ${req.nodeId} may not run its shards now (${member.state === "waiting" ? "an earlier incarnation may still be running" : "it stopped for a restart"})`,
+      );
+    }
+  };
+  await checkMember();
+  let checkedAt = performance.now();
+  try {
+    for await (const rec of source.read(req.group, req.shardId, totalShards, {
+      afterId: req.afterId,
+      pageSize,
+      signal,
+    })) {
+      if (performance.now() - checkedAt > ownershipRecheckMs) {
+        const now = await check();
+        if (now !== totalShards)
+          throw new StatusError(status.FAILED_PRECONDITION, "the shard count changed; fetch again");
+        await checkMember();
+        checkedAt = performance.now();
+      }
+      await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
+    }
+  } catch (e) {
+    throw dataReadStatus(e);
   }
+}
+
+/**
+ * The status a failed read ends the stream with: a bad layout record is INTERNAL (an
+ * operator must fix it), anything else from the source is UNAVAILABLE (retry, resuming
+ * with `after_id`).
+ */
+function dataReadStatus(e: unknown): StatusError {
+  if (e instanceof StatusError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof CoordinatorError && e.code === "invalid_data")
+    return new StatusError(status.INTERNAL, `data of this group is unreadable: ${message}`);
+  return new StatusError(status.UNAVAILABLE, `data read failed: ${message}`);
 }
