@@ -271,7 +271,12 @@ export const scenarios: readonly Scenario[] = [
       await expectStatus("first message not hello", status.INVALID_ARGUMENT, (s) => s.heartbeat("x"));
       await expectStatus("invalid group", status.INVALID_ARGUMENT, (s) => s.hello("bad group", "n"));
       await expectStatus("invalid node id", status.INVALID_ARGUMENT, (s) => s.hello(env.group, "../etc"));
+      // Over --max-message-bytes (4 MiB by default): refused by the transport.
       await expectStatus("oversize message", status.RESOURCE_EXHAUSTED, (s) =>
+        s.hello(env.group, "big", { labels: { x: "y".repeat(5 * 1024 * 1024) } }),
+      );
+      // Under it, but labels no member record should carry.
+      await expectStatus("oversize labels", status.INVALID_ARGUMENT, (s) =>
         s.hello(env.group, "big", { labels: { x: "y".repeat(100_000) } }),
       );
       await expectStatus("duplicate node id", status.ALREADY_EXISTS, (s) => s.hello(env.group, "worker-2"));

@@ -134,9 +134,24 @@ program
       .default(""),
   )
   .addOption(
-    new Option("--max-message-bytes <n>", "largest inbound gRPC message")
+    new Option("--max-message-bytes <n>", "largest inbound gRPC message (a SubmitTasks batch must fit)")
       .env("RM_MAX_MESSAGE_BYTES")
+      .default("4194304"),
+  )
+  .addOption(
+    new Option("--max-task-bytes <n>", "largest payload (and result) of one task")
+      .env("RM_MAX_TASK_BYTES")
       .default("65536"),
+  )
+  .addOption(
+    new Option("--max-queued-tasks <n>", "unfinished tasks one group may hold (RESOURCE_EXHAUSTED beyond)")
+      .env("RM_MAX_QUEUED_TASKS")
+      .default("100000"),
+  )
+  .addOption(
+    new Option("--task-retention <ms>", "how long a finished task's record stays in etcd")
+      .env("RM_TASK_RETENTION")
+      .default("3600000"),
   )
   .action(async (o: Record<string, string | undefined>) => {
     let options: ReturnType<typeof resolveReplicaOptions>;
@@ -163,6 +178,11 @@ program
         shards: o.shards,
         httpListen: o.httpListen,
         maxMessageBytes: o.maxMessageBytes,
+        tasks: {
+          maxTaskBytes: o.maxTaskBytes,
+          maxQueuedTasks: o.maxQueuedTasks,
+          taskRetentionMs: o.taskRetention,
+        },
       });
     } catch (e) {
       return usageError(e instanceof CoordinatorError ? e.message : String(e));

@@ -16,7 +16,7 @@ import type { FencedStore } from "../leadership/fenced-store.js";
 import type { LeaseKeeper } from "../leadership/lease-keeper.js";
 import type { ReplicaOptions } from "../replica/replica-options.js";
 import type { EffectiveSettings } from "../replica/settings.js";
-import type { StreamStatus, WorkerSession } from "../server/worker-session.js";
+import type { CoordinatorMessageKind, StreamStatus, WorkerSession } from "../server/worker-session.js";
 import {
   type Owners,
   ownersEqual,
@@ -35,6 +35,8 @@ import {
   type MemberRecord,
   parseRecord,
 } from "../store/records.js";
+import type { TaskEvents, TaskMembership } from "../tasks/dispatcher.js";
+import type { PlacementWorker, ShardOwnership } from "../tasks/placement.js";
 import { ControlWatch } from "./control-watch.js";
 import { DeadlineQueue } from "./deadline-queue.js";
 import { Debounce } from "./debounce.js";
@@ -59,6 +61,8 @@ export interface GroupContext {
   readonly log: Logger;
   /** Whether we still lead (checked before a Welcome, as before an ack). */
   holds(): boolean;
+  /** The task dispatcher, told what membership changes mean for tasks. */
+  readonly tasks?: TaskEvents;
   /** Monotonic milliseconds (performance.now()). */
   now(): number;
 }
@@ -121,7 +125,7 @@ const ADOPT = "~adopt";
  * etcd. Every etcd write of a group runs one at a time, in order, and memory changes only
  * after the write committed; loading after a failover rebuilds memory from the same records.
  */
-export class Group {
+export class Group implements TaskMembership {
   readonly #ctx: GroupContext;
   readonly #members = new Map<string, GroupMember>();
   readonly #byLease = new Map<string, GroupMember>();
@@ -411,6 +415,7 @@ export class Group {
           incarnation: m.record.incarnation,
           version: this.#assignment?.version ?? 0,
         });
+        this.#ctx.tasks?.resumed(group, nodeId, hello.runningTaskIds);
         if (capacityChanged) this.#scheduleRebalance("capacity_changed");
         this.#scheduleMember(m, now);
         return undefined;
@@ -452,6 +457,8 @@ export class Group {
           code: status.ABORTED,
           details: `superseded by incarnation ${record.incarnation} of node ${nodeId}`,
         });
+        // Its tasks go back to the queue once it has provably stopped.
+        this.#ctx.tasks?.incarnationEnded(group, nodeId, runsAfter);
         log.info({
           event: "member_new_incarnation",
           group,
@@ -512,6 +519,7 @@ export class Group {
       if (member === undefined) return unavailable("membership changed; retry");
       if (!this.#welcome(session, member, token, false)) return unavailable("leadership lost");
       this.#scheduleMember(member, now);
+      if (!waiting) this.#ctx.tasks?.kick(group);
       return undefined;
     });
   }
@@ -654,6 +662,8 @@ export class Group {
       });
       const h = this.#handoff;
       if (h?.awaiting.delete(m.record.nodeId) === true) this.#maybeActivate();
+      // It stopped its tasks too; only an earlier incarnation's fence may still count.
+      this.#ctx.tasks?.incarnationEnded(this.#ctx.group, m.record.nodeId, m.priorFenceUntil);
       this.#ctx.log.info({
         event: "member_restarting",
         group: this.#ctx.group,
@@ -766,6 +776,7 @@ export class Group {
         incarnation: m.record.incarnation,
       });
       this.#announce(m);
+      this.#ctx.tasks?.kick(this.#ctx.group);
     });
   }
 
@@ -832,6 +843,7 @@ export class Group {
           : supersededUntil(liveIncarnation(m), this.#ctx.settings().fenceMs);
       // Remembered even when already over: "removed by us, stopped" beats "unknown past".
       this.#tombstones.set(nodeId, until);
+      this.#ctx.tasks?.incarnationEnded(group, nodeId, until);
       this.#pruneTombstones(now);
       const h = this.#handoff;
       if (h?.awaiting.delete(nodeId) === true && until > now) h.fencesUntil = Math.max(h.fencesUntil, until);
@@ -863,6 +875,72 @@ export class Group {
   #pruneTombstones(now: number): void {
     if (this.#tombstones.size < 64 || now < this.#ctx.leaderStart + this.#ctx.settings().fenceMs) return;
     for (const [nodeId, until] of this.#tombstones) if (until < now) this.#tombstones.delete(nodeId);
+  }
+
+  // ---- tasks: what the dispatcher sees ------------------------------------------------
+
+  /** Whether `session` is the live incarnation of its node, one that may run work now. */
+  isLive(session: WorkerSession): boolean {
+    const m = this.#members.get(session.nodeId);
+    return m !== undefined && m.session === session && !m.removing && mayRun(m, this.#ctx.now());
+  }
+
+  /** Whether `nodeId` is a member (any incarnation). */
+  hasMember(nodeId: string): boolean {
+    return this.#members.has(nodeId);
+  }
+
+  placementWorkers(running: (nodeId: string) => number): PlacementWorker[] {
+    const now = this.#ctx.now();
+    const out: PlacementWorker[] = [];
+    for (const m of this.#members.values()) {
+      const accepting =
+        !m.removing &&
+        m.stoppedAt === undefined &&
+        m.session?.open === true &&
+        mayRun(m, now) &&
+        !this.#ownershipUnknown;
+      out.push({
+        nodeId: m.record.nodeId,
+        labels: m.record.labels,
+        slots: m.record.capacity,
+        running: running(m.record.nodeId),
+        cpuPercent: m.load.cpuPercent,
+        eventLoopDelayMs: m.load.eventLoopDelayMs,
+        memoryRssBytes: m.load.memoryRssBytes,
+        queueLength: m.load.queueLength,
+        accepting,
+      });
+    }
+    return out;
+  }
+
+  shardOwnership(): ShardOwnership | undefined {
+    const a = this.#assignment;
+    if (a === undefined || this.#ownershipUnknown) return undefined;
+    const owners = new Map<number, string>();
+    const moving = new Set<number>();
+    if (a.phase === "active") {
+      for (const [nodeId, shards] of Object.entries(a.owners)) for (const s of shards) owners.set(s, nodeId);
+    } else {
+      // Pending: the previous owners still hold what does not move; what moves waits.
+      const prev = new Map<number, string>();
+      for (const [nodeId, shards] of Object.entries(a.previousOwners))
+        for (const s of shards) prev.set(s, nodeId);
+      for (const [nodeId, shards] of Object.entries(a.owners))
+        for (const s of shards) {
+          if (a.previousTotalShards === a.totalShards && prev.get(s) === nodeId) owners.set(s, nodeId);
+          else moving.add(s);
+        }
+    }
+    return { version: a.version, totalShards: a.totalShards, owners, moving };
+  }
+
+  send(nodeId: string, kind: CoordinatorMessageKind): boolean {
+    const m = this.#members.get(nodeId);
+    if (m === undefined || m.removing || m.session === undefined || !m.session.open) return false;
+    m.session.send(kind);
+    return true;
   }
 
   /** Whether the assignment gives `nodeId` shards (or did, while a version is pending). */
@@ -1160,6 +1238,8 @@ export class Group {
   /** Tells every connected member its view (a new version or phase). */
   #broadcast(): void {
     for (const m of this.#members.values()) this.#announce(m);
+    // Shard ownership changed: shard-placed tasks may move or start.
+    this.#ctx.tasks?.kick(this.#ctx.group);
   }
 
   #announce(m: GroupMember): void {

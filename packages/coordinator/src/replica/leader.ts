@@ -1,5 +1,5 @@
 import { Metadata, status } from "@grpc/grpc-js";
-import type { Heartbeat, Hello, Leave, Release } from "@org/proto";
+import type { CommandAck, Heartbeat, Hello, Leave, Release, TaskUpdate } from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
 import type { CoordinatorError } from "../errors.js";
@@ -10,6 +10,9 @@ import { Group, type GroupContext } from "../membership/group.js";
 import type { SessionHost, StreamStatus, WorkerSession } from "../server/worker-session.js";
 import type { KeyLayout } from "../store/keys.js";
 import { listChildren } from "../store/paged-range.js";
+import { TaskDispatcher } from "../tasks/dispatcher.js";
+import { TaskBoard } from "../tasks/task-board.js";
+import { TaskStore } from "../tasks/task-store.js";
 import { ClusterConfig } from "./cluster-config.js";
 import type { ReplicaOptions } from "./replica-options.js";
 import type { EffectiveSettings } from "./settings.js";
@@ -45,7 +48,11 @@ export class Leader implements SessionHost {
   readonly #creating = new Map<string, Promise<Group>>();
   readonly #startedAt = performance.now();
   #config: ClusterConfig | undefined;
+  readonly #taskStore: TaskStore;
+  readonly #tasks: TaskBoard;
+  readonly #dispatcher: TaskDispatcher;
   #tick: NodeJS.Timeout | undefined;
+  #sweep: NodeJS.Timeout | undefined;
   #closed = false;
 
   private constructor(o: LeaderOptions) {
@@ -54,6 +61,28 @@ export class Leader implements SessionHost {
     this.#keeper = new LeaseKeeper(o.client, o.log, (ack) => {
       if (ack.ttlSec <= 0) for (const g of this.#groups.values()) g.leaseGone(ack.leaseId);
     });
+    const taskOptions = o.options.tasks;
+    this.#taskStore = new TaskStore({ fenced: this.#store, keys: o.keys, options: taskOptions, log: o.log });
+    this.#tasks = new TaskBoard({
+      persistence: this.#taskStore,
+      epoch: o.leadership.epoch,
+      options: taskOptions,
+      log: o.log,
+      onWaiting: (group) => this.#dispatcher.kick(group),
+      onCancel: (group, record) => this.#dispatcher.cancelled(group, record),
+    });
+    this.#dispatcher = new TaskDispatcher({
+      board: this.#tasks,
+      log: o.log,
+      membership: (group) => this.#groups.get(group),
+      now: () => performance.now(),
+      epoch: o.leadership.epoch,
+    });
+  }
+
+  /** The leader's tasks (what TaskService serves while this replica leads). */
+  get tasks(): TaskBoard {
+    return this.#tasks;
   }
 
   /** Reads the cluster settings, loads every group from etcd and starts the deadline tick. */
@@ -79,6 +108,11 @@ export class Leader implements SessionHost {
       const now = performance.now();
       for (const g of leader.#groups.values()) g.tick(now);
     }, tickMs);
+    // Tasks in flight on workers a previous leader knew and we do not: requeued once every
+    // incarnation it acknowledged has fenced itself.
+    const fenceEnd = leader.#startedAt + leader.settings().fenceMs;
+    for (const [name, g] of leader.#groups) leader.#dispatcher.adopt(name, (n) => g.hasMember(n), fenceEnd);
+    leader.#sweep = setInterval(() => leader.#dispatcher.sweep(leader.#groups.keys()), 1000);
     o.log.info({
       event: "leader_started",
       leaderEpoch: o.leadership.epoch,
@@ -168,6 +202,7 @@ export class Leader implements SessionHost {
       settings: () => this.settings(),
       epoch: leadership.epoch,
       leaderStart: this.#startedAt,
+      tasks: this.#dispatcher,
       keys,
       client,
       store: this.#store,
@@ -206,6 +241,19 @@ export class Leader implements SessionHost {
     this.#groups.get(session.group)?.leave(session, leave);
   }
 
+  taskUpdate(session: WorkerSession, update: TaskUpdate): void {
+    const g = this.#groups.get(session.group);
+    // Only the live incarnation, once it may run, speaks for the tasks of its node.
+    if (g === undefined || !g.isLive(session)) return;
+    this.#dispatcher.update(session.group, session.nodeId, update);
+  }
+
+  commandAck(session: WorkerSession, ack: CommandAck): void {
+    const g = this.#groups.get(session.group);
+    if (g === undefined || !g.isLive(session)) return;
+    this.#dispatcher.ack(session.group, session.nodeId, ack);
+  }
+
   detached(session: WorkerSession): void {
     this.#sessions.delete(session);
     this.#groups.get(session.group)?.detached(session);
@@ -219,12 +267,16 @@ export class Leader implements SessionHost {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#tick);
+    clearInterval(this.#sweep);
+    this.#dispatcher.close();
     const st = notLeader();
     for (const g of this.#groups.values()) g.close(st);
     for (const s of this.#sessions) s.close(st);
     this.#sessions.clear();
     await Promise.all([...this.#groups.values()].map((g) => g.drain()));
     await this.#config?.close();
+    await this.#tasks.close().catch(() => undefined);
+    await this.#taskStore.close().catch(() => undefined);
     this.#keeper.close();
   }
 }

@@ -1,6 +1,7 @@
 import { hostname } from "node:os";
 import { CoordinatorError } from "../errors.js";
 import { type StrategyName, strategyNames } from "../sharding/assignment.js";
+import { resolveTaskOptions, type TaskOptions, type TaskOptionsInput } from "../tasks/task-options.js";
 
 /** Settings of one replica, every field resolved (see {@link resolveReplicaOptions}). */
 export interface ReplicaOptions {
@@ -51,12 +52,16 @@ export interface ReplicaOptions {
   readonly shards: number;
   /** host:port of the HTTP health/metrics/status server; empty disables it. @default "" */
   readonly httpListen: string;
-  /** Largest inbound gRPC message, in bytes. @default 65536 */
+  /** Largest inbound gRPC message, in bytes (a SubmitTasks batch must fit). @default 4194304 */
   readonly maxMessageBytes: number;
+  /** The task subsystem (`--max-task-bytes`, `--max-queued-tasks`, `--task-retention`). */
+  readonly tasks: TaskOptions;
 }
 
 /** What a caller may pass: every field optional, strings accepted for numbers (flags, env). */
-export type ReplicaOptionsInput = { [K in keyof ReplicaOptions]?: ReplicaOptions[K] | string | undefined };
+export type ReplicaOptionsInput = {
+  [K in Exclude<keyof ReplicaOptions, "tasks">]?: ReplicaOptions[K] | string | undefined;
+} & { tasks?: TaskOptionsInput };
 
 function int(name: string, raw: unknown, min: number, max: number): number {
   const n = typeof raw === "number" ? raw : Number(String(raw).trim());
@@ -87,7 +92,7 @@ function hostPort(name: string, raw: string): string {
  * ```
  */
 export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaOptions {
-  const pick = <K extends keyof ReplicaOptions>(k: K) => input[k];
+  const pick = <K extends Exclude<keyof ReplicaOptions, "tasks">>(k: K) => input[k];
   const endpointsRaw = pick("etcdEndpoints") ?? ["http://127.0.0.1:2379"];
   const etcdEndpoints = (typeof endpointsRaw === "string" ? endpointsRaw.split(",") : [...endpointsRaw])
     .map((e) => e.trim())
@@ -159,7 +164,13 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
   const shards = int("shards", pick("shards") ?? 16, 1, 65_536);
   const httpRaw = String(pick("httpListen") ?? "");
   const httpListen = httpRaw === "" ? "" : hostPort("http-listen", httpRaw);
-  const maxMessageBytes = int("max-message-bytes", pick("maxMessageBytes") ?? 65_536, 1024, 16 * 1024 * 1024);
+  const maxMessageBytes = int(
+    "max-message-bytes",
+    pick("maxMessageBytes") ?? 4 * 1024 * 1024,
+    1024,
+    64 * 1024 * 1024,
+  );
+  const tasks = resolveTaskOptions(input.tasks ?? {});
 
   // The consistency rules the design depends on.
   if (sessionTimeoutMs <= 2 * heartbeatIntervalMs) {
@@ -218,5 +229,6 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
     shards,
     httpListen,
     maxMessageBytes,
+    tasks,
   };
 }

@@ -13,6 +13,7 @@ import { EtcdDataSource } from "../sharding/data-source.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
+import { addTaskService } from "../tasks/task-grpc.js";
 import { Leader } from "./leader.js";
 import type { ReplicaOptions } from "./replica-options.js";
 
@@ -97,6 +98,17 @@ export class Replica {
           maxMessageBytes: options.maxMessageBytes,
           maxStreamsPerConnection: options.maxStreamsPerConnection,
           log: r.#log,
+          // TaskService: the leader's tasks; a follower refuses naming the leader, as for streams.
+          register: (server) =>
+            addTaskService(
+              server,
+              () => {
+                const leader = r.#leader;
+                if (leader !== undefined) return { host: leader.tasks };
+                return { leader: r.#leaderAddress() };
+              },
+              { signal: r.#stop.signal, log: r.#log, limits: options.tasks },
+            ),
         },
       );
     } catch (e) {
@@ -129,6 +141,12 @@ export class Replica {
       etcdWrites: this.#writes + (this.#leader?.store.writes ?? 0),
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
     };
+  }
+
+  /** The leader's address to name in a refusal; never ourselves (we may be between terms). */
+  #leaderAddress(): string {
+    const info = this.#watch?.view.info;
+    return info !== undefined && info.id !== this.options.id ? info.address : "";
   }
 
   /** Throws RESOURCE_EXHAUSTED when a unary call is over its rate. */

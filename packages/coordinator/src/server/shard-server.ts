@@ -54,6 +54,8 @@ export interface ShardServerOptions {
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one client connection may open. */
   readonly maxStreamsPerConnection: number;
   readonly log: Logger;
+  /** Adds further services (TaskService) to the same server before it binds. */
+  readonly register?: (server: Server) => void;
 }
 
 const identity = (b: Buffer) => b;
@@ -203,6 +205,7 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
         .finally(() => controllers.delete(ac));
     },
   });
+  o.register?.(server);
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(o.listen, ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),

@@ -2,17 +2,19 @@ import { constants as http2 } from "node:http2";
 import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { Metadata, type ServerDuplexStream, status } from "@grpc/grpc-js";
 import {
+  type CommandAck,
   type CoordinatorMessage,
   CoordinatorMessageSchema,
   type Heartbeat,
   type Hello,
   type Leave,
   type Release,
+  type TaskUpdate,
   type WorkerMessage,
   WorkerMessageSchema,
 } from "@org/proto";
 import type { Logger } from "pino";
-import { checkName } from "./names.js";
+import { checkLabels, checkName } from "./names.js";
 import { TokenBucket } from "./rate-limiter.js";
 import { isRefusal, type RefusalLog } from "./refusal-log.js";
 
@@ -30,6 +32,10 @@ export interface SessionHost {
   heartbeat(session: WorkerSession, hb: Heartbeat, seq: bigint): void;
   release(session: WorkerSession, release: Release): void;
   leave(session: WorkerSession, leave: Leave): void;
+  /** Progress or the outcome of a dispatched task. */
+  taskUpdate(session: WorkerSession, update: TaskUpdate): void;
+  /** The outcome of a control command. */
+  commandAck(session: WorkerSession, ack: CommandAck): void;
   /** The stream ended without Leave (the member stays until its session timeout). */
   detached(session: WorkerSession): void;
 }
@@ -236,7 +242,10 @@ export class WorkerSession {
         );
         return;
       }
-      const bad = checkName("group", kind.value.group) ?? checkName("node_id", kind.value.nodeId);
+      const bad =
+        checkName("group", kind.value.group) ??
+        checkName("node_id", kind.value.nodeId) ??
+        checkLabels(kind.value.labels);
       if (bad !== undefined) {
         this.#fail(status.INVALID_ARGUMENT, bad);
         return;
@@ -295,8 +304,14 @@ export class WorkerSession {
         this.#host.leave(this, kind.value);
         return;
       case "taskUpdate":
+        if (kind.value.taskId === "") {
+          this.#fail(status.INVALID_ARGUMENT, "task_update without a task_id");
+          return;
+        }
+        this.#host.taskUpdate(this, kind.value);
+        return;
       case "commandAck":
-        // Accepted and ignored until task dispatch exists; counted as liveness only by heartbeats.
+        this.#host.commandAck(this, kind.value);
         return;
       case "hello":
         this.#fail(status.INVALID_ARGUMENT, "hello may only be the first message");

@@ -43,6 +43,8 @@ export interface PlacementWorker {
 
 /** The shard map of the group's active version, for `shard` placement. */
 export interface ShardOwnership {
+  /** The active version these owners belong to. */
+  readonly version?: number;
   readonly totalShards: number;
   /** Owner of each shard in the active version. */
   readonly owners: ReadonlyMap<number, string>;
