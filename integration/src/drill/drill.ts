@@ -78,7 +78,10 @@ export async function runDrill(
   });
   const problems: string[] = [];
   try {
-    const first = Array.from({ length: o.workers }, () => env.startWorker());
+    const workerArgs = scenario.options?.workerArgs;
+    const first = Array.from({ length: o.workers }, () =>
+      env.startWorker(workerArgs === undefined ? {} : { extraArgs: workerArgs }),
+    );
     // Steady state first: one active version owning every worker, each processing in it.
     // Generous: on a loaded 2-core machine starting the worker processes takes seconds each.
     const deadline = Date.now() + 60_000;

@@ -203,7 +203,9 @@ export class DrillEnvironment {
    * Starts a worker process (ids worker-1, worker-2, ...; or `node`, which may have run
    * before: the new process is its next incarnation, on the same host).
    */
-  startWorker(options: { waitForSignal?: boolean; node?: string } = {}): JobProcess {
+  startWorker(
+    options: { waitForSignal?: boolean; node?: string; extraArgs?: readonly string[] } = {},
+  ): JobProcess {
     let node = options.node;
     if (node === undefined) {
       this.#nextWorker += 1;
@@ -221,6 +223,7 @@ export class DrillEnvironment {
       checkpointEtcd: this.etcd.endpoints,
       checkpointPrefix: `${this.namespace}/checkpoints/`,
       waitForSignal: options.waitForSignal === true,
+      ...(options.extraArgs === undefined ? {} : { extraArgs: options.extraArgs }),
     });
     this.workers.push(job);
     return job;

@@ -224,4 +224,34 @@ export const identityScenarios: readonly Scenario[] = [
       return { failoverMs, workersAlive: true, expectSameVersion: true, problems } satisfies ScenarioResult;
     },
   },
+  {
+    name: "worker-rolling-restart",
+    description:
+      "restart every worker in turn with a planned restart (SIGTERM -> close({ restart: true })): no version, no overlap",
+    options: { workerArgs: ["--on-sigterm", "restart"] },
+    async run(env) {
+      const problems: string[] = [];
+      const before = (await env.assignment())?.version ?? 0;
+      let longestRestartMs = 0;
+      for (const old of [...env.workers]) {
+        if (!old.running) continue;
+        const t0 = Date.now();
+        old.signal("SIGTERM");
+        await old.exited;
+        // The next process under the same node id: a new incarnation whose predecessor
+        // released, so it gets the same shards at once.
+        const next = env.startWorker({ node: old.node, extraArgs: ["--on-sigterm", "restart"] });
+        await next.waitFor((e) => e.event === "shard_started", 30_000);
+        longestRestartMs = Math.max(longestRestartMs, Date.now() - t0);
+      }
+      const after = (await env.assignment())?.version ?? 0;
+      if (after !== before) problems.push(`a rolling restart moved the version from ${before} to ${after}`);
+      return {
+        workersAlive: false,
+        expectSameVersion: false,
+        problems,
+        measured: { longestRestartMs },
+      };
+    },
+  },
 ];

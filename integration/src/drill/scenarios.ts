@@ -38,6 +38,8 @@ export interface Scenario {
     spareWorkerHosts?: number;
     /** Extra flags for replica i (0-based), e.g. replicas with different settings. */
     replicaArgs?: (index: number) => readonly string[];
+    /** Extra dataset-job flags for the workers started before the fault. */
+    workerArgs?: readonly string[];
   };
   run(env: DrillEnvironment): Promise<ScenarioResult>;
 }

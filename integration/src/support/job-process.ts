@@ -41,6 +41,8 @@ export class JobProcess {
     host?: ProcessHost;
     /** Stamped on every event line (see the class comment). */
     incarnation?: number;
+    /** More dataset-job flags (e.g. `--on-sigterm restart`). */
+    extraArgs?: readonly string[];
   }) {
     this.node = args.node;
     this.host = args.host ?? loopbackHost;
@@ -56,6 +58,7 @@ export class JobProcess {
       "--item-ms",
       String(args.itemMs ?? 20),
       ...(args.loop === false ? [] : ["--loop"]),
+      ...(args.extraArgs ?? []),
       ...(args.waitForSignal === true ? ["--wait-for-signal"] : []),
       ...(args.checkpointEtcd === undefined
         ? []
