@@ -18,7 +18,7 @@ export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
 export { LeaseFence } from "./leadership/lease-fence.js";
 export { createLogger } from "./logger.js";
-export type { ReplicaRole, ReplicaStatus } from "./replica/replica.js";
+export type { ReplicaReadiness, ReplicaRole, ReplicaStatus } from "./replica/replica.js";
 export { Replica } from "./replica/replica.js";
 export type { ReplicaOptions, ReplicaOptionsInput } from "./replica/replica-options.js";
 export { resolveReplicaOptions } from "./replica/replica-options.js";
@@ -39,6 +39,9 @@ export {
 } from "./sharding/assignment.js";
 export type { DataSource, ShardRecord } from "./sharding/data-source.js";
 export { EtcdDataSource } from "./sharding/data-source.js";
+export type { EtcdErrorKind } from "./store/etcd-errors.js";
+export { classifyEtcdError } from "./store/etcd-errors.js";
+export type { EtcdConnectionState, EtcdHealthSnapshot } from "./store/etcd-health.js";
 export type { KeyLayout } from "./store/keys.js";
 export { keyLayout } from "./store/keys.js";
 export type { AssignmentRecord, GroupConfig, MemberRecord } from "./store/records.js";

@@ -9,9 +9,13 @@ import { type ShardServer, startShardServer } from "../server/shard-server.js";
 import { WorkerSession } from "../server/worker-session.js";
 import { EtcdDataSource } from "../sharding/data-source.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
+import { backoffDelayMs, sleep } from "../store/backoff.js";
 import { createEtcdClient } from "../store/etcd-client.js";
+import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
+import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { Leader } from "./leader.js";
+import { createMetrics, type Metrics } from "./metrics.js";
 import type { ReplicaOptions } from "./replica-options.js";
 
 /** `follower` until elected; `leader` while leading; `stopped` after close(). */
@@ -25,12 +29,27 @@ export interface ReplicaStatus {
   readonly leader: { readonly id: string; readonly address: string; readonly epoch: number } | null;
   readonly leaderEpoch: number;
   readonly etcdWrites: number;
+  /** Whether this replica reaches etcd, and the last failure (with the next retry). */
+  readonly etcd: EtcdHealthSnapshot;
+  /** `live` while the leader view is read and watched; `retrying` while it is re-established. */
+  readonly leaderWatch: "live" | "retrying";
   readonly groups: ReturnType<import("../membership/group.js").Group["snapshot"]>[];
+}
+
+/** What `/readyz` answers: ready, or not and why (one line). */
+export interface ReplicaReadiness {
+  readonly ready: boolean;
+  readonly reason: string;
 }
 
 /**
  * One ResourceManager replica: serves ShardService, campaigns in the etcd election, and
  * while it leads runs a {@link Leader}. Followers refuse worker streams naming the leader.
+ *
+ * It does not wait for etcd to start: the gRPC port is bound at once (refusing worker
+ * streams with the reason while etcd cannot be reached), and the leader watch and the
+ * campaign retry with backoff, each failure logged once with its kind and the next retry
+ * delay. `status().etcd` and `readiness()` say whether etcd answers.
  *
  * @example
  * ```ts
@@ -44,6 +63,8 @@ export class Replica {
   #log: Logger;
   readonly #client: Etcd3;
   readonly #keys: KeyLayout;
+  readonly #metrics: Metrics;
+  readonly #health: EtcdHealth;
   readonly #stop = new AbortController();
   #role: ReplicaRole = "starting";
   #watch: LeaderWatch | undefined;
@@ -60,13 +81,18 @@ export class Replica {
     this.#log = log.child({ role: "follower", leaderEpoch: 0 });
     this.#client = createEtcdClient(options.etcdEndpoints);
     this.#keys = keyLayout(options.namespace);
+    this.#metrics = createMetrics();
+    this.#health = new EtcdHealth(options.etcdEndpoints, log, this.#metrics);
   }
 
-  /** Connects to etcd, starts serving and campaigning; resolves once the gRPC port is bound. */
+  /**
+   * Starts serving, watching the leader and campaigning; resolves once the gRPC port is
+   * bound, without waiting for etcd (see the class comment).
+   */
   static async start(options: ReplicaOptions, log: Logger): Promise<Replica> {
     const r = new Replica(options, log);
     try {
-      r.#watch = await LeaderWatch.start(r.#client, r.#keys, r.#log);
+      r.#watch = LeaderWatch.start({ client: r.#client, keys: r.#keys, log: r.#log, health: r.#health });
       const source = new EtcdDataSource(r.#client, r.#keys);
       r.#server = await startShardServer(
         {
@@ -95,6 +121,29 @@ export class Replica {
     return this.#server?.port ?? 0;
   }
 
+  /** The replica's metrics (the HTTP server exports their registry at `/metrics`). */
+  get metrics(): Metrics {
+    return this.#metrics;
+  }
+
+  /** The replica's view of its etcd connection. */
+  get etcdHealth(): EtcdHealth {
+    return this.#health;
+  }
+
+  /**
+   * Ready means: etcd answers, and this replica knows the current leader (it leads, or its
+   * leader watch is live). Otherwise the reason, in one line.
+   */
+  readiness(): ReplicaReadiness {
+    if (this.#role === "stopped" || this.#role === "starting") return { ready: false, reason: this.#role };
+    const etcd = this.#health.notReadyReason();
+    if (etcd !== undefined) return { ready: false, reason: etcd };
+    if (this.#role !== "leader" && this.#watch?.live !== true)
+      return { ready: false, reason: "leader watch is being re-established" };
+    return { ready: true, reason: this.#role };
+  }
+
   status(): ReplicaStatus {
     const view = this.#watch?.view;
     return {
@@ -105,6 +154,8 @@ export class Replica {
         view?.info === undefined ? null : { id: view.info.id, address: view.info.address, epoch: view.epoch },
       leaderEpoch: this.#leadership?.epoch ?? 0,
       etcdWrites: this.#writes + (this.#leader?.store.writes ?? 0),
+      etcd: this.#health.snapshot(),
+      leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
     };
   }
@@ -113,16 +164,21 @@ export class Replica {
     const leader = this.#leader;
     if (leader === undefined) {
       const info = this.#watch?.view.info;
-      // Never name ourselves while we are not serving as leader (we may be between terms).
-      const address = info !== undefined && info.id !== this.options.id ? info.address : "";
+      const etcdDown = this.#health.notReadyReason();
+      // Never name ourselves while we are not serving as leader (we may be between terms),
+      // nor a leader we cannot currently confirm (our etcd view is not live).
+      const address =
+        info !== undefined && info.id !== this.options.id && this.#watch?.live === true ? info.address : "";
       const metadata = new Metadata();
       metadata.set("x-shard-leader", address);
       call.emit("error", {
         code: status.UNAVAILABLE,
         details:
-          address === ""
-            ? "not the leader, and no leader is known yet"
-            : `not the leader; the leader is ${address}`,
+          etcdDown !== undefined
+            ? `not the leader: this replica cannot serve until it reaches etcd (${etcdDown})`
+            : address === ""
+              ? "not the leader, and no leader is known yet"
+              : `not the leader; the leader is ${address}`,
         metadata,
       });
       return;
@@ -134,8 +190,16 @@ export class Replica {
     }).start();
   }
 
+  /**
+   * Campaigns, leads, and campaigns again, until close(). A failed campaign (etcd
+   * unreachable, a leader that could not start) is retried after a backoff chosen by the
+   * failure's kind (1 s growing to 5 s while etcd is unreachable; 2 s to 30 s for NOSPACE or
+   * auth), with one `campaign_failed` line each; a term that ended normally is followed by
+   * a new campaign after 250 ms.
+   */
   async #campaignLoop(): Promise<void> {
     const signal = this.#stop.signal;
+    let attempt = 0;
     while (!signal.aborted) {
       const election = new Election({
         client: this.#client,
@@ -143,17 +207,26 @@ export class Replica {
         log: this.#log,
         self: { id: this.options.id, address: this.options.advertise },
         ttlSec: this.options.leaderTtlSec,
+        health: this.#health,
       });
+      const started = performance.now();
+      let pause = 250;
       try {
         const leadership = await election.campaign(signal);
+        attempt = 0;
         this.#leadership = leadership;
         await this.#lead(leadership);
       } catch (e) {
-        if (!signal.aborted) this.#log.warn({ event: "campaign_failed", err: String(e) });
+        if (signal.aborted) break;
+        // A campaign that ran for a while (a follower whose lease lapsed) is a fresh failure.
+        if (performance.now() - started > 5000) attempt = 0;
+        pause = backoffDelayMs(attempt, etcdRetryBackoff(classifyEtcdError(e)));
+        attempt += 1;
+        this.#health.failed("campaign", e, pause, { event: "campaign_failed", attempt });
       } finally {
         election.close();
       }
-      if (!signal.aborted) await sleep(250, signal);
+      await sleep(pause, signal);
     }
   }
 
@@ -221,16 +294,4 @@ export class Replica {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }
