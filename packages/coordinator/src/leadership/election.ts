@@ -175,7 +175,7 @@ export class Election {
    */
   async #putCandidateKey(key: string, leaseId: string, signal: AbortSignal): Promise<number> {
     const { client, self } = this.#o;
-    const backoff = new Backoff({ baseMs: 100, maxMs: 1000 });
+    const backoff = new Backoff({ baseMs: 250, maxMs: 1000 });
     for (;;) {
       signal.throwIfAborted();
       let res: ITxnResponse;
@@ -223,7 +223,7 @@ export class Election {
   /** Waits until no candidate key older than ours remains. */
   async #waitForTurn(epoch: number, signal: AbortSignal): Promise<void> {
     const { client, keys } = this.#o;
-    const backoff = new Backoff({ baseMs: 100, maxMs: 1000 });
+    const backoff = new Backoff({ baseMs: 250, maxMs: 1000 });
     for (;;) {
       signal.throwIfAborted();
       let first: { key: string; revision: string } | undefined;

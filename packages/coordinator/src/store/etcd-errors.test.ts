@@ -48,6 +48,11 @@ describe("classifyEtcdError", () => {
     expect(classifyEtcdError(fromGrpc(code, details))).toBe(kind);
   });
 
+  it("classifies a raw grpc-js error (as a broken watch stream reports it) by its code", () => {
+    const raw = Object.assign(new Error("14 UNAVAILABLE: Connection dropped"), { code: 14 });
+    expect(classifyEtcdError(raw)).toBe("unavailable");
+  });
+
   it("classifies etcd3's own failures: an open circuit, a closed client, a cancelled watch", () => {
     expect(classifyEtcdError(new BrokenCircuitError())).toBe("unavailable");
     expect(classifyEtcdError(new ClientClosedError("KV"))).toBe("other");

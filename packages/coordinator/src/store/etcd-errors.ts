@@ -1,6 +1,7 @@
 import { isBrokenCircuitError } from "cockatiel";
 import {
   ClientClosedError,
+  castGrpcError,
   EtcdAuthenticationFailedError,
   EtcdInvalidAuthTokenError,
   EtcdPermissionDeniedError,
@@ -95,6 +96,10 @@ export function classifyEtcdError(e: unknown): EtcdErrorKind {
 
 function classifyOne(e: unknown): EtcdErrorKind | undefined {
   if (!(e instanceof Error)) return undefined;
+  // A raw grpc-js error (a plain Error with a status code), as etcd3 hands a broken watch
+  // stream to its watchers: cast it to etcd3's class for its code first.
+  if (e.constructor === Error && typeof (e as { code?: unknown }).code === "number")
+    return classifyOne(castGrpcError(e));
   if (e instanceof GRPCResourceExhastedError) {
     if (e.message.includes(etcdNoSpace)) return "nospace";
     if (e.message.includes(etcdTooManyRequests)) return "unavailable";
