@@ -25,6 +25,8 @@ export interface BinaryMemberSpec {
   /** `--initial-cluster` value: `name=peerUrl,…` for every member. */
   readonly initialCluster: string;
   readonly initialClusterToken: string;
+  /** More etcd flags, appended last. */
+  readonly extraArgs?: readonly string[];
 }
 
 const STOP_GRACE_MS = 3_000;
@@ -197,6 +199,7 @@ export class BinaryEtcdMember implements EtcdMember {
       "50",
       "--election-timeout",
       "500",
+      ...(spec.extraArgs ?? []),
     ]);
     // The child writes straight into the file, so a member's chatter never reaches
     // the test output and nothing in this process has to drain pipes.

@@ -21,6 +21,8 @@ export interface EtcdClusterOptions {
   readonly startTimeoutMs?: number;
   /** Aborting cancels a start in progress (everything started so far is cleaned up). */
   readonly signal?: AbortSignal;
+  /** More etcd flags for every member, e.g. `["--quota-backend-bytes", "1048576"]`. */
+  readonly extraArgs?: readonly string[];
 }
 
 /** {@link EtcdClusterOptions} with defaults applied, as passed to a provider. */
@@ -30,6 +32,7 @@ export interface ResolvedEtcdClusterOptions {
   readonly logDir: string | undefined;
   readonly startTimeoutMs: number;
   readonly signal: AbortSignal | undefined;
+  readonly extraArgs: readonly string[];
 }
 
 /** A running etcd cluster owned by one test. */
@@ -75,6 +78,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     logDir: options.logDir,
     startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
     signal: options.signal,
+    extraArgs: options.extraArgs ?? [],
   };
   resolved.signal?.throwIfAborted();
   switch (resolveEtcdProvider(options.provider)) {

@@ -193,7 +193,7 @@ export class Replica {
   /**
    * Campaigns, leads, and campaigns again, until close(). A failed campaign (etcd
    * unreachable, a leader that could not start) is retried after a backoff chosen by the
-   * failure's kind (1 s growing to 5 s while etcd is unreachable; 2 s to 30 s for NOSPACE or
+   * failure's kind (1 s growing to 5 s while etcd is unreachable; 2 s to 10 s for NOSPACE or
    * auth), with one `campaign_failed` line each; a term that ended normally is followed by
    * a new campaign after 250 ms.
    */

@@ -88,8 +88,8 @@ describe("classifyEtcdError", () => {
     expect(coordinatorCodeFor("too_large")).toBe("etcd_failed");
   });
 
-  it("retries NOSPACE slowly and transient failures within a second, capped at 5 s", () => {
-    expect(etcdRetryBackoff("nospace")).toEqual({ baseMs: 2000, maxMs: 30_000 });
+  it("retries NOSPACE slowly (2 s, capped at 10 s) and transient failures within a second, capped at 5 s", () => {
+    expect(etcdRetryBackoff("nospace")).toEqual({ baseMs: 2000, maxMs: 10_000 });
     expect(etcdRetryBackoff("unavailable")).toEqual({ baseMs: 1000, maxMs: 5000 });
   });
 });

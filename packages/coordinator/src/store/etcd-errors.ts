@@ -140,16 +140,16 @@ function classifyOne(e: unknown): EtcdErrorKind | undefined {
 /**
  * How long to wait before retrying a failed etcd call of this kind (use with
  * `backoffDelayMs` or `new Backoff(...)`). NOSPACE and auth need an operator, so they are
- * retried slowly (the log line repeats every 10-30 s instead of flooding); a transient
- * failure is retried within a second and then every few seconds, well inside a leader TTL
- * at first and never faster than one line per 0.8-1 s.
+ * retried slowly: from 2 s up to every 8-10 s, a steady line in the log rather than a flood,
+ * and still within 10 s of the operator's fix. A transient failure is retried within a
+ * second, then every few seconds (at most 5 s, so a recovered etcd is found quickly).
  */
 export function etcdRetryBackoff(kind: EtcdErrorKind): BackoffOptions {
   switch (kind) {
     case "nospace":
     case "auth":
     case "too_large":
-      return { baseMs: 2000, maxMs: 30_000 };
+      return { baseMs: 2000, maxMs: 10_000 };
     case "compacted":
       // Re-reading is the fix, and it is cheap; the backoff only guards against a loop.
       return { baseMs: 100, maxMs: 5000 };
