@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { status } from "@grpc/grpc-js";
 import { connectWorker } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
@@ -195,5 +196,50 @@ describe("coordinator status against an unreachable etcd", () => {
     expect(silent.code, silent.stderr).toBe(1);
     expect(silent.stderr.trim().split("\n")).toHaveLength(1);
     expect(silent.stderr).toContain("unavailable: 4 DEADLINE_EXCEEDED");
+  });
+});
+
+describe("closing a replica that cannot reach etcd", () => {
+  it("stops every retry loop: no timer is left and the process exits by itself", async () => {
+    // The lifecycle probe (see lifecycle.test.ts) starts a replica in-process, closes it and
+    // reports the event loop's resources; a clean close() lets the process exit alone.
+    const probe = fileURLToPath(new URL("../dist/support/leak-probe.js", import.meta.url));
+    const [dead] = await getFreePorts(1);
+    const r = await new Promise<{ code: number | null; out: string; err: string; exitAfterCloseMs: number }>(
+      (resolve) => {
+        const child = spawn(process.execPath, [probe, "replica", `http://127.0.0.1:${dead}`], {
+          stdio: ["ignore", "pipe", "pipe"],
+        });
+        let out = "";
+        let err = "";
+        let closedAt = Number.NaN;
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.includes('"phase":"closed"') && Number.isNaN(closedAt)) closedAt = performance.now();
+        });
+        child.stderr.on("data", (d: Buffer) => {
+          err += d.toString();
+        });
+        const killer = setTimeout(() => child.kill("SIGKILL"), 30_000);
+        child.on("exit", (code) => {
+          clearTimeout(killer);
+          resolve({ code, out, err, exitAfterCloseMs: performance.now() - closedAt });
+        });
+      },
+    );
+    const lines = r.out
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { phase: string; resources: string[] });
+    expect(r.err).toBe("");
+    // It waited for a leadership that never came: the campaign and the leader watch were
+    // sleeping between retries when close() ran.
+    expect(lines[0]?.phase).toBe("running:follower");
+    expect(lines.at(-1)?.phase).toBe("closed");
+    // No timer of any retry loop survives close(). (The gRPC listener's own handle may
+    // still be finishing its close at that instant; the natural exit below proves it does.)
+    expect(lines.at(-1)?.resources.filter((x) => x !== "TCPServerWrap" && x !== "PipeWrap")).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.exitAfterCloseMs).toBeLessThan(2000);
   });
 });
