@@ -53,6 +53,13 @@ export interface ElectionOptions {
   readonly ttlSec: number;
   /** Times and counts the election's etcd calls and learns from its keep-alives that etcd answers. */
   readonly health?: EtcdHealth;
+  /**
+   * Called when resigning could not revoke the lease (etcd unreachable). Its key then stays
+   * until the lease expires, and etcd renews every lease by its full TTL when it elects a
+   * new etcd leader, so a caller that revokes it once etcd answers again lets the next
+   * candidate lead a TTL sooner after an etcd outage.
+   */
+  readonly onRevokeFailed?: (leaseId: string) => void;
 }
 
 /**
@@ -111,12 +118,13 @@ export class Election {
       stopKeepAlive();
       if (!lost.signal.aborted) lost.abort(new CoordinatorError("deposed", "resigned"));
       this.#fence.invalidate();
-      // Not retried: an unrevoked lease ends by its TTL, which is what a crash costs anyway.
-      await this.#call("lease_revoke", () => this.#keeper.revoke(leaseId)).catch((e: unknown) =>
-        this.#o.health === undefined
-          ? log.warn({ event: "resign_revoke_failed", err: String(e) })
-          : this.#o.health.failed("lease_revoke", e, undefined),
-      );
+      // Not retried here (resign must not wait): the lease ends by its TTL anyway, and the
+      // owner may revoke it later through onRevokeFailed.
+      await this.#call("lease_revoke", () => this.#keeper.revoke(leaseId)).catch((e: unknown) => {
+        if (this.#o.health === undefined) log.warn({ event: "resign_revoke_failed", err: String(e) });
+        else this.#o.health.failed("lease_revoke", e, undefined);
+        this.#o.onRevokeFailed?.(leaseId);
+      });
       signal.removeEventListener("abort", onAbort);
     };
     try {

@@ -97,7 +97,7 @@ export class LeaderWatch {
         attempt += 1;
         if (this.#o.health !== undefined) this.#o.health.failed("leader_watch", e, delay, { attempt });
         else this.#o.log.warn({ event: "leader_watch_error", err: String(e), retryInMs: delay });
-        await sleep(delay, signal);
+        await (this.#o.health === undefined ? sleep(delay, signal) : this.#o.health.sleep(delay, signal));
       }
     }
   }

@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
 import { Election, type Leadership } from "../leadership/election.js";
 import { LeaderWatch } from "../leadership/leader-watch.js";
+import { LeaseKeeper } from "../leadership/lease-keeper.js";
 import { type ShardServer, startShardServer } from "../server/shard-server.js";
 import { WorkerSession } from "../server/worker-session.js";
 import { EtcdDataSource } from "../sharding/data-source.js";
@@ -65,6 +66,9 @@ export class Replica {
   readonly #keys: KeyLayout;
   readonly #metrics: Metrics;
   readonly #health: EtcdHealth;
+  // Election leases whose revoke failed (see #revokeAbandoned), and what revokes them.
+  readonly #unrevoked = new Set<string>();
+  readonly #revoker: LeaseKeeper;
   readonly #stop = new AbortController();
   #role: ReplicaRole = "starting";
   #watch: LeaderWatch | undefined;
@@ -83,6 +87,7 @@ export class Replica {
     this.#keys = keyLayout(options.namespace);
     this.#metrics = createMetrics();
     this.#health = new EtcdHealth(options.etcdEndpoints, log, this.#metrics);
+    this.#revoker = new LeaseKeeper(this.#client, log, () => undefined);
   }
 
   /**
@@ -108,7 +113,7 @@ export class Replica {
       throw e;
     }
     r.#role = "follower";
-    r.#loop = r.#campaignLoop();
+    r.#loop = Promise.all([r.#campaignLoop(), r.#probeLoop()]).then(() => undefined);
     return r;
   }
 
@@ -208,6 +213,10 @@ export class Replica {
         self: { id: this.options.id, address: this.options.advertise },
         ttlSec: this.options.leaderTtlSec,
         health: this.#health,
+        onRevokeFailed: (leaseId) => {
+          // Bounded: each is revoked (or found gone) at the first probe etcd answers.
+          if (this.#unrevoked.size < 64) this.#unrevoked.add(leaseId);
+        },
       });
       const started = performance.now();
       let pause = 250;
@@ -226,7 +235,46 @@ export class Replica {
       } finally {
         election.close();
       }
-      await sleep(pause, signal);
+      // Woken early when etcd answers again (the probe or the leader watch saw it).
+      await this.#health.sleep(pause, signal);
+    }
+  }
+
+  /**
+   * While etcd is not answering, asks it every second whether it is back: one linearizable
+   * read of a single key (it needs etcd's quorum, as everything the replica does). The
+   * first answer wakes the retry loops sleeping in their backoff, so a replica finds a
+   * recovered etcd within about a second while its log still says each failure only once
+   * per retry (up to every 5 s). The probe's own failures are counted
+   * (`shard_etcd_errors_total{op="probe"}`), not logged: the retry loops already say it.
+   * Once etcd answers, it also revokes election leases a resign could not revoke.
+   */
+  async #probeLoop(): Promise<void> {
+    const signal = this.#stop.signal;
+    const key = this.#keys.electionPrefix;
+    while (!signal.aborted) {
+      if (this.#health.state !== "connected") {
+        await this.#health.call("probe", () => this.#client.get(key).exec()).catch(() => undefined);
+      }
+      if (this.#health.state === "connected") await this.#revokeAbandoned();
+      await sleep(1000, signal);
+    }
+  }
+
+  /**
+   * Revokes the election leases whose resign could not reach etcd: their keys would
+   * otherwise keep the next candidate waiting for a TTL after etcd comes back.
+   */
+  async #revokeAbandoned(): Promise<void> {
+    for (const leaseId of [...this.#unrevoked]) {
+      try {
+        await this.#health.call("lease_revoke", () => this.#revoker.revoke(leaseId));
+        this.#unrevoked.delete(leaseId);
+        this.#log.info({ event: "abandoned_lease_revoked", leaseId });
+      } catch (e) {
+        this.#health.failed("lease_revoke", e, 1000, { leaseId });
+        return;
+      }
     }
   }
 
@@ -284,6 +332,7 @@ export class Replica {
       await this.#loop?.catch(() => undefined);
       await this.#server?.close();
       await this.#watch?.close();
+      this.#revoker.close();
       this.#client.close();
       this.#role = "stopped";
       this.#log.info({ event: "replica_stopped" });

@@ -61,4 +61,19 @@ describe("EtcdHealth", () => {
     expect(h.state).toBe("connected");
     expect(c.lines.at(-1)).toMatchObject({ level: 50, event: "etcd_error", kind: "nospace" });
   });
+
+  it("sleep() ends early when etcd answers again, and on abort", async () => {
+    const c = capture();
+    const h = new EtcdHealth(["e"], c.log, c.metrics);
+    h.failed("probe", new GRPCUnavailableError("x"), 60_000);
+    const started = performance.now();
+    const woken = h.sleep(60_000, new AbortController().signal);
+    h.ok();
+    await woken;
+    const stop = new AbortController();
+    const aborted = h.sleep(60_000, stop.signal);
+    stop.abort();
+    await aborted;
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
 });

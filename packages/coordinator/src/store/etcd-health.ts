@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import { sleep } from "./backoff.js";
 import { classifyEtcdError, describeEtcdError, type EtcdErrorKind } from "./etcd-errors.js";
 
 /** Where etcd call outcomes are counted (the replica's Prometheus metrics implement it). */
@@ -53,6 +54,7 @@ export class EtcdHealth {
   readonly #now: () => number;
   // Errors already counted by call(), so failed() does not count them twice.
   readonly #counted = new WeakSet<object>();
+  readonly #onConnected = new Set<() => void>();
   #state: EtcdConnectionState = "connecting";
   #since: number;
   #lastError: { op: string; kind: EtcdErrorKind; message: string; at: number } | undefined;
@@ -97,6 +99,31 @@ export class EtcdHealth {
     this.#enter("connected");
     this.#nextRetryAt = undefined;
     this.#log.info({ event: "etcd_connected", endpoints: this.#endpoints, was });
+    for (const fn of [...this.#onConnected]) fn();
+  }
+
+  /**
+   * Calls `fn` each time etcd answers again after a failure (or for the first time). Retry
+   * loops sleeping in a backoff use it to retry at once instead of at their next turn (see
+   * {@link EtcdHealth.sleep}). Returns the unsubscribe function.
+   */
+  onConnected(fn: () => void): () => void {
+    this.#onConnected.add(fn);
+    return () => this.#onConnected.delete(fn);
+  }
+
+  /**
+   * Sleeps `ms` before a retry, or less: it ends as soon as `signal` aborts or etcd is seen
+   * answering again. Never rejects; leaves no timer or listener behind.
+   */
+  async sleep(ms: number, signal: AbortSignal): Promise<void> {
+    const woken = new AbortController();
+    const off = this.onConnected(() => woken.abort());
+    try {
+      await sleep(ms, AbortSignal.any([signal, woken.signal]));
+    } finally {
+      off();
+    }
   }
 
   /**
