@@ -39,6 +39,7 @@ export {
 } from "./sharding/assignment.js";
 export type { DataSource, ShardRecord } from "./sharding/data-source.js";
 export { EtcdDataSource } from "./sharding/data-source.js";
+export { createEtcdClient, etcdCallTimeoutMs } from "./store/etcd-client.js";
 export type { EtcdErrorKind } from "./store/etcd-errors.js";
 export { classifyEtcdError } from "./store/etcd-errors.js";
 export type { EtcdConnectionState, EtcdHealthSnapshot } from "./store/etcd-health.js";
