@@ -1,5 +1,5 @@
 import { Counter, Histogram, Registry } from "prom-client";
-import { type EtcdErrorKind, etcdErrorKinds } from "../store/etcd-errors.js";
+import type { EtcdErrorKind } from "../store/etcd-errors.js";
 import type { EtcdMetricsSink } from "../store/etcd-health.js";
 
 /**
@@ -55,9 +55,4 @@ export function createMetrics(): Metrics {
       etcdRequestDuration.observe({ op }, seconds);
     },
   };
-}
-
-/** Every kind, so dashboards can tell "no errors" from "no data". */
-export function preCreateEtcdErrorSeries(metrics: Metrics, ops: readonly string[]): void {
-  for (const op of ops) for (const kind of etcdErrorKinds) metrics.etcdErrors.inc({ op, kind }, 0);
 }

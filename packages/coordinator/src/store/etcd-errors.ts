@@ -36,16 +36,6 @@ import type { BackoffOptions } from "./backoff.js";
  */
 export type EtcdErrorKind = "nospace" | "compacted" | "unavailable" | "too_large" | "auth" | "other";
 
-/** Every kind, for metrics that pre-create their series. */
-export const etcdErrorKinds: readonly EtcdErrorKind[] = [
-  "nospace",
-  "compacted",
-  "unavailable",
-  "too_large",
-  "auth",
-  "other",
-];
-
 /**
  * A watch that etcd cancelled from its side (rather than a broken stream). etcd3's
  * `Watcher` reports one as a plain `EtcdError("Watcher canceled: <reason>")`; wrap it in
