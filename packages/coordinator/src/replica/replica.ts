@@ -241,23 +241,32 @@ export class Replica {
   }
 
   /**
-   * While etcd is not answering, asks it every second whether it is back: one linearizable
-   * read of a single key (it needs etcd's quorum, as everything the replica does). The
-   * first answer wakes the retry loops sleeping in their backoff, so a replica finds a
-   * recovered etcd within about a second while its log still says each failure only once
-   * per retry (up to every 5 s). The probe's own failures are counted
-   * (`shard_etcd_errors_total{op="probe"}`), not logged: the retry loops already say it.
-   * Once etcd answers, it also revokes election leases a resign could not revoke.
+   * While etcd is not answering, asks it twice a second whether it is back: a linearizable
+   * read of one key (it needs etcd's quorum, as everything the replica does). Probes start
+   * every 500 ms whether or not the previous one has answered (at most 4 in flight), since
+   * one sent to a member without quorum only fails at its 2 s deadline. The first answer
+   * wakes the retry loops sleeping in their backoff, so a replica finds a recovered etcd
+   * within about half a second while its log still says each failure once per retry (up to
+   * every 5 s). The probes' failures are counted (`shard_etcd_errors_total{op="probe"}`),
+   * not logged: the retry loops already say it. Once etcd answers, it also revokes the
+   * election leases a resign could not revoke.
    */
   async #probeLoop(): Promise<void> {
     const signal = this.#stop.signal;
     const key = this.#keys.electionPrefix;
+    let inFlight = 0;
     while (!signal.aborted) {
-      if (this.#health.state !== "connected") {
-        await this.#health.call("probe", () => this.#client.get(key).exec()).catch(() => undefined);
+      if (this.#health.state !== "connected" && inFlight < 4) {
+        inFlight += 1;
+        void this.#health
+          .call("probe", () => this.#client.get(key).exec())
+          .catch(() => undefined)
+          .finally(() => {
+            inFlight -= 1;
+          });
       }
-      if (this.#health.state === "connected") await this.#revokeAbandoned();
-      await sleep(1000, signal);
+      if (this.#health.state === "connected" && this.#unrevoked.size > 0) await this.#revokeAbandoned();
+      await this.#health.sleep(500, signal);
     }
   }
 

@@ -36,8 +36,13 @@ export const etcdMaxReceiveBytes = 2 ** 31 - 1;
 const keepaliveTimeMs = 10_000;
 const keepaliveTimeoutMs = 5000;
 
-/** The etcd method each attempt runs, set from `defaultCallOptions` (see {@link globalRetryPolicy}). */
-const currentCall = new AsyncLocalStorage<{ method: string }>();
+/**
+ * One unary call across its attempts: the etcd method, set from `defaultCallOptions` (see
+ * {@link globalRetryPolicy}), and the deadline its first attempt set, which every retry
+ * keeps (as Go's context deadline covers its retries): a call fails within 2 s, retried
+ * or not.
+ */
+const currentCall = new AsyncLocalStorage<{ method: string; deadline?: number }>();
 
 /**
  * Calls whose second execution has the effect of one (reads, and lease grant/revoke, as
@@ -78,7 +83,8 @@ export function isSafeToRetry(method: string, e: unknown): boolean {
 
 /**
  * etcd3's global policy: at most 2 retries (3 attempts, each on another endpoint when
- * there are several), 50 ms apart, for what {@link isSafeToRetry} allows. A cockatiel
+ * there are several), 50 ms apart and all within the first attempt's 2 s deadline, for
+ * what {@link isSafeToRetry} allows. A cockatiel
  * policy cannot see which method it runs, so the method is carried in an
  * AsyncLocalStorage box that `defaultCallOptions` fills for each attempt.
  */
@@ -140,9 +146,12 @@ export function createEtcdClient(endpoints: readonly string[]): Etcd3 {
       "grpc.keepalive_timeout_ms": keepaliveTimeoutMs,
     },
     defaultCallOptions: (context) => {
+      if (context.isStream) return {};
       const box = currentCall.getStore();
-      if (box !== undefined) box.method = `${context.service}.${context.method}`;
-      return context.isStream ? {} : { deadline: Date.now() + etcdCallTimeoutMs };
+      if (box === undefined) return { deadline: Date.now() + etcdCallTimeoutMs };
+      box.method = `${context.service}.${context.method}`;
+      box.deadline ??= Date.now() + etcdCallTimeoutMs;
+      return { deadline: box.deadline };
     },
     faultHandling: {
       global: globalRetryPolicy(),
