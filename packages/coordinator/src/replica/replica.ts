@@ -10,7 +10,7 @@ import { type ShardServer, startShardServer } from "../server/shard-server.js";
 import { WorkerSession } from "../server/worker-session.js";
 import { EtcdDataSource } from "../sharding/data-source.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
-import { backoffDelayMs, sleep } from "../store/backoff.js";
+import { backoffDelayMs } from "../store/backoff.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
 import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
