@@ -254,20 +254,21 @@ export class Replica {
   async #probeLoop(): Promise<void> {
     const signal = this.#stop.signal;
     const key = this.#keys.electionPrefix;
-    let inFlight = 0;
+    const inFlight = new Set<Promise<unknown>>();
     while (!signal.aborted) {
-      if (this.#health.state !== "connected" && inFlight < 4) {
-        inFlight += 1;
-        void this.#health
+      if (this.#health.state !== "connected" && inFlight.size < 4) {
+        const probe: Promise<unknown> = this.#health
           .call("probe", () => this.#client.get(key).exec())
           .catch(() => undefined)
-          .finally(() => {
-            inFlight -= 1;
-          });
+          .finally(() => inFlight.delete(probe));
+        inFlight.add(probe);
       }
       if (this.#health.state === "connected" && this.#unrevoked.size > 0) await this.#revokeAbandoned();
       await this.#health.sleep(500, signal);
     }
+    // A closed etcd3 client does not cancel calls in flight; let them end (each within its
+    // 2 s deadline) so that no timer outlives close().
+    await Promise.all(inFlight);
   }
 
   /**
