@@ -39,6 +39,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 ETCD_CLIENT=(2379 22379 32379); ETCD_PEER=(2380 22380 32380)
+# etcd hygiene (README, "Operating etcd"): compact history older than 10 minutes (every
+# watch of the coordinator re-reads when its revision was compacted, so the window only
+# saves re-reads after short disconnections), and an explicit backend quota (etcd's default,
+# 2 GiB) past which etcd raises its NOSPACE alarm and refuses writes until an operator acts.
+ETCD_HYGIENE=(--auto-compaction-mode periodic --auto-compaction-retention 10m --quota-backend-bytes $((2 * 1024 * 1024 * 1024)))
 CLUSTER=""
 for i in 0 1 2; do CLUSTER+="${CLUSTER:+,}etcd-$i=http://127.0.0.1:${ETCD_PEER[$i]}"; done
 for i in 0 1 2; do
@@ -46,7 +51,7 @@ for i in 0 1 2; do
     --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[$i]}" --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[$i]}" \
     --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[$i]}" \
     --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token shard-demo \
-    >"$RUN/etcd-$i.log" 2>&1 &
+    "${ETCD_HYGIENE[@]}" >"$RUN/etcd-$i.log" 2>&1 &
   PIDS+=($!)
 done
 ENDPOINTS="http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379"

@@ -82,6 +82,7 @@ class BinaryEtcdCluster implements EtcdCluster {
                 : join(logDir, `${spec.name}.${token.slice(-8)}.log`),
             initialCluster,
             initialClusterToken: token,
+            extraArgs: options.extraArgs,
           }),
         );
       }

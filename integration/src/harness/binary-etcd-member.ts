@@ -28,6 +28,8 @@ export interface BinaryMemberSpec {
   readonly initialClusterToken: string;
   /** Where the process runs (e.g. a virtual network's host); default this machine's loopback. */
   readonly host?: ProcessHost | undefined;
+  /** More etcd flags, appended last. */
+  readonly extraArgs?: readonly string[];
 }
 
 const STOP_GRACE_MS = 3_000;
@@ -200,6 +202,7 @@ export class BinaryEtcdMember implements EtcdMember {
       "50",
       "--election-timeout",
       "500",
+      ...(spec.extraArgs ?? []),
     ]);
     const { command, args } = withParentDeathSignal(onHost.command, onHost.args);
     // The child writes straight into the file, so a member's chatter never reaches

@@ -62,6 +62,7 @@ export async function startContainerEtcdCluster(options: ResolvedEtcdClusterOpti
       "50",
       "--election-timeout",
       "500",
+      ...options.extraArgs,
     ])
     .withWaitStrategy(
       Wait.forHttp("/health", CLIENT_PORT).forResponsePredicate((body) => body.includes('"health":"true"')),

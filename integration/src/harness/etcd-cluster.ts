@@ -28,6 +28,8 @@ export interface EtcdClusterOptions {
    * member runs on loopback, on free ports. Binary provider only.
    */
   readonly hosts?: readonly ProcessHost[];
+  /** More etcd flags for every member, e.g. `["--quota-backend-bytes", "1048576"]`. */
+  readonly extraArgs?: readonly string[];
 }
 
 /** {@link EtcdClusterOptions} with defaults applied, as passed to a provider. */
@@ -38,6 +40,7 @@ export interface ResolvedEtcdClusterOptions {
   readonly startTimeoutMs: number;
   readonly signal: AbortSignal | undefined;
   readonly hosts: readonly ProcessHost[] | undefined;
+  readonly extraArgs: readonly string[];
 }
 
 /** A running etcd cluster owned by one test. */
@@ -86,6 +89,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
     startTimeoutMs: options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS,
     signal: options.signal,
     hosts: options.hosts,
+    extraArgs: options.extraArgs ?? [],
   };
   resolved.signal?.throwIfAborted();
   switch (resolveEtcdProvider(options.provider)) {

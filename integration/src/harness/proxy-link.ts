@@ -12,6 +12,8 @@ export interface ProxyLinkOptions {
   readonly held: boolean;
   /** Called once when either side closes and the link is torn down. */
   readonly onClosed: () => void;
+  /** Sees every chunk the client sends, before it is relayed to the target. */
+  readonly onClientData?: (link: ProxyLink, chunk: Buffer) => void;
 }
 
 /**
@@ -22,15 +24,19 @@ export class ProxyLink {
   readonly #client: Socket;
   readonly #target: ProxyTarget;
   readonly #onClosed: () => void;
+  readonly #onClientData: ((link: ProxyLink, chunk: Buffer) => void) | undefined;
   #upstream: Socket | undefined;
   #pumps: Pump[] = [];
   #held = false;
+  // Replies (target -> client) withheld until this timer fires; see holdReplies().
+  #replyHold: NodeJS.Timeout | undefined;
   #closed = false;
 
-  private constructor(client: Socket, target: ProxyTarget, onClosed: () => void) {
+  private constructor(client: Socket, target: ProxyTarget, options: ProxyLinkOptions) {
     this.#client = client;
     this.#target = target;
-    this.#onClosed = onClosed;
+    this.#onClosed = options.onClosed;
+    this.#onClientData = options.onClientData;
   }
 
   /**
@@ -38,7 +44,7 @@ export class ProxyLink {
    * server with `pauseOnConnect`) and connects it to the target unless `held`.
    */
   static open(client: Socket, target: ProxyTarget, options: ProxyLinkOptions): ProxyLink {
-    const link = new ProxyLink(client, target, options.onClosed);
+    const link = new ProxyLink(client, target, options);
     link.#watch(client);
     link.#held = options.held;
     if (!options.held) link.#connectUpstream();
@@ -64,13 +70,31 @@ export class ProxyLink {
       this.#connectUpstream();
       return;
     }
-    for (const pump of this.#pumps) pump.resume();
+    this.#pumps[0]?.resume();
+    if (this.#replyHold === undefined) this.#pumps[1]?.resume();
+  }
+
+  /**
+   * Withhold the target's replies for `ms`, then deliver them in order; the client's
+   * requests keep flowing. Called from `onClientData`, it catches the reply to the chunk
+   * being relayed: the request takes effect at the target, and the client sees only
+   * silence until its own deadline, as when an answer is lost on the way back.
+   */
+  holdReplies(ms: number): void {
+    if (this.#closed) return;
+    clearTimeout(this.#replyHold);
+    this.#pumps[1]?.pause();
+    this.#replyHold = setTimeout(() => {
+      this.#replyHold = undefined;
+      if (!this.#held && !this.#closed) this.#pumps[1]?.resume();
+    }, ms);
   }
 
   /** Close both sides; with `reset`, with a TCP RST (the peer sees ECONNRESET) instead of a FIN. */
   destroy(reset = false): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#replyHold);
     for (const socket of [this.#client, this.#upstream]) {
       if (socket === undefined || socket.destroyed) continue;
       if (reset) socket.resetAndDestroy();
@@ -83,7 +107,11 @@ export class ProxyLink {
     const upstream = connect({ host: this.#target.host, port: this.#target.port, allowHalfOpen: true });
     this.#upstream = upstream;
     this.#watch(upstream);
-    this.#pumps = [Pump.start(this.#client, upstream), Pump.start(upstream, this.#client)];
+    const tap = this.#onClientData;
+    this.#pumps = [
+      Pump.start(this.#client, upstream, tap === undefined ? undefined : (chunk) => tap(this, chunk)),
+      Pump.start(upstream, this.#client),
+    ];
   }
 
   #watch(socket: Socket): void {
@@ -103,10 +131,11 @@ class Pump {
     this.#from = from;
   }
 
-  /** Starts relaying `from` → `to` right away. */
-  static start(from: Socket, to: Socket): Pump {
+  /** Starts relaying `from` → `to` right away; `tap` sees each chunk before it is written. */
+  static start(from: Socket, to: Socket, tap?: (chunk: Buffer) => void): Pump {
     const pump = new Pump(from);
     from.on("data", (chunk: Buffer) => {
+      tap?.(chunk);
       if (to.write(chunk)) return;
       pump.#awaitingDrain = true;
       from.pause();

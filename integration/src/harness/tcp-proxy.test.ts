@@ -164,6 +164,44 @@ describe("startTcpProxy", () => {
     expect(echo.accepted()).toBe(2);
   });
 
+  it("holdReplyTo() lets the marked request through but withholds the replies for a while, once", async () => {
+    // An echo server that also records what reached it.
+    let reached = "";
+    const sockets = new Set<Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on("error", () => undefined);
+      socket.on("data", (chunk: Buffer) => {
+        reached += chunk.toString();
+        socket.write(chunk);
+      });
+    });
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    });
+    const address = server.address();
+    if (address === null || typeof address === "string") throw new Error("no port");
+    const proxy = await proxyTo(address.port);
+    const probe = await connectProbe(proxy.port);
+    await expectEcho(probe, "a");
+
+    const fired = proxy.holdReplyTo("MARKER", 600);
+    probe.socket.write("xMAR"); // split across two chunks
+    await expect.poll(probe.received, { timeout: 2_000 }).toBe("axMAR");
+    probe.socket.write("KERy");
+    await fired;
+    await sleep(SILENCE_MS);
+    // The request reached the target; its answer did not come back (yet).
+    expect(reached).toBe("axMARKERy");
+    expect(probe.received()).toBe("axMAR");
+    await expect.poll(probe.received, { timeout: 2_000 }).toBe("axMARKERy");
+    // One-shot: the marker again passes straight through.
+    await expectEcho(probe, "MARKER");
+  });
+
   it("close() drops every connection, stops listening, and is idempotent", async () => {
     const echo = await startEchoServer();
     const proxy = await proxyTo(echo.port);

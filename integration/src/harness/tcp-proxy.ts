@@ -47,6 +47,13 @@ export interface TcpProxy extends AsyncDisposable {
   blackhole(): void;
   /** Back to relaying normally. Connections severed meanwhile stay closed. */
   restore(): void;
+  /**
+   * A one-shot lost answer: the first time a client sends bytes containing `marker`
+   * (plain bytes of a request, such as a value it writes), that connection's replies are
+   * withheld for `holdMs` and then delivered. The request reaches the target and takes
+   * effect; the client sees nothing until its own deadline. Resolves when it fired.
+   */
+  holdReplyTo(marker: string | Buffer, holdMs: number): Promise<void>;
   /** Stop listening and close every connection. Safe to call more than once. */
   close(): Promise<void>;
   /** Same as `close()`, for `await using`. */
@@ -65,6 +72,9 @@ class LoopbackTcpProxy implements TcpProxy {
   #port = 0;
   #mode: TcpProxyMode = "open";
   #closing: Promise<void> | undefined;
+  #armed: { marker: Buffer; holdMs: number; fired: () => void } | undefined;
+  // The last bytes each client sent, so a marker split across two chunks is still seen.
+  readonly #tails = new WeakMap<ProxyLink, Buffer>();
 
   private constructor(server: Server, target: ProxyTarget) {
     this.#server = server;
@@ -131,6 +141,12 @@ class LoopbackTcpProxy implements TcpProxy {
     for (const link of this.#links) link.release();
   }
 
+  holdReplyTo(marker: string | Buffer, holdMs: number): Promise<void> {
+    return new Promise((fired) => {
+      this.#armed = { marker: Buffer.from(marker), holdMs, fired };
+    });
+  }
+
   close(): Promise<void> {
     this.#closing ??= new Promise((resolve) => {
       this.#mode = "closed";
@@ -144,6 +160,19 @@ class LoopbackTcpProxy implements TcpProxy {
     return this.close();
   }
 
+  #inspect(link: ProxyLink, chunk: Buffer): void {
+    const armed = this.#armed;
+    if (armed === undefined) return;
+    const seen = Buffer.concat([this.#tails.get(link) ?? Buffer.alloc(0), chunk]);
+    if (seen.includes(armed.marker)) {
+      this.#armed = undefined;
+      link.holdReplies(armed.holdMs);
+      armed.fired();
+      return;
+    }
+    this.#tails.set(link, seen.subarray(Math.max(0, seen.length - armed.marker.length + 1)));
+  }
+
   #accept(socket: Socket): void {
     if (this.#mode === "severed" || this.#mode === "closed") {
       socket.on("error", () => undefined);
@@ -153,6 +182,7 @@ class LoopbackTcpProxy implements TcpProxy {
     const link = ProxyLink.open(socket, this.#target, {
       held: this.#mode === "blackholed",
       onClosed: () => this.#links.delete(link),
+      onClientData: (l, chunk) => this.#inspect(l, chunk),
     });
     this.#links.add(link);
   }

@@ -3,7 +3,11 @@
  *
  * - `invalid_config`: settings are missing, malformed or inconsistent.
  * - `deposed`: a fenced write found our election key gone or re-created; we are not the leader.
- * - `etcd_unavailable`: etcd did not answer in time.
+ * - `etcd_unavailable`: etcd did not answer in time, or could not be reached; retry with backoff.
+ * - `etcd_nospace`: etcd refused a write with its NOSPACE alarm (backend quota reached); writes
+ *   fail until an operator compacts, defragments and disarms the alarm (see the README).
+ * - `etcd_auth`: etcd refused our credentials or permissions.
+ * - `etcd_failed`: any other etcd failure (a request or answer too large, a compacted revision, ...).
  * - `invalid_data`: a record read from etcd does not have the expected shape.
  * - `closed`: the object was closed.
  */
@@ -11,6 +15,9 @@ export type CoordinatorErrorCode =
   | "invalid_config"
   | "deposed"
   | "etcd_unavailable"
+  | "etcd_nospace"
+  | "etcd_auth"
+  | "etcd_failed"
   | "invalid_data"
   | "closed";
 

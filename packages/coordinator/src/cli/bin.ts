@@ -10,6 +10,7 @@ import { checkName } from "../server/names.js";
 import { maxBuckets } from "../sharding/data-layout.js";
 import { type DataRecordInput, loadShardData, sequentialRecords } from "../sharding/data-loader.js";
 import { createEtcdClient } from "../store/etcd-client.js";
+import { classifyEtcdError, describeEtcdError } from "../store/etcd-errors.js";
 import { keyLayout } from "../store/keys.js";
 import { requestRepair, setClusterSettings } from "./admin-commands.js";
 import { formatStatus, readStatus } from "./status-report.js";
@@ -189,6 +190,8 @@ program
     }
     const log = createLogger(options.id);
     log.info({ event: "replica_starting", options: { ...options } });
+    // Neither waits for etcd: both listeners are up at once, and while etcd cannot be reached
+    // /readyz says why and the replica logs each retry (see Replica).
     const replica = await Replica.start(options, log);
     const http =
       options.httpListen === "" ? undefined : await startHttpServer(replica, options.httpListen, log);
@@ -217,20 +220,29 @@ program
   .action(async (o: { etcd: string; namespace: string; json?: boolean; watch?: string }) => {
     const client = createEtcdClient(o.etcd.split(","));
     const keys = keyLayout(o.namespace);
+    // Every etcd call has a 2 s deadline and is retried only when no connection could be
+    // made, so an unreachable etcd fails this within a few seconds, never hangs.
+    const unreachable = (e: unknown) =>
+      `cannot read the status from etcd at ${o.etcd}: ${classifyEtcdError(e)}: ${describeEtcdError(e)}`;
     const once = async () => {
       const report = await readStatus(client, keys);
       process.stdout.write(o.json ? `${JSON.stringify(report)}\n` : `${formatStatus(report)}\n`);
     };
     try {
       if (o.watch === undefined) {
-        await once();
+        try {
+          await once();
+        } catch (e) {
+          process.stderr.write(`coordinator: ${unreachable(e)}\n`);
+          process.exitCode = 1;
+        }
         return;
       }
       const every = Number(o.watch);
       if (!Number.isInteger(every) || every < 100) usageError("--watch needs an interval of at least 100 ms");
       for (;;) {
         if (!o.json) process.stdout.write(`\x1b[2J\x1b[H${new Date().toISOString()}\n`);
-        await once().catch((e: unknown) => process.stdout.write(`etcd unreachable: ${String(e)}\n`));
+        await once().catch((e: unknown) => process.stdout.write(`${unreachable(e)}\n`));
         await new Promise((r) => setTimeout(r, every));
       }
     } finally {

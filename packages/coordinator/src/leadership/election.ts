@@ -1,6 +1,9 @@
-import type { Etcd3, Watcher } from "etcd3";
+import type { Etcd3, ITxnResponse, Watcher } from "etcd3";
 import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
+import { Backoff, sleep } from "../store/backoff.js";
+import { classifyEtcdError, EtcdWatchCancelledError } from "../store/etcd-errors.js";
+import type { EtcdHealth } from "../store/etcd-health.js";
 import type { KeyLayout } from "../store/keys.js";
 import { LeaseFence } from "./lease-fence.js";
 import { LeaseKeeper } from "./lease-keeper.js";
@@ -48,6 +51,15 @@ export interface ElectionOptions {
   readonly log: Logger;
   readonly self: LeaderInfo;
   readonly ttlSec: number;
+  /** Times and counts the election's etcd calls and learns from its keep-alives that etcd answers. */
+  readonly health?: EtcdHealth;
+  /**
+   * Called when resigning could not revoke the lease (etcd unreachable). Its key then stays
+   * until the lease expires, and etcd renews every lease by its full TTL when it elects a
+   * new etcd leader, so a caller that revokes it once etcd answers again lets the next
+   * candidate lead a TTL sooner after an etcd outage.
+   */
+  readonly onRevokeFailed?: (leaseId: string) => void;
 }
 
 /**
@@ -58,6 +70,12 @@ export interface ElectionOptions {
  *
  * Unlike etcd3's `Campaign`, it keeps its own lease alive and fences itself: leadership is
  * given up once `sentAt + TTL - margin` of the last acknowledged keep-alive has passed.
+ *
+ * Every step survives a lost answer: the candidate key is put with
+ * `If(CreateRevision(key) == 0) Then(Put) Else(Get)` (Go's `Campaign`), so a retry after an
+ * attempt that committed but whose answer was lost finds our own key (bound to our lease)
+ * and takes its create revision as the epoch, instead of waiting forever for it to go away.
+ * Transient failures are retried with the same lease for as long as its fence holds.
  */
 export class Election {
   readonly #o: ElectionOptions;
@@ -71,6 +89,7 @@ export class Election {
     this.#fence = new LeaseFence(LeaseFence.marginFor(options.ttlSec));
     this.#keeper = new LeaseKeeper(options.client, options.log, (ack) => {
       if (ack.leaseId !== this.#leaseId) return;
+      options.health?.ok();
       this.#fence.confirm(ack.sentAt, ack.ttlSec);
       this.#onFenceChange?.();
     });
@@ -81,8 +100,8 @@ export class Election {
    * the lease is lost while waiting (the caller campaigns again).
    */
   async campaign(signal: AbortSignal): Promise<Leadership> {
-    const { client, keys, log, self, ttlSec } = this.#o;
-    const { leaseId, sentAt } = await this.#keeper.grant(ttlSec);
+    const { keys, log, ttlSec } = this.#o;
+    const { leaseId, sentAt } = await this.#call("lease_grant", () => this.#keeper.grant(ttlSec));
     this.#leaseId = leaseId;
     this.#fence.confirm(sentAt, ttlSec);
     const key = keys.electionKey(leaseId);
@@ -92,21 +111,24 @@ export class Election {
     signal.addEventListener("abort", onAbort, { once: true });
     // The stop may have come while the lease was being granted.
     if (signal.aborted) onAbort();
-    const resign = async () => {
+    let resigning: Promise<void> | undefined;
+    // Idempotent: the campaign, the leader's end and close() may each call it.
+    const resign = () => (resigning ??= resignOnce());
+    const resignOnce = async () => {
       stopKeepAlive();
       if (!lost.signal.aborted) lost.abort(new CoordinatorError("deposed", "resigned"));
       this.#fence.invalidate();
-      await this.#keeper
-        .revoke(leaseId)
-        .catch((e: unknown) => log.warn({ event: "resign_revoke_failed", err: String(e) }));
+      // Not retried here (resign must not wait): the lease ends by its TTL anyway, and the
+      // owner may revoke it later through onRevokeFailed.
+      await this.#call("lease_revoke", () => this.#keeper.revoke(leaseId)).catch((e: unknown) => {
+        if (this.#o.health === undefined) log.warn({ event: "resign_revoke_failed", err: String(e) });
+        else this.#o.health.failed("lease_revoke", e, undefined);
+        this.#o.onRevokeFailed?.(leaseId);
+      });
       signal.removeEventListener("abort", onAbort);
     };
     try {
-      const txn = await client
-        .if(key, "Create", "==", 0)
-        .then(client.put(key).value(JSON.stringify(self)).lease(leaseId))
-        .commit();
-      const epoch = Number(txn.header.revision);
+      const epoch = await this.#putCandidateKey(key, leaseId, lost.signal);
       await this.#waitForTurn(epoch, lost.signal);
       lost.signal.throwIfAborted();
       log.info({ event: "elected", epoch, key });
@@ -128,7 +150,15 @@ export class Election {
       const left = this.#fence.remainingMs(performance.now());
       if (left <= 0) {
         this.#o.log.warn({ event: "leader_lease_fence_expired", leaseId });
-        lost.abort(new CoordinatorError("deposed", "election lease not confirmed in time (self-fenced)"));
+        // The only way here is etcd not acknowledging keep-alives: say so in the cause,
+        // so the failure is classified (and logged) as etcd being unavailable.
+        const cause = new CoordinatorError(
+          "etcd_unavailable",
+          "no election lease keep-alive acknowledged in time",
+        );
+        lost.abort(
+          new CoordinatorError("deposed", "election lease not confirmed in time (self-fenced)", { cause }),
+        );
         return;
       }
       fenceTimer = setTimeout(arm, left);
@@ -144,21 +174,111 @@ export class Election {
     return stop;
   }
 
+  /**
+   * Puts our candidate key and returns its create revision (our epoch if we get to lead),
+   * the way Go's `Campaign` does: `If(CreateRevision(key) == 0) Then(Put) Else(Get)`.
+   * A transient failure leaves it unknown whether the put committed, so it is retried
+   * (same lease, backoff) until it answers or the lease's fence expires; when the answer
+   * shows the key already there, an earlier attempt committed and the key is ours.
+   */
+  async #putCandidateKey(key: string, leaseId: string, signal: AbortSignal): Promise<number> {
+    const { client, self } = this.#o;
+    const backoff = new Backoff({ baseMs: 250, maxMs: 1000 });
+    for (;;) {
+      signal.throwIfAborted();
+      let res: ITxnResponse;
+      try {
+        res = await this.#call("campaign", () =>
+          client
+            .if(key, "Create", "==", 0)
+            .then(client.put(key).value(JSON.stringify(self)).lease(leaseId))
+            .else(client.get(key))
+            .commit(),
+        );
+      } catch (e) {
+        await this.#retryOrThrow("campaign", e, backoff, signal);
+        continue;
+      }
+      if (res.succeeded) return Number(res.header.revision);
+      return this.#ownExistingKey(key, leaseId, res);
+    }
+  }
+
+  /** The Else branch answered: the key exists. It is ours if it is bound to our lease. */
+  #ownExistingKey(key: string, leaseId: string, res: ITxnResponse): number {
+    const kv = res.responses[0]?.response_range?.kvs[0];
+    if (kv === undefined) {
+      // Cannot happen (the Else branch ran because the key existed, in the same revision).
+      throw new CoordinatorError("invalid_data", `election key ${key} neither created nor found`);
+    }
+    if (kv.lease !== leaseId) {
+      // Our key's name is our lease id, so only an operator could have put it: leave it.
+      throw new CoordinatorError(
+        "invalid_data",
+        `election key ${key} exists bound to lease ${kv.lease}, not to ours (${leaseId})`,
+      );
+    }
+    const epoch = Number(kv.create_revision);
+    this.#o.log.warn({
+      event: "campaign_key_recovered",
+      key,
+      leaderEpoch: epoch,
+      detail: "an earlier attempt of the campaign transaction committed but its answer was lost",
+    });
+    return epoch;
+  }
+
   /** Waits until no candidate key older than ours remains. */
   async #waitForTurn(epoch: number, signal: AbortSignal): Promise<void> {
     const { client, keys } = this.#o;
-    while (!signal.aborted) {
-      const older = await client
-        .getAll()
-        .prefix(keys.electionPrefix)
-        .maxCreateRevision(String(epoch - 1))
-        .sort("Create", "Descend")
-        .limit(1)
-        .exec();
-      const first = older.kvs[0];
-      if (first === undefined) return;
-      await waitForDelete(client, first.key.toString(), String(Number(older.header.revision) + 1), signal);
+    const backoff = new Backoff({ baseMs: 250, maxMs: 1000 });
+    for (;;) {
+      signal.throwIfAborted();
+      let first: { key: string; revision: string } | undefined;
+      try {
+        const older = await this.#call("campaign_read", () =>
+          client
+            .getAll()
+            .prefix(keys.electionPrefix)
+            .maxCreateRevision(String(epoch - 1))
+            .sort("Create", "Descend")
+            .limit(1)
+            .exec(),
+        );
+        const kv = older.kvs[0];
+        if (kv === undefined) return;
+        first = { key: kv.key.toString(), revision: String(Number(older.header.revision) + 1) };
+      } catch (e) {
+        await this.#retryOrThrow("campaign_read", e, backoff, signal);
+        continue;
+      }
+      try {
+        await waitForDelete(client, first.key, first.revision, signal);
+        backoff.reset();
+      } catch (e) {
+        // A cancelled watch (its start revision compacted away while it reconnected, say)
+        // is retried by reading again: the loop looks for the older key afresh.
+        await this.#retryOrThrow("campaign_watch", e, backoff, signal);
+      }
     }
+  }
+
+  /**
+   * After a failed step: rethrows when the campaign is over (aborted, or a failure that
+   * retrying cannot fix); otherwise reports it and sleeps the backoff.
+   */
+  async #retryOrThrow(op: string, e: unknown, backoff: Backoff, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) throw signal.reason;
+    const kind = classifyEtcdError(e);
+    if (kind !== "unavailable" && kind !== "compacted") throw e;
+    const delay = backoff.next();
+    if (this.#o.health !== undefined) this.#o.health.failed(op, e, delay, { attempt: backoff.attempt });
+    else this.#o.log.warn({ event: "etcd_error", op, kind, err: String(e), retryInMs: delay });
+    await sleep(delay, signal);
+  }
+
+  #call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    return this.#o.health === undefined ? fn() : this.#o.health.call(op, fn);
   }
 
   /** Stops everything this election runs (it does not revoke; call resign() for that). */
@@ -195,7 +315,7 @@ async function waitForDelete(
             return;
           }
           w.on("delete", () => resolve());
-          w.on("error", reject);
+          w.on("error", (e) => reject(new EtcdWatchCancelledError(e)));
         }, reject);
     });
   } finally {

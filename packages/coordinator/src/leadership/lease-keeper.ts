@@ -1,9 +1,10 @@
-import type {
-  Etcd3,
-  IDuplexStream,
-  ILeaseKeepAliveRequest,
-  ILeaseKeepAliveResponse,
-  LeaseClient,
+import {
+  type Etcd3,
+  EtcdLeaseInvalidError,
+  type IDuplexStream,
+  type ILeaseKeepAliveRequest,
+  type ILeaseKeepAliveResponse,
+  type LeaseClient,
 } from "etcd3";
 import type { Logger } from "pino";
 import { rawLeaseClient } from "../store/etcd-client.js";
@@ -53,7 +54,8 @@ export class LeaseKeeper {
     try {
       await this.#leases.leaseRevoke({ ID: leaseId });
     } catch (e) {
-      if (!(e instanceof Error && /lease not found/i.test(e.message))) throw e;
+      // etcd3 maps etcd's "requested lease not found" to this class.
+      if (!(e instanceof EtcdLeaseInvalidError)) throw e;
     }
   }
 

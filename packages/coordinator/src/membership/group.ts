@@ -25,6 +25,9 @@ import {
   primaryShard,
   type StrategyName,
 } from "../sharding/assignment.js";
+import { backoffDelayMs } from "../store/backoff.js";
+import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
+import type { EtcdHealth } from "../store/etcd-health.js";
 import type { KeyLayout } from "../store/keys.js";
 import {
   type AssignmentRecord,
@@ -63,6 +66,8 @@ export interface GroupContext {
   holds(): boolean;
   /** The task dispatcher, told what membership changes mean for tasks. */
   readonly tasks?: TaskEvents;
+  /** The replica's etcd health: failed writes are logged and counted there, by kind. */
+  readonly health?: EtcdHealth;
   /** Monotonic milliseconds (performance.now()). */
   now(): number;
 }
@@ -146,6 +151,7 @@ export class Group implements TaskMembership {
   #handoff: Handoff | undefined;
   #rebalanceAfterHandoff = false;
   #writeFailures = 0;
+  #lastFailureKind: ReturnType<typeof classifyEtcdError> = "unavailable";
   #queue: Promise<unknown> = Promise.resolve();
   #watch: ControlWatch | undefined;
   #state: "loading" | "serving" | "closed" = "loading";
@@ -1288,21 +1294,20 @@ export class Group implements TaskMembership {
   #writeFailed(op: string, e: unknown): void {
     const err = CoordinatorError.from(e);
     if (err.code === "deposed" || this.#state === "closed") return;
+    this.#lastFailureKind = classifyEtcdError(e);
     this.#writeFailures += 1;
-    this.#ctx.log.warn({
-      event: "etcd_write_failed",
-      op,
-      group: this.#ctx.group,
-      code: err.code,
-      err: err.message,
-      retryInMs: this.#retryDelayMs(),
-    });
+    const retryInMs = Math.round(this.#retryDelayMs());
+    const extra = { group: this.#ctx.group, code: err.code };
+    if (this.#ctx.health !== undefined) this.#ctx.health.failed(op, e, retryInMs, extra);
+    else this.#ctx.log.warn({ event: "etcd_write_failed", op, ...extra, err: err.message, retryInMs });
   }
 
-  /** Backoff for retried writes: 250 ms doubling to 10 s with the failures in a row. */
+  /**
+   * Backoff for retried writes, by what failed: NOSPACE waits for an operator (2 s growing to
+   * 10 s), an unreachable etcd 1 s to 5 s; never a hot loop.
+   */
   #retryDelayMs(): number {
-    const base = Math.min(10_000, 250 * 2 ** Math.min(this.#writeFailures, 6));
-    return base / 2 + Math.random() * (base / 2);
+    return backoffDelayMs(Math.max(0, this.#writeFailures - 1), etcdRetryBackoff(this.#lastFailureKind));
   }
 
   // ---- lifecycle -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import { FencedStore } from "../leadership/fenced-store.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
 import { Group, type GroupContext } from "../membership/group.js";
 import type { SessionHost, StreamStatus, WorkerSession } from "../server/worker-session.js";
+import type { EtcdHealth } from "../store/etcd-health.js";
 import type { KeyLayout } from "../store/keys.js";
 import { listChildren } from "../store/paged-range.js";
 import { TaskDispatcher } from "../tasks/dispatcher.js";
@@ -27,6 +28,8 @@ export interface LeaderOptions {
   readonly holds: () => boolean;
   /** Called once when a fenced write proves we were deposed. */
   readonly onDeposed: (e: CoordinatorError) => void;
+  /** The replica's etcd health: times and counts every fenced write, logs failures once. */
+  readonly health?: EtcdHealth;
 }
 
 /** Groups read from etcd at once while a leadership starts. */
@@ -57,7 +60,14 @@ export class Leader implements SessionHost {
 
   private constructor(o: LeaderOptions) {
     this.#o = o;
-    this.#store = new FencedStore(o.client, o.leadership.key, o.leadership.epoch, o.holds, o.onDeposed);
+    this.#store = new FencedStore(
+      o.client,
+      o.leadership.key,
+      o.leadership.epoch,
+      o.holds,
+      o.onDeposed,
+      o.health,
+    );
     this.#keeper = new LeaseKeeper(o.client, o.log, (ack) => {
       if (ack.ttlSec <= 0) for (const g of this.#groups.values()) g.leaseGone(ack.leaseId);
     });
@@ -203,6 +213,7 @@ export class Leader implements SessionHost {
       epoch: leadership.epoch,
       leaderStart: this.#startedAt,
       tasks: this.#dispatcher,
+      ...(this.#o.health === undefined ? {} : { health: this.#o.health }),
       keys,
       client,
       store: this.#store,

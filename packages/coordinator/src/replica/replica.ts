@@ -5,16 +5,21 @@ import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
 import { Election, type Leadership } from "../leadership/election.js";
 import { LeaderWatch } from "../leadership/leader-watch.js";
+import { LeaseKeeper } from "../leadership/lease-keeper.js";
 import { RefusalLog } from "../server/refusal-log.js";
 import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
 import { WorkerSession } from "../server/worker-session.js";
 import { EtcdDataSource } from "../sharding/data-source.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
+import { backoffDelayMs } from "../store/backoff.js";
 import { createEtcdClient } from "../store/etcd-client.js";
+import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
+import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { addTaskService } from "../tasks/task-grpc.js";
 import { Leader } from "./leader.js";
+import { createMetrics, type Metrics } from "./metrics.js";
 import type { ReplicaOptions } from "./replica-options.js";
 
 /** `follower` until elected; `leader` while leading; `stopped` after close(). */
@@ -28,12 +33,27 @@ export interface ReplicaStatus {
   readonly leader: { readonly id: string; readonly address: string; readonly epoch: number } | null;
   readonly leaderEpoch: number;
   readonly etcdWrites: number;
+  /** Whether this replica reaches etcd, and the last failure (with the next retry). */
+  readonly etcd: EtcdHealthSnapshot;
+  /** `live` while the leader view is read and watched; `retrying` while it is re-established. */
+  readonly leaderWatch: "live" | "retrying";
   readonly groups: ReturnType<import("../membership/group.js").Group["snapshot"]>[];
+}
+
+/** What `/readyz` answers: ready, or not and why (one line). */
+export interface ReplicaReadiness {
+  readonly ready: boolean;
+  readonly reason: string;
 }
 
 /**
  * One ResourceManager replica: serves ShardService, campaigns in the etcd election, and
  * while it leads runs a {@link Leader}. Followers refuse worker streams naming the leader.
+ *
+ * It does not wait for etcd to start: the gRPC port is bound at once (refusing worker
+ * streams with the reason while etcd cannot be reached), and the leader watch and the
+ * campaign retry with backoff, each failure logged once with its kind and the next retry
+ * delay. `status().etcd` and `readiness()` say whether etcd answers.
  *
  * @example
  * ```ts
@@ -47,6 +67,11 @@ export class Replica {
   #log: Logger;
   readonly #client: Etcd3;
   readonly #keys: KeyLayout;
+  readonly #metrics: Metrics;
+  readonly #health: EtcdHealth;
+  // Election leases whose revoke failed (see #revokeAbandoned), and what revokes them.
+  readonly #unrevoked = new Set<string>();
+  readonly #revoker: LeaseKeeper;
   readonly #stop = new AbortController();
   #role: ReplicaRole = "starting";
   #watch: LeaderWatch | undefined;
@@ -70,13 +95,19 @@ export class Replica {
     this.#unary = new UnaryLimiter(options.unaryRatePerSecond, options.unaryRatePerNode, performance.now());
     this.#client = createEtcdClient(options.etcdEndpoints);
     this.#keys = keyLayout(options.namespace);
+    this.#metrics = createMetrics();
+    this.#health = new EtcdHealth(options.etcdEndpoints, log, this.#metrics);
+    this.#revoker = new LeaseKeeper(this.#client, log, () => undefined);
   }
 
-  /** Connects to etcd, starts serving and campaigning; resolves once the gRPC port is bound. */
+  /**
+   * Starts serving, watching the leader and campaigning; resolves once the gRPC port is
+   * bound, without waiting for etcd (see the class comment).
+   */
   static async start(options: ReplicaOptions, log: Logger): Promise<Replica> {
     const r = new Replica(options, log);
     try {
-      r.#watch = await LeaderWatch.start(r.#client, r.#keys, r.#log);
+      r.#watch = LeaderWatch.start({ client: r.#client, keys: r.#keys, log: r.#log, health: r.#health });
       // Its own etcd client: a page of oversized records must never trip the breaker or the
       // receive limit of the client the election runs on.
       const source = EtcdDataSource.create(options.etcdEndpoints, r.#keys);
@@ -116,7 +147,7 @@ export class Replica {
       throw e;
     }
     r.#role = "follower";
-    r.#loop = r.#campaignLoop();
+    r.#loop = Promise.all([r.#campaignLoop(), r.#probeLoop()]).then(() => undefined);
     return r;
   }
 
@@ -129,6 +160,29 @@ export class Replica {
     return this.#server?.port ?? 0;
   }
 
+  /** The replica's metrics (the HTTP server exports their registry at `/metrics`). */
+  get metrics(): Metrics {
+    return this.#metrics;
+  }
+
+  /** The replica's view of its etcd connection. */
+  get etcdHealth(): EtcdHealth {
+    return this.#health;
+  }
+
+  /**
+   * Ready means: etcd answers, and this replica knows the current leader (it leads, or its
+   * leader watch is live). Otherwise the reason, in one line.
+   */
+  readiness(): ReplicaReadiness {
+    if (this.#role === "stopped" || this.#role === "starting") return { ready: false, reason: this.#role };
+    const etcd = this.#health.notReadyReason();
+    if (etcd !== undefined) return { ready: false, reason: etcd };
+    if (this.#role !== "leader" && this.#watch?.live !== true)
+      return { ready: false, reason: "leader watch is being re-established" };
+    return { ready: true, reason: this.#role };
+  }
+
   status(): ReplicaStatus {
     const view = this.#watch?.view;
     return {
@@ -139,6 +193,8 @@ export class Replica {
         view?.info === undefined ? null : { id: view.info.id, address: view.info.address, epoch: view.epoch },
       leaderEpoch: this.#leadership?.epoch ?? 0,
       etcdWrites: this.#writes + (this.#leader?.store.writes ?? 0),
+      etcd: this.#health.snapshot(),
+      leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
     };
   }
@@ -159,16 +215,21 @@ export class Replica {
     const leader = this.#leader;
     if (leader === undefined) {
       const info = this.#watch?.view.info;
-      // Never name ourselves while we are not serving as leader (we may be between terms).
-      const address = info !== undefined && info.id !== this.options.id ? info.address : "";
+      const etcdDown = this.#health.notReadyReason();
+      // Never name ourselves while we are not serving as leader (we may be between terms),
+      // nor a leader we cannot currently confirm (our etcd view is not live).
+      const address =
+        info !== undefined && info.id !== this.options.id && this.#watch?.live === true ? info.address : "";
       const metadata = new Metadata();
       metadata.set("x-shard-leader", address);
       call.emit("error", {
         code: status.UNAVAILABLE,
         details:
-          address === ""
-            ? "not the leader, and no leader is known yet"
-            : `not the leader; the leader is ${address}`,
+          etcdDown !== undefined
+            ? `not the leader: this replica cannot serve until it reaches etcd (${etcdDown})`
+            : address === ""
+              ? "not the leader, and no leader is known yet"
+              : `not the leader; the leader is ${address}`,
         metadata,
       });
       return;
@@ -196,8 +257,16 @@ export class Replica {
     ).start();
   }
 
+  /**
+   * Campaigns, leads, and campaigns again, until close(). A failed campaign (etcd
+   * unreachable, a leader that could not start) is retried after a backoff chosen by the
+   * failure's kind (1 s growing to 5 s while etcd is unreachable; 2 s to 10 s for NOSPACE or
+   * auth), with one `campaign_failed` line each; a term that ended normally is followed by
+   * a new campaign after 250 ms.
+   */
   async #campaignLoop(): Promise<void> {
     const signal = this.#stop.signal;
+    let attempt = 0;
     while (!signal.aborted) {
       const election = new Election({
         client: this.#client,
@@ -205,17 +274,79 @@ export class Replica {
         log: this.#log,
         self: { id: this.options.id, address: this.options.advertise },
         ttlSec: this.options.leaderTtlSec,
+        health: this.#health,
+        onRevokeFailed: (leaseId) => {
+          // Bounded: each is revoked (or found gone) at the first probe etcd answers.
+          if (this.#unrevoked.size < 64) this.#unrevoked.add(leaseId);
+        },
       });
+      const started = performance.now();
+      let pause = 250;
       try {
         const leadership = await election.campaign(signal);
+        attempt = 0;
         this.#leadership = leadership;
         await this.#lead(leadership);
       } catch (e) {
-        if (!signal.aborted) this.#log.warn({ event: "campaign_failed", err: String(e) });
+        if (signal.aborted) break;
+        // A campaign that ran for a while (a follower whose lease lapsed) is a fresh failure.
+        if (performance.now() - started > 5000) attempt = 0;
+        pause = backoffDelayMs(attempt, etcdRetryBackoff(classifyEtcdError(e)));
+        attempt += 1;
+        this.#health.failed("campaign", e, pause, { event: "campaign_failed", attempt });
       } finally {
         election.close();
       }
-      if (!signal.aborted) await sleep(250, signal);
+      // Woken early when etcd answers again (the probe or the leader watch saw it).
+      await this.#health.sleep(pause, signal);
+    }
+  }
+
+  /**
+   * While etcd is not answering, asks it twice a second whether it is back: a linearizable
+   * read of one key (it needs etcd's quorum, as everything the replica does). Probes start
+   * every 500 ms whether or not the previous one has answered (at most 4 in flight), since
+   * one sent to a member without quorum only fails at its 2 s deadline. The first answer
+   * wakes the retry loops sleeping in their backoff, so a replica finds a recovered etcd
+   * within about half a second while its log still says each failure once per retry (up to
+   * every 5 s). The probes' failures are counted (`shard_etcd_errors_total{op="probe"}`),
+   * not logged: the retry loops already say it. Once etcd answers, it also revokes the
+   * election leases a resign could not revoke.
+   */
+  async #probeLoop(): Promise<void> {
+    const signal = this.#stop.signal;
+    const key = this.#keys.electionPrefix;
+    const inFlight = new Set<Promise<unknown>>();
+    while (!signal.aborted) {
+      if (this.#health.state !== "connected" && inFlight.size < 4) {
+        const probe: Promise<unknown> = this.#health
+          .call("probe", () => this.#client.get(key).exec())
+          .catch(() => undefined)
+          .finally(() => inFlight.delete(probe));
+        inFlight.add(probe);
+      }
+      if (this.#health.state === "connected" && this.#unrevoked.size > 0) await this.#revokeAbandoned();
+      await this.#health.sleep(500, signal);
+    }
+    // A closed etcd3 client does not cancel calls in flight; let them end (each within its
+    // 2 s deadline) so that no timer outlives close().
+    await Promise.all(inFlight);
+  }
+
+  /**
+   * Revokes the election leases whose resign could not reach etcd: their keys would
+   * otherwise keep the next candidate waiting for a TTL after etcd comes back.
+   */
+  async #revokeAbandoned(): Promise<void> {
+    for (const leaseId of [...this.#unrevoked]) {
+      try {
+        await this.#health.call("lease_revoke", () => this.#revoker.revoke(leaseId));
+        this.#unrevoked.delete(leaseId);
+        this.#log.info({ event: "abandoned_lease_revoked", leaseId });
+      } catch (e) {
+        this.#health.failed("lease_revoke", e, 1000, { leaseId });
+        return;
+      }
     }
   }
 
@@ -236,6 +367,7 @@ export class Replica {
         log: this.#log,
         holds: fence,
         onDeposed: deposed,
+        health: this.#health,
       });
       if (leadership.signal.aborted) throw leadership.signal.reason;
       // close() may have run while we were being elected: it found no leadership to resign.
@@ -274,6 +406,7 @@ export class Replica {
       await this.#server?.close();
       await this.#watch?.close();
       await this.#source?.close();
+      this.#revoker.close();
       this.#client.close();
       this.#role = "stopped";
       this.#log.info({ event: "replica_stopped" });
@@ -284,16 +417,4 @@ export class Replica {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -1,19 +1,21 @@
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
-import { collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import { collectDefaultMetrics, Gauge } from "prom-client";
 import type { Replica } from "../replica/replica.js";
 
 /**
  * Health, Prometheus metrics and a JSON status view on one small HTTP server:
- * `GET /healthz` (200 while the process serves), `GET /readyz` (200 once the replica knows
- * its role), `GET /metrics` (prom-client), `GET /status` (role, leader, groups).
+ * `GET /healthz` (200 while the process serves, etcd or not), `GET /readyz` (200 while
+ * etcd answers and the replica knows the leader; 503 with the reason otherwise),
+ * `GET /metrics` (the replica's registry, see `createMetrics`, plus process metrics and the
+ * gauges below), `GET /status` (role, leader, etcd connection, groups).
  */
 export async function startHttpServer(
   replica: Replica,
   listen: string,
   log: Logger,
 ): Promise<{ port: number; close(): Promise<void> }> {
-  const registry = new Registry();
+  const registry = replica.metrics.registry;
   collectDefaultMetrics({ register: registry });
   const labels = { replica: replica.options.id };
   registry.setDefaultLabels(labels);
@@ -41,6 +43,14 @@ export async function startHttpServer(
       this.set(replica.status().etcdWrites);
     },
   });
+  new Gauge({
+    name: "shard_etcd_up",
+    help: "1 while this replica's etcd calls and keep-alives are answered, 0 while etcd is unreachable",
+    registers: [registry],
+    collect() {
+      this.set(replica.etcdHealth.state === "connected" ? 1 : 0);
+    },
+  });
   const members = new Gauge({
     name: "shard_group_members",
     help: "Members of each group (leader only)",
@@ -63,8 +73,10 @@ export async function startHttpServer(
       if (url === "/healthz") {
         res.writeHead(200, { "content-type": "text/plain" }).end("ok\n");
       } else if (url === "/readyz") {
-        const ready = replica.role === "leader" || replica.role === "follower";
-        res.writeHead(ready ? 200 : 503, { "content-type": "text/plain" }).end(`${replica.role}\n`);
+        const { ready, reason } = replica.readiness();
+        res
+          .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
+          .end(ready ? `${reason}\n` : `not ready: ${reason}\n`);
       } else if (url === "/metrics") {
         members.reset();
         version.reset();

@@ -1,17 +1,170 @@
-import { Etcd3, type ICallable, LeaseClient } from "etcd3";
+import { AsyncLocalStorage } from "node:async_hooks";
+import {
+  ConsecutiveBreaker,
+  ConstantBackoff,
+  circuitBreaker,
+  ExponentialBackoff,
+  handleWhen,
+  type IBackoff,
+  type IDefaultPolicyContext,
+  type IPolicy,
+  noop,
+  retry,
+} from "cockatiel";
+import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type ICallable, LeaseClient } from "etcd3";
 
 /** Deadline of every unary etcd call, in ms: a call to a cluster without quorum fails instead of hanging. */
 export const etcdCallTimeoutMs = 2000;
 
 /**
+ * Largest answer the client accepts from etcd, in bytes: Go's clientv3 default
+ * (`math.MaxInt32`). etcd3's 4 MiB (grpc-js's default) made one range over data records
+ * fail with RESOURCE_EXHAUSTED, and etcd3 then counted that against the host and reset its
+ * channels. etcd is trusted; what bounds memory is the reader's page size (a page of `n`
+ * keys is at most `n` x etcd's `--max-request-bytes`, 1.5 MiB by default, per value).
+ */
+export const etcdMaxReceiveBytes = 2 ** 31 - 1;
+
+/**
+ * HTTP/2 keep-alive PINGs on the etcd connections: a member that vanished without a FIN
+ * or RST (a partition, a paused VM) is detected within `time + timeout` = 15 s and its
+ * streams (watches, lease keep-alives) fail over instead of hanging silently. etcd refuses
+ * pings more often than its `--grpc-keepalive-min-time` (5 s by default: two strikes and
+ * it sends GOAWAY), so 10 s leaves room for timer jitter. Pings go out only while a call or
+ * stream is open (etcd's default policy refuses pings without streams).
+ */
+const keepaliveTimeMs = 10_000;
+const keepaliveTimeoutMs = 5000;
+
+/**
+ * One unary call across its attempts: the etcd method, set from `defaultCallOptions` (see
+ * {@link globalRetryPolicy}), and the deadline its first attempt set, which every retry
+ * keeps (as Go's context deadline covers its retries): a call fails within 2 s, retried
+ * or not.
+ */
+const currentCall = new AsyncLocalStorage<{ method: string; deadline?: number }>();
+
+/**
+ * Calls whose second execution has the effect of one (reads, and lease grant/revoke, as
+ * Go's clientv3 `retry.go` marks them "repeatable": a duplicated grant only leaves a lease
+ * to expire by its TTL).
+ */
+const repeatable = new Set([
+  "KV.range",
+  "Lease.leaseGrant",
+  "Lease.leaseRevoke",
+  "Lease.leaseTimeToLive",
+  "Lease.leaseLeases",
+  "Maintenance.status",
+  "Maintenance.alarm",
+  "Cluster.memberList",
+]);
+
+/**
+ * Whether etcd3 may run a failed call again (on the next endpoint in its shuffled order).
+ * Go's client/v3/retry.go rules:
+ * - only UNAVAILABLE (no connection, etcd has no leader, the member is stopping). Never
+ *   DEADLINE_EXCEEDED: the 2 s deadline is the caller's budget, and a write that timed out
+ *   may have committed; etcd3's default retried it, which is how one campaign could wait
+ *   forever for its own key. Never RESOURCE_EXHAUSTED: NOSPACE does not heal in 50 ms and
+ *   an answer over the receive limit will not shrink.
+ * - a write (put, delete, txn, compact) only when grpc-js failed it before it left the
+ *   client ("No connection established", grpc-js's picker status for a channel that is not
+ *   connected: Go's "there is no connection available"). Telling this apart needs the
+ *   description, as in Go: grpc-js reports both cases as UNAVAILABLE with no other mark.
+ *
+ * @internal exported for tests
+ */
+export function isSafeToRetry(method: string, e: unknown): boolean {
+  if (!(e instanceof GRPCUnavailableError)) return false;
+  if (repeatable.has(method)) return true;
+  return /^\d+ UNAVAILABLE: No connection established/.test(e.message);
+}
+
+/**
+ * etcd3's global policy: at most 2 retries (3 attempts, each on another endpoint when
+ * there are several), 50 ms apart and all within the first attempt's 2 s deadline, for
+ * what {@link isSafeToRetry} allows. A cockatiel
+ * policy cannot see which method it runs, so the method is carried in an
+ * AsyncLocalStorage box that `defaultCallOptions` fills for each attempt.
+ */
+function globalRetryPolicy(): IPolicy<IDefaultPolicyContext> {
+  const inner = retry(
+    handleWhen((e) => isSafeToRetry(currentCall.getStore()?.method ?? "", e)),
+    { maxAttempts: 2, backoff: new ConstantBackoff(50) },
+  );
+  return {
+    _altReturn: undefined as never,
+    onSuccess: inner.onSuccess,
+    onFailure: inner.onFailure,
+    execute: (fn, signal) => currentCall.run({ method: "" }, () => inner.execute(fn, signal)),
+  };
+}
+
+/**
+ * etcd3's per-endpoint policy. etcd3's default breaker opens after 3 consecutive
+ * "recoverable" failures (which include RESOURCE_EXHAUSTED: NOSPACE, or one answer over
+ * the receive limit) and then refuses every call to that endpoint, streams included, for
+ * 5 s. With one endpoint that is 5 s in which a healthy etcd cannot be reached, longer
+ * than a leader TTL (2-3 s): every campaign fails and no replica leads.
+ *
+ * - One endpoint: no breaker. There is nowhere else to go, and failing fast buys nothing
+ *   our own retry loops do not already do with backoff.
+ * - Several: open after 3 consecutive transport failures (UNAVAILABLE or
+ *   DEADLINE_EXCEEDED, nothing etcd answered), so a dead or partitioned member stops
+ *   costing a 2 s deadline per call; probe it again after 1 s. A healthy cluster whose
+ *   every breaker opened (quorum lost, then back) is reachable again within 1 s, under
+ *   the smallest leader TTL (2 s). etcd3 moves a call whose breaker is open to the next
+ *   endpoint without counting it as an attempt.
+ */
+function hostPolicy(endpointCount: number): () => IPolicy<IDefaultPolicyContext> {
+  if (endpointCount <= 1) return () => noop;
+  return () =>
+    circuitBreaker(
+      handleWhen((e) => e instanceof GRPCUnavailableError || e instanceof GRPCDeadlineExceededError),
+      { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) },
+    );
+}
+
+/**
  * An etcd3 client whose unary calls carry a deadline (streams, such as watches and
- * lease keep-alives, have none: they live as long as their owner).
+ * lease keep-alives, have none: they live as long as their owner), with fault handling
+ * set for our TTLs (see {@link globalRetryPolicy} and {@link hostPolicy}).
+ *
+ * @example
+ * ```ts
+ * const client = createEtcdClient(["http://127.0.0.1:2379"]);
+ * try { await client.get("k").string(); } finally { client.close(); }
+ * ```
  */
 export function createEtcdClient(endpoints: readonly string[]): Etcd3 {
   return new Etcd3({
     hosts: [...endpoints],
-    dialTimeout: etcdCallTimeoutMs,
-    defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + etcdCallTimeoutMs }),
+    grpcOptions: {
+      "grpc.max_receive_message_length": etcdMaxReceiveBytes,
+      "grpc.keepalive_time_ms": keepaliveTimeMs,
+      "grpc.keepalive_timeout_ms": keepaliveTimeoutMs,
+    },
+    defaultCallOptions: (context) => {
+      if (context.isStream) return {};
+      const box = currentCall.getStore();
+      if (box === undefined) return { deadline: Date.now() + etcdCallTimeoutMs };
+      box.method = `${context.service}.${context.method}`;
+      box.deadline ??= Date.now() + etcdCallTimeoutMs;
+      return { deadline: box.deadline };
+    },
+    faultHandling: {
+      global: globalRetryPolicy(),
+      host: hostPolicy(endpoints.length),
+      // Watches that etcd3 re-establishes itself (a campaign waiting for its predecessor's
+      // key, say): first retry after 250 ms, at most every 5 s (etcd3's default grows to
+      // 30 s, longer than any of our TTLs). etcd3 1.1.2 declares the cockatiel 2 type
+      // (a backoff state) but calls `.next()` on it first, which a cockatiel 3 factory is.
+      watchBackoff: new ExponentialBackoff({
+        initialDelay: 250,
+        maxDelay: 5000,
+      }) as unknown as IBackoff<unknown>,
+    },
   });
 }
 
