@@ -68,6 +68,8 @@ export interface GroupContext {
   readonly tasks?: TaskEvents;
   /** The replica's etcd health: failed writes are logged and counted there, by kind. */
   readonly health?: EtcdHealth;
+  /** Counters of membership events (Prometheus, see replica/metrics.ts). */
+  readonly metrics?: GroupMetricsSink;
   /** Monotonic milliseconds (performance.now()). */
   now(): number;
 }
@@ -76,11 +78,27 @@ type GroupMember = Member<WorkerSession>;
 
 interface Handoff {
   readonly version: number;
+  /** When the pending version was written (or loaded), monotonic ms. */
+  readonly writtenAt: number;
   readonly awaiting: Set<string>;
   /** After this, losers that have not released are expelled. */
   readonly deadline: number;
   /** Incarnations that cannot release stop by then; the version waits for it. */
   fencesUntil: number;
+}
+
+/** What the group reports to metrics (all optional: a test may pass none). */
+export interface GroupMetricsSink {
+  /** A member joined (new member) or a new incarnation of one started. */
+  memberJoined(group: string, kind: "new" | "incarnation" | "resumed"): void;
+  /** A member was removed: `why` is leave, session_timeout, release_timeout, lease_expired, restart_grace_expired. */
+  memberRemoved(group: string, why: string): void;
+  /** A version was written (`phase` as written). */
+  versionWritten(group: string, phase: "pending" | "active"): void;
+  /** A pending version became active after `pendingMs`. */
+  versionActivated(group: string, pendingMs: number): void;
+  /** A loser released its shards. */
+  released(group: string): void;
 }
 
 /** Why a group is degraded: one entry per kind of problem, cleared when it is resolved. */
@@ -306,13 +324,9 @@ export class Group implements TaskMembership {
       if (m !== undefined && mayRun(m, now) && m.stoppedAt === undefined) awaiting.add(nodeId);
       else fencesUntil = Math.max(fencesUntil, leaderStart + fenceMs);
     }
-    this.#handoff = {
-      version: a.version,
-      awaiting,
-      deadline: now + this.#ctx.settings().expiryMs,
-      fencesUntil,
-    };
-    this.#deadlines.schedule(HANDOFF, Math.min(this.#handoff.deadline, Math.max(now, fencesUntil)));
+    const deadline = now + this.#ctx.settings().expiryMs;
+    this.#handoff = { version: a.version, writtenAt: now, awaiting, deadline, fencesUntil };
+    this.#deadlines.schedule(HANDOFF, Math.min(deadline, Math.max(now, fencesUntil)));
   }
 
   // ---- views -----------------------------------------------------------------------------
@@ -422,6 +436,7 @@ export class Group implements TaskMembership {
           version: this.#assignment?.version ?? 0,
         });
         this.#ctx.tasks?.resumed(group, nodeId, hello.runningTaskIds);
+        this.#ctx.metrics?.memberJoined(group, "resumed");
         if (capacityChanged) this.#scheduleRebalance("capacity_changed");
         this.#scheduleMember(m, now);
         return undefined;
@@ -465,6 +480,7 @@ export class Group implements TaskMembership {
         });
         // Its tasks go back to the queue once it has provably stopped.
         this.#ctx.tasks?.incarnationEnded(group, nodeId, runsAfter);
+        this.#ctx.metrics?.memberJoined(group, "incarnation");
         log.info({
           event: "member_new_incarnation",
           group,
@@ -512,6 +528,7 @@ export class Group implements TaskMembership {
         this.#members.set(nodeId, fresh);
         this.#byLease.set(leaseId, fresh);
         this.#tombstones.delete(nodeId);
+        this.#ctx.metrics?.memberJoined(group, "new");
         log.info({
           event: "member_joined",
           group,
@@ -625,6 +642,7 @@ export class Group implements TaskMembership {
     const h = this.#handoff;
     if (h === undefined || BigInt(h.version) !== rel.version) return;
     if (h.awaiting.delete(session.nodeId)) {
+      this.#ctx.metrics?.released(this.#ctx.group);
       this.#ctx.log.info({
         event: "shards_released",
         group: this.#ctx.group,
@@ -850,6 +868,7 @@ export class Group implements TaskMembership {
       // Remembered even when already over: "removed by us, stopped" beats "unknown past".
       this.#tombstones.set(nodeId, until);
       this.#ctx.tasks?.incarnationEnded(group, nodeId, until);
+      this.#ctx.metrics?.memberRemoved(group, why);
       this.#pruneTombstones(now);
       const h = this.#handoff;
       if (h?.awaiting.delete(nodeId) === true && until > now) h.fencesUntil = Math.max(h.fencesUntil, until);
@@ -1174,6 +1193,7 @@ export class Group implements TaskMembership {
     if (pending) {
       this.#handoff = {
         version,
+        writtenAt: now,
         awaiting: new Set(ho.awaiting),
         deadline: now + this.#ctx.settings().expiryMs,
         fencesUntil,
@@ -1183,6 +1203,7 @@ export class Group implements TaskMembership {
         ho.awaiting.length > 0 ? now + this.#ctx.settings().expiryMs : fencesUntil,
       );
     }
+    this.#ctx.metrics?.versionWritten(group, record.phase);
     log.info({
       event: "version_written",
       reason,
@@ -1226,7 +1247,15 @@ export class Group implements TaskMembership {
       await store.commit(store.client.put(keys.assignment(group)).value(JSON.stringify(record)));
       this.#setAssignment(record);
       this.#writeFailures = 0;
-      log.info({ event: "version_active", group, version: record.version, totalShards: record.totalShards });
+      const pendingMs = Math.round(this.#ctx.now() - h.writtenAt);
+      this.#ctx.metrics?.versionActivated(group, pendingMs);
+      log.info({
+        event: "version_active",
+        group,
+        version: record.version,
+        totalShards: record.totalShards,
+        pendingMs,
+      });
       this.#broadcast();
       if (this.#rebalanceAfterHandoff) {
         this.#rebalanceAfterHandoff = false;
