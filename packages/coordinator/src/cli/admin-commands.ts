@@ -153,3 +153,40 @@ export async function setClusterSettings(
     },
   );
 }
+
+/** A change to a group's operator switches (`<ns>/groups/<g>/control`). */
+export type ControlChange =
+  | { readonly kind: "pause"; readonly paused: boolean }
+  | { readonly kind: "drain"; readonly node: string; readonly drained: boolean }
+  | { readonly kind: "capacity"; readonly node: string; readonly capacity: number | undefined };
+
+/**
+ * `coordinator group pause|resume`, `coordinator drain`, `coordinator capacity`: writes the
+ * group's control record (compare-and-swap); the leader watches it and applies it at once,
+ * and a failover keeps it (it is in etcd). Resolves with the record as written.
+ */
+export async function changeControl(
+  client: Etcd3,
+  keys: KeyLayout,
+  group: string,
+  change: ControlChange,
+): Promise<GroupControl> {
+  return updateRecord<GroupControl>(
+    client,
+    keys.control(group),
+    (raw) => (raw === undefined ? {} : parseControlLenient(keys.control(group), raw)),
+    (c) => {
+      if (change.kind === "pause") return { ...c, paused: change.paused };
+      if (change.kind === "drain") {
+        const drained = new Set(c.drained ?? []);
+        if (change.drained) drained.add(change.node);
+        else drained.delete(change.node);
+        return { ...c, drained: [...drained].sort() };
+      }
+      const capacity = { ...(c.capacity ?? {}) };
+      if (change.capacity === undefined) delete capacity[change.node];
+      else capacity[change.node] = change.capacity;
+      return { ...c, capacity };
+    },
+  );
+}

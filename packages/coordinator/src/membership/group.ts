@@ -4,6 +4,7 @@ import { status } from "@grpc/grpc-js";
 import {
   AssignmentPhase,
   type AssignmentSchema,
+  CommandKind,
   type Heartbeat,
   type Hello,
   type Leave,
@@ -165,6 +166,14 @@ export class Group implements TaskMembership {
   #versionFloor = 0;
   #config: GroupConfig | undefined;
   #repairId: string | undefined;
+  /** The operator's switches (`<ns>/groups/<g>/control`), as last read. */
+  #control: { paused: boolean; drained: ReadonlySet<string>; capacity: ReadonlyMap<string, number> } = {
+    paused: false,
+    drained: new Set(),
+    capacity: new Map(),
+  };
+  /** A version was due while the group was paused: written on resume. */
+  #rebalanceOnResume = false;
   #views = new Map<string, { record: AssignmentRecord; held: boolean; view: AssignmentView }>();
   #handoff: Handoff | undefined;
   #rebalanceAfterHandoff = false;
@@ -290,7 +299,12 @@ export class Group implements TaskMembership {
       log.warn({ event: "assignment_missing", group, members: this.#members.size });
     }
     this.#applyConfig(stored.config.kind === "ok" ? stored.config.value : undefined, stored.config);
-    if (stored.control.kind === "ok") this.#repairId = stored.control.value.repair?.id;
+    if (stored.control.kind === "ok") {
+      this.#repairId = stored.control.value.repair?.id;
+      this.#applyControl(stored.control.value, false);
+    } else if (stored.control.kind === "invalid") {
+      this.#degrade("control_invalid", stored.control.error);
+    }
     log.info({
       event: "group_loaded",
       group,
@@ -428,6 +442,7 @@ export class Group implements TaskMembership {
         m.lastHeard = now;
         m.heardSinceKeepAlive = true;
         if (!this.#welcome(session, m, hello.sessionToken, true)) return unavailable("leadership lost");
+        this.#standingCommands(nodeId);
         log.info({
           event: "member_resumed",
           group,
@@ -541,6 +556,7 @@ export class Group implements TaskMembership {
       const member = this.#members.get(nodeId);
       if (member === undefined) return unavailable("membership changed; retry");
       if (!this.#welcome(session, member, token, false)) return unavailable("leadership lost");
+      this.#standingCommands(nodeId);
       this.#scheduleMember(member, now);
       if (!waiting) this.#ctx.tasks?.kick(group);
       return undefined;
@@ -924,11 +940,13 @@ export class Group implements TaskMembership {
         m.stoppedAt === undefined &&
         m.session?.open === true &&
         mayRun(m, now) &&
-        !this.#ownershipUnknown;
+        !this.#ownershipUnknown &&
+        !this.#control.paused &&
+        !this.#control.drained.has(m.record.nodeId);
       out.push({
         nodeId: m.record.nodeId,
         labels: m.record.labels,
-        slots: m.record.capacity,
+        slots: this.#capacityOf(m),
         running: running(m.record.nodeId),
         cpuPercent: m.load.cpuPercent,
         eventLoopDelayMs: m.load.eventLoopDelayMs,
@@ -1023,7 +1041,82 @@ export class Group implements TaskMembership {
         this.#repairId = id;
         this.#repair(id);
       }
+      this.#applyControl(control, true);
     }
+  }
+
+  /**
+   * Applies the operator's switches: paused (no versions, no dispatch), drained nodes (no
+   * shards in the next version, no new tasks; told with a DRAIN command), capacity overrides
+   * (sticky weight and task slots; told with SET_CAPACITY). `live`: not at load (the commands
+   * then go out when each worker says Hello).
+   */
+  #applyControl(c: GroupControl, live: boolean): void {
+    const before = this.#control;
+    const next = {
+      paused: c.paused === true,
+      drained: new Set(c.drained ?? []),
+      capacity: new Map(Object.entries(c.capacity ?? {})),
+    };
+    this.#control = next;
+    if (!live) return;
+    const { log, group } = this.#ctx;
+    if (before.paused !== next.paused) {
+      log.warn({ event: next.paused ? "group_paused" : "group_resumed", group });
+      if (!next.paused && this.#rebalanceOnResume) {
+        this.#rebalanceOnResume = false;
+        this.#scheduleRebalance("resumed");
+      }
+      this.#ctx.tasks?.kick(group);
+    }
+    let reshape = false;
+    for (const n of next.drained)
+      if (!before.drained.has(n)) {
+        log.warn({ event: "member_draining", group, node: n });
+        this.#command(n, { kind: CommandKind.DRAIN, reason: "drained by an operator" });
+        reshape = true;
+      }
+    for (const n of before.drained) if (!next.drained.has(n)) reshape = true;
+    for (const [n, cap] of next.capacity)
+      if (before.capacity.get(n) !== cap) {
+        log.info({ event: "member_capacity_set", group, node: n, capacity: cap });
+        this.#command(n, { kind: CommandKind.SET_CAPACITY, capacity: cap, reason: "set by an operator" });
+        reshape = true;
+      }
+    for (const n of before.capacity.keys()) if (!next.capacity.has(n)) reshape = true;
+    if (reshape) this.#scheduleRebalance("control_changed");
+    this.#ctx.tasks?.kick(group);
+  }
+
+  /** A member's capacity in force: the operator's override, else what its worker said. */
+  #capacityOf(m: GroupMember): number {
+    return this.#control.capacity.get(m.record.nodeId) ?? m.record.capacity;
+  }
+
+  #commandId = 0n;
+
+  /** Sends a control command to the member's live stream (recorded in etcd, so it is sent again on its next Hello). */
+  #command(nodeId: string, c: { kind: CommandKind; reason: string; capacity?: number }): void {
+    this.#commandId += 1n;
+    this.send(nodeId, {
+      case: "command",
+      value: {
+        commandId: this.#commandId,
+        kind: c.kind,
+        reason: c.reason,
+        leaderEpoch: BigInt(this.#ctx.epoch),
+        ...(c.capacity === undefined ? {} : { capacity: c.capacity }),
+      },
+    });
+  }
+
+  /** After a Welcome: the standing switches that concern this node. */
+  #standingCommands(nodeId: string): void {
+    if (this.#control.drained.has(nodeId))
+      this.#command(nodeId, { kind: CommandKind.DRAIN, reason: "drained by an operator" });
+    const cap = this.#control.capacity.get(nodeId);
+    if (cap !== undefined)
+      this.#command(nodeId, { kind: CommandKind.SET_CAPACITY, capacity: cap, reason: "set by an operator" });
   }
 
   /**
@@ -1123,6 +1216,11 @@ export class Group implements TaskMembership {
       this.#rebalanceAfterHandoff = true;
       return;
     }
+    if (this.#control.paused) {
+      this.#rebalanceOnResume = true;
+      log.info({ event: "rebalance_paused", group, reason });
+      return;
+    }
     const config = this.#effectiveConfig();
     if (config === undefined) {
       log.warn({ event: "rebalance_waiting_for_config", group, reason });
@@ -1133,9 +1231,11 @@ export class Group implements TaskMembership {
     const previous: Plan | undefined =
       before === undefined ? undefined : { totalShards: before.totalShards, owners: before.owners };
     const members = [...this.#members.values()].filter((m) => !m.removing);
+    // Drained members stay members (they may still be releasing) but are given nothing.
+    const planned = members.filter((m) => !this.#control.drained.has(m.record.nodeId));
     const plan = planAssignment({
       strategy,
-      members: members.map((m) => ({ nodeId: m.record.nodeId, capacity: m.record.capacity })),
+      members: planned.map((m) => ({ nodeId: m.record.nodeId, capacity: Math.max(1, this.#capacityOf(m)) })),
       shardCount: shards,
       previous,
     });

@@ -75,6 +75,12 @@ export const groupControlSchema = z
   .object({
     /** `coordinator repair`: a fresh, higher version from live members, everyone releasing first. */
     repair: z.object({ id: z.string().min(1), requestedAt: z.string() }).optional(),
+    /** `coordinator group pause`: no new versions and no task dispatch; shards keep running. */
+    paused: z.boolean().optional(),
+    /** `coordinator drain`: these nodes take no new tasks and their shards move away. */
+    drained: z.array(z.string()).optional(),
+    /** `coordinator capacity`: per-node capacity (sticky weight and task slots), over the worker's own. */
+    capacity: z.record(z.string(), z.number().int().min(0).max(1_000_000)).optional(),
   })
   .passthrough();
 export type GroupControl = z.infer<typeof groupControlSchema>;
