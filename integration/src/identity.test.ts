@@ -1,12 +1,11 @@
-import { spawnSync } from "node:child_process";
 import { status } from "@grpc/grpc-js";
 import { AssignmentPhase, type CoordinatorMessage } from "@org/proto";
 import { describe, expect, it } from "vitest";
 import { getFreePorts } from "./harness/free-port.js";
-import { assignmentOf, startCluster, startWorker, until } from "./support/cluster-helpers.js";
+import { assignmentOf, runCli, startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import { JobProcess } from "./support/job-process.js";
 import { RawStream } from "./support/raw-client.js";
-import { coordinatorBin, type RmCluster, RmProcess } from "./support/rm-cluster.js";
+import { type RmCluster, RmProcess } from "./support/rm-cluster.js";
 import { fastFlags, useTestEnv } from "./support/test-env.js";
 
 // Identity, incarnations, versions and bad records, as an outside client sees them: raw
@@ -47,25 +46,9 @@ function viewOf(
 }
 
 /** Records for FetchShardData, written the way operators do (`coordinator data load`). */
-function loadData(c: RmCluster, group: string, count: number): void {
-  const out = spawnSync(
-    process.execPath,
-    [
-      coordinatorBin,
-      "data",
-      "load",
-      "--etcd",
-      env.etcd.endpoints.join(","),
-      "--namespace",
-      c.namespace,
-      "--group",
-      group,
-      "--count",
-      String(count),
-    ],
-    { encoding: "utf8", timeout: 30_000 },
-  );
-  expect(out.status, out.stderr).toBe(0);
+async function loadData(c: RmCluster, group: string, count: number): Promise<void> {
+  const out = await runCli(env, c.namespace, ["data", "load", "--group", group, "--count", String(count)]);
+  expect(out.code, out.stderr).toBe(0);
 }
 
 function job(c: RmCluster, node: string, group = "g1"): JobProcess {
@@ -77,7 +60,7 @@ function job(c: RmCluster, node: string, group = "g1"): JobProcess {
 describe("identity and incarnations", () => {
   it("a tokenless Hello right after a failover runs nothing until the live worker's fence is over", async () => {
     const c = await startCluster(env);
-    loadData(c, "g1", 400);
+    await loadData(c, "g1", 400);
     const w0 = job(c, "w0");
     const w1 = job(c, "w1");
     await until(
@@ -261,21 +244,8 @@ describe("bad records stay in their group", () => {
     );
     expect(st.groups.find((g) => g.group === "healthy")?.degraded).toEqual({});
     // The operator repairs: a version above the one the bad record still shows.
-    const out = spawnSync(
-      process.execPath,
-      [
-        coordinatorBin,
-        "repair",
-        "--etcd",
-        env.etcd.endpoints.join(","),
-        "--namespace",
-        c.namespace,
-        "--group",
-        "broken",
-      ],
-      { encoding: "utf8", timeout: 40_000 },
-    );
-    expect(out.status).toBe(0);
+    const out = await runCli(env, c.namespace, ["repair", "--group", "broken"]);
+    expect(out.code, out.stderr).toBe(0);
     const repaired = await until(
       () => assignment(c, "broken"),
       (a) => a?.phase === "active",

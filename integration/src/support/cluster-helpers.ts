@@ -1,6 +1,8 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { connectWorker, type Worker, type WorkerOptions } from "@org/worker-sdk";
 import { readAssignment } from "./coordinator-state.js";
-import { RmCluster } from "./rm-cluster.js";
+import { coordinatorBin, RmCluster } from "./rm-cluster.js";
 import { fastFlags, type TestEnv } from "./test-env.js";
 
 /** Polls `fn` until `pred` holds; fails with the last value after `timeoutMs`. */
@@ -45,4 +47,33 @@ export async function startWorker(
 /** The group's assignment record in etcd (null before the first version). */
 export function assignmentOf(env: TestEnv, c: RmCluster, group = "g1") {
   return readAssignment(env.client, c.namespace, group);
+}
+
+const execFileAsync = promisify(execFile);
+
+/**
+ * Runs the coordinator CLI (`coordinator <args> --etcd ... --namespace ...`) without blocking
+ * the test's event loop: a spawnSync would stop in-process workers from heartbeating while it
+ * runs, and they would be expelled.
+ */
+export async function runCli(
+  env: TestEnv,
+  namespace: string,
+  args: readonly string[],
+): Promise<{ stdout: string; stderr: string; code: number }> {
+  try {
+    const { stdout, stderr } = await execFileAsync(
+      process.execPath,
+      [coordinatorBin, ...args, "--etcd", env.etcd.endpoints.join(","), "--namespace", namespace],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+    return { stdout, stderr, code: 0 };
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; code?: number };
+    return {
+      stdout: err.stdout ?? "",
+      stderr: err.stderr ?? String(e),
+      code: typeof err.code === "number" ? err.code : 1,
+    };
+  }
 }
