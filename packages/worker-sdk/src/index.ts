@@ -21,6 +21,6 @@ export { backoffCeiling, backoffDelay, defaultBackoff } from "./backoff.js";
 export type { WorkerErrorCode } from "./errors.js";
 export { WorkerError } from "./errors.js";
 export type { Phase, StabilityWindow } from "./ownership.js";
-export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker.js";
 export { connectWorker, Worker } from "./worker.js";
+export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker-event.js";
 export type { WorkerOptions } from "./worker-options.js";
