@@ -1,16 +1,18 @@
 import { type Client, createClient } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ShardService } from "@org/proto";
+import { GuardedSessionManager } from "./guarded-session-manager.js";
 
 /**
  * One gRPC client per coordinator replica, each over its own HTTP/2 connection (connect-node's
- * gRPC transport), kept for the worker's life: the session and data fetches share it.
+ * gRPC transport, guarded: see {@link GuardedSessionManager}), kept for the worker's life: the
+ * session and data fetches share it.
  */
 export class CoordinatorClients {
   readonly #pingIntervalMs: number;
   readonly #entries = new Map<
     string,
-    { manager: Http2SessionManager; client: Client<typeof ShardService> }
+    { manager: GuardedSessionManager; client: Client<typeof ShardService> }
   >();
 
   constructor(pingIntervalMs: number) {
@@ -22,7 +24,7 @@ export class CoordinatorClients {
     let entry = this.#entries.get(target);
     if (entry === undefined) {
       const baseUrl = `http://${target}`;
-      const manager = new Http2SessionManager(baseUrl, {
+      const manager = new GuardedSessionManager(baseUrl, {
         pingIntervalMs: this.#pingIntervalMs,
         pingTimeoutMs: Math.max(2000, this.#pingIntervalMs / 2),
         pingIdleConnection: true,
@@ -33,6 +35,12 @@ export class CoordinatorClients {
       this.#entries.set(target, entry);
     }
     return entry.client;
+  }
+
+  /** Drops the connection to `target` (and its streams): the next call opens a fresh one. */
+  reset(target: string): void {
+    this.#entries.get(target)?.manager.abort();
+    this.#entries.delete(target);
   }
 
   /** Closes every connection (and the streams on it). */

@@ -15,6 +15,9 @@
  * });
  * ```
  */
+// First, before anything else is evaluated: an unsupported Node.js stops here with one line.
+import "./runtime-check.js";
+
 export { shardOf } from "@org/proto";
 export type { BackoffOptions } from "./backoff.js";
 export { backoffCeiling, backoffDelay, defaultBackoff } from "./backoff.js";

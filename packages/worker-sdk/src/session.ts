@@ -1,14 +1,19 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { type Client, Code, ConnectError } from "@connectrpc/connect";
+import type { Client } from "@connectrpc/connect";
 import type { ControlCommand, ShardService, TaskDispatch, WorkerMessageSchema } from "@org/proto";
 import { backoffDelay } from "./backoff.js";
 import { Channel } from "./channel.js";
 import { CoordinatorClients } from "./coordinator-clients.js";
 import { WorkerError } from "./errors.js";
+import type { Staleness } from "./leader-order.js";
 import { LoadSampler } from "./load-sampler.js";
 import type { AssignmentView } from "./ownership.js";
-import { SessionFence } from "./session-fence.js";
+import { ReplicaPicker } from "./replica-picker.js";
+import { probeReplica } from "./replica-probe.js";
+import { SessionState } from "./session-state.js";
 import { sleep } from "./sleep.js";
+import { classifyStreamError, StreamAbort, type StreamFailure } from "./stream-failure.js";
+import { StreamWatchdog } from "./stream-watchdog.js";
 import { viewOfAck, viewOfAssignment } from "./wire-view.js";
 import type { EventHub } from "./worker-event.js";
 import type { ResolvedWorkerOptions } from "./worker-options.js";
@@ -27,6 +32,12 @@ export interface WelcomeInfo {
   readonly coordinator: string;
   readonly leaderEpoch: number;
   readonly resumed: boolean;
+  readonly incarnation: number;
+  /**
+   * The leader did not recognise the session this process already had: this is a new
+   * incarnation, which starts from nothing (every piece of work stops first).
+   */
+  readonly newIncarnation: boolean;
 }
 
 /** What a runner adds to each heartbeat. */
@@ -44,7 +55,7 @@ export interface HeartbeatLoad {
 export interface SessionRunner {
   /** A new stream was welcomed (before its assignment is delivered). */
   welcomed(info: WelcomeInfo, now: number): void;
-  /** The leader announced an assignment view (Welcome, Assignment or HeartbeatAck). */
+  /** The leader announced an assignment view (Welcome, Assignment or HeartbeatAck), in leader order. */
   view(view: AssignmentView, now: number, ack: boolean): void;
   /** The leader confirmed the session within its fence: work may run. */
   confirmed(now: number): void;
@@ -64,26 +75,29 @@ const clientVersion = "@org/worker-sdk/0.1.0";
 
 /**
  * The worker's session with the leading coordinator: one HeartbeatStream at a time
- * (following redirects, reconnecting with full-jitter backoff), Hello/Welcome, heartbeats and
- * their acks, half-open detection, and the self-fence. It delivers what the leader says to its
- * runners and sends what they ask; it knows nothing about shards or tasks.
+ * (following redirects, reconnecting with full-jitter backoff, avoiding replicas that stopped
+ * answering), Hello/Welcome, heartbeats and their acks, half-open detection, leader order
+ * (stale epochs and versions are rejected) and the self-fence. It delivers what the leader
+ * says to its runners and sends what they ask; it knows nothing about shards or tasks.
  */
 export class Session implements SessionPort {
   readonly #o: ResolvedWorkerOptions;
   readonly #hub: EventHub;
-  readonly #onFatal: (e: Error) => void;
+  readonly #onFatal: (e: WorkerError) => void;
   readonly #runners: SessionRunner[] = [];
-  readonly #fence = new SessionFence();
+  readonly #state = new SessionState();
+  readonly #picker: ReplicaPicker;
   readonly #closing = new AbortController();
   readonly #clients: CoordinatorClients;
   readonly #sampler = new LoadSampler();
-  #target: string;
   #out: Channel<MessageInitShape<typeof WorkerMessageSchema>> | undefined;
   #outSeq = 0n;
   #peerSeq = 0n;
   #sessionToken = "";
   #heartbeatIntervalMs = 1000;
-  #leaderEpoch = 0;
+  #incarnation = 0;
+  #everWelcomed = false;
+  #lastKnownVersion = 0;
   #tick: NodeJS.Timeout | undefined;
   #loop: Promise<void> | undefined;
   #welcomed: { resolve: () => void; reject: (e: Error) => void } | undefined;
@@ -94,11 +108,11 @@ export class Session implements SessionPort {
   #streamDone: (() => void) | undefined;
 
   /** `onFatal` is called with an error retrying cannot fix; the owner then closes everything. */
-  constructor(o: ResolvedWorkerOptions, hub: EventHub, onFatal: (e: Error) => void) {
+  constructor(o: ResolvedWorkerOptions, hub: EventHub, onFatal: (e: WorkerError) => void) {
     this.#o = o;
     this.#hub = hub;
     this.#onFatal = onFatal;
-    this.#target = o.coordinators[0] ?? "";
+    this.#picker = new ReplicaPicker(o.coordinators, 2 * this.#heartbeatIntervalMs);
     this.#clients = new CoordinatorClients(o.pingIntervalMs);
   }
 
@@ -116,13 +130,15 @@ export class Session implements SessionPort {
     });
     this.#tick = setInterval(() => this.tick(), 50);
     this.#loop = this.#connectLoop();
-    const timer = setTimeout(
-      () =>
-        this.#welcomed?.reject(
-          new WorkerError("unavailable", `no coordinator welcomed us within ${connectTimeoutMs} ms`),
+    const timer = setTimeout(() => {
+      const causes = this.#picker.causes();
+      this.#welcomed?.reject(
+        new WorkerError(
+          "unavailable",
+          `no coordinator welcomed us within ${connectTimeoutMs} ms (${causes === "" ? "no attempt finished" : causes})`,
         ),
-      connectTimeoutMs,
-    );
+      );
+    }, connectTimeoutMs);
     try {
       await first;
     } finally {
@@ -137,12 +153,16 @@ export class Session implements SessionPort {
   }
 
   get leaderEpoch(): number {
-    return this.#leaderEpoch;
+    return this.#state.leaderEpoch;
+  }
+
+  get incarnation(): number {
+    return this.#incarnation;
   }
 
   /** The replica the session talks to (or is about to). */
   get target(): string {
-    return this.#target;
+    return this.#picker.target;
   }
 
   get sessionToken(): string {
@@ -151,7 +171,7 @@ export class Session implements SessionPort {
 
   /** Whether the self-fence still holds at `now`. */
   valid(now: number): boolean {
-    return this.#fence.valid(now);
+    return this.#state.valid(now);
   }
 
   /** No runner is confirmed again from now on (the worker is closing). */
@@ -160,17 +180,25 @@ export class Session implements SessionPort {
     this.#confirmed = false;
   }
 
-  /** Checks the fence now: runners are told `fenced` the moment it ran out. */
+  /** Checks the fence now (runners are told `fenced` the moment it ran out), then ticks the runners. */
   tick(): void {
     const now = performance.now();
-    if (this.#confirmed && !this.#fence.valid(now)) {
-      this.#confirmed = false;
-      this.#hub.log({ event: "fenced", leaderEpoch: this.#leaderEpoch });
-      this.#hub.emit({ type: "fenced" });
-      for (const r of this.#runners) r.fenced(now);
-      return;
-    }
+    if (this.#checkFence(now)) return;
     for (const r of this.#runners) r.tick(now);
+  }
+
+  /**
+   * Tells the runners `fenced` when the fence ran out since they were confirmed. Called every
+   * 50 ms and before anything from the leader is acted on: a view that arrives after the fence
+   * ran out, but before the next tick, must not start anything.
+   */
+  #checkFence(now: number): boolean {
+    if (!this.#confirmed || this.#state.valid(now)) return false;
+    this.#confirmed = false;
+    this.#hub.log({ event: "fenced", leaderEpoch: this.#state.leaderEpoch });
+    this.#hub.emit({ type: "fenced" });
+    for (const r of this.#runners) r.fenced(now);
+    return true;
   }
 
   send(kind: Outbound): void {
@@ -180,11 +208,14 @@ export class Session implements SessionPort {
     out.push({ seq: this.#outSeq, ackSeq: this.#peerSeq, kind });
   }
 
-  /** Sends Leave on an open stream and waits (at most 1 s) for the leader to end it cleanly. */
-  async leave(reason: string): Promise<void> {
+  /**
+   * Sends Leave on an open stream and waits (at most 1 s) for the leader to end it cleanly.
+   * `restart`: a planned restart; the leader keeps the membership for its restart grace.
+   */
+  async leave(reason: string, restart: boolean): Promise<void> {
     const out = this.#out;
     if (out === undefined || out.closed) return;
-    this.send({ case: "leave", value: { reason } });
+    this.send({ case: "leave", value: { reason, restart } });
     await Promise.race([this.#loopIdle(), sleep(1000, undefined).catch(() => undefined)]);
   }
 
@@ -204,7 +235,12 @@ export class Session implements SessionPort {
 
   // ---- the connection loop -------------------------------------------------------------
 
-  #fail(e: Error): void {
+  /** How long a replica gets to answer an HTTP/2 PING before it counts as not answering. */
+  #probeTimeoutMs(): number {
+    return Math.min(1000, Math.max(100, this.#heartbeatIntervalMs / 2));
+  }
+
+  #fail(e: WorkerError): void {
     this.#welcomed?.reject(e);
     this.#onFatal(e);
   }
@@ -218,50 +254,84 @@ export class Session implements SessionPort {
 
   async #connectLoop(): Promise<void> {
     const signal = this.#closing.signal;
-    const { coordinators, backoff } = this.#o;
+    const { backoff } = this.#o;
     let attempt = 0;
-    let rotation = 0;
-    let redirects = 0;
+    const pause = async () => {
+      // While the fence still holds, our shards keep running only if we find the leader in
+      // time: poll at most half a heartbeat interval apart. Otherwise, the configured backoff.
+      const hurry = this.#everWelcomed && this.#state.valid(performance.now());
+      const capMs = hurry ? Math.min(backoff.capMs, this.#heartbeatIntervalMs / 2) : backoff.capMs;
+      await sleep(backoffDelay(attempt, { ...backoff, capMs }), signal).catch(() => undefined);
+      attempt += 1;
+    };
     while (!signal.aborted) {
-      const target = this.#target;
+      const target = this.#picker.target;
+      if (this.#picker.isSuspect(target)) {
+        // It failed to answer us before: check that it answers at all before waiting on it.
+        const probeMs = this.#probeTimeoutMs();
+        if (await probeReplica(target, probeMs, signal)) this.#picker.answered(target);
+        else {
+          if (signal.aborted) break;
+          const message = `no answer to an HTTP/2 PING within ${probeMs} ms`;
+          this.#hub.log({ event: "replica_unresponsive", coordinator: target, message });
+          const step = this.#picker.failed(
+            { cause: `UNRESPONSIVE: ${message}`, leader: undefined, unresponsive: true },
+            performance.now(),
+          );
+          if (step.backoff) await pause();
+          continue;
+        }
+      }
       let welcomed = false;
+      let failure: StreamFailure;
       try {
         await this.#runStream(target, () => {
           attempt = 0;
-          redirects = 0;
           welcomed = true;
+          this.#picker.welcomed();
         });
-        this.#hub.emit({ type: "disconnected", coordinator: target, reason: "stream ended" });
+        failure = {
+          code: "OK",
+          message: "stream ended",
+          leader: undefined,
+          fatal: undefined,
+          unresponsive: false,
+        };
       } catch (e) {
         if (signal.aborted) break;
-        const ce = ConnectError.from(e);
-        const leader = ce.metadata.get("x-shard-leader");
-        this.#hub.log({
-          event: "stream_failed",
-          coordinator: target,
-          code: Code[ce.code],
-          message: ce.rawMessage,
-          leader,
-        });
-        if (welcomed) this.#hub.emit({ type: "disconnected", coordinator: target, reason: ce.rawMessage });
-        if (ce.code === Code.InvalidArgument) {
-          // Our group or node id is invalid: retrying cannot fix it.
-          this.#fail(new WorkerError("refused", ce.rawMessage, { cause: ce }));
-          break;
-        }
-        if (leader !== null && leader !== "" && leader !== target && redirects < 3) {
-          redirects += 1;
-          this.#target = leader;
-          continue; // a follower named the leader: go straight there
-        }
+        failure = classifyStreamError(e);
       }
       if (signal.aborted) break;
-      // No leader named (or a redirect loop): rotate through the configured replicas.
-      rotation = (rotation + 1) % coordinators.length;
-      this.#target = coordinators[rotation] ?? target;
-      redirects = 0;
-      await sleep(backoffDelay(attempt, backoff), signal).catch(() => undefined);
-      attempt += 1;
+      this.#hub.log({
+        event: welcomed ? "stream_lost" : "stream_failed",
+        coordinator: target,
+        code: failure.code,
+        message: failure.message,
+        leader: failure.leader,
+      });
+      this.#hub.emit({
+        type: "disconnected",
+        coordinator: target,
+        code: failure.code,
+        message: failure.message,
+        reason: `${failure.code}: ${failure.message}`,
+        welcomed,
+        leader: failure.leader,
+      });
+      // A refusal retrying cannot fix ends the worker; but once we were welcomed, one replica
+      // that is not a coordinator (a bad address in the list) is only avoided.
+      if (failure.fatal !== undefined && !(this.#everWelcomed && failure.fatal === "not_coordinator")) {
+        this.#fail(new WorkerError(failure.fatal, `${target}: ${failure.message}`));
+        break;
+      }
+      const unresponsive = failure.unresponsive || failure.fatal !== undefined;
+      // Its connection may be the wedged part: the next attempt there opens a fresh one.
+      if (unresponsive) this.#clients.reset(target);
+      const step = this.#picker.failed(
+        { cause: `${failure.code}: ${failure.message}`, leader: failure.leader, unresponsive },
+        performance.now(),
+      );
+      if (step.backoff) await pause();
     }
   }
 
@@ -274,6 +344,7 @@ export class Session implements SessionPort {
     this.#out = out;
     this.#outSeq = 0n;
     this.#peerSeq = 0n;
+    this.#state.newStream();
     const o = this.#o;
     const helloSentAt = performance.now();
     this.send({
@@ -291,74 +362,78 @@ export class Session implements SessionPort {
     });
     let welcomed = false;
     let heartbeat: NodeJS.Timeout | undefined;
-    // A replica that is paused (SIGSTOP) still accepts TCP connections in the kernel, but never
-    // answers: a reconnect must not wait on it past the self-fence. Resuming a session writes
-    // nothing on the leader, so its Welcome is quick; a first join (etcd writes) gets no bound.
-    const welcomeTimer =
-      this.#sessionToken === ""
-        ? undefined
-        : setTimeout(
-            () =>
-              streamAbort.abort(
-                new WorkerError(
-                  "unavailable",
-                  `no Welcome from ${target} within ${2 * this.#heartbeatIntervalMs} ms`,
-                ),
-              ),
-            Math.max(500, 2 * this.#heartbeatIntervalMs),
-          );
-    let lastAckAt = performance.now();
+    const beat = () => {
+      heartbeat = setTimeout(beat, this.#heartbeatIntervalMs);
+      this.#sendHeartbeat();
+    };
+    const watchdog = new StreamWatchdog({
+      target,
+      resuming: this.#sessionToken !== "",
+      startedAt: helloSentAt,
+      intervalMs: () => this.#heartbeatIntervalMs,
+      probeTimeoutMs: () => this.#probeTimeoutMs(),
+      probe: (ms) => probeReplica(target, ms, streamAbort.signal),
+      abort: (reason) => streamAbort.abort(reason),
+      log: (entry) => this.#hub.log(entry),
+    });
     try {
       for await (const msg of this.client(target).heartbeatStream(out, { signal: streamAbort.signal })) {
         this.#peerSeq = msg.seq;
         const now = performance.now();
+        this.#checkFence(now);
         const kind = msg.kind;
         if (kind.case === "welcome") {
-          clearTimeout(welcomeTimer);
           const w = kind.value;
+          const d = this.#state.welcome(
+            {
+              leaderEpoch: Number(w.leaderEpoch),
+              view: w.assignment === undefined ? undefined : viewOfAssignment(w.assignment),
+              sessionTimeoutMs: w.sessionTimeoutMs,
+              helloSentAt,
+            },
+            now,
+          );
+          if (d.stale !== undefined) {
+            this.#rejectStale(target, d.stale, streamAbort);
+            break;
+          }
           welcomed = true;
+          watchdog.welcomed(now);
           this.#connectedTo = target;
           onWelcome();
+          const newIncarnation = !w.resumed && this.#everWelcomed;
+          this.#everWelcomed = true;
           this.#sessionToken = w.sessionToken;
-          this.#leaderEpoch = Number(w.leaderEpoch);
-          this.#heartbeatIntervalMs = Math.max(50, w.heartbeatIntervalMs);
-          this.#fence.configure(w.sessionTimeoutMs);
-          this.#fence.welcomed(helloSentAt);
+          this.#incarnation = Number(w.incarnation);
+          this.#setInterval(w.heartbeatIntervalMs);
           const info: WelcomeInfo = {
             coordinator: target,
-            leaderEpoch: this.#leaderEpoch,
+            leaderEpoch: this.#state.leaderEpoch,
             resumed: w.resumed,
+            incarnation: this.#incarnation,
+            newIncarnation,
           };
-          for (const r of this.#runners) r.welcomed(info, now);
-          lastAckAt = now;
           this.#hub.log({
             event: "welcomed",
             coordinator: target,
-            leaderEpoch: this.#leaderEpoch,
+            leaderEpoch: info.leaderEpoch,
             resumed: w.resumed,
-            version: Number(w.assignment?.version ?? 0n),
+            incarnation: info.incarnation,
+            newIncarnation,
+            version: d.view?.version ?? 0,
+            phase: d.view?.phase,
           });
+          for (const r of this.#runners) r.welcomed(info, now);
           this.#hub.emit({
             type: "connected",
             coordinator: target,
-            leaderEpoch: this.#leaderEpoch,
+            leaderEpoch: info.leaderEpoch,
             resumed: w.resumed,
+            incarnation: info.incarnation,
           });
-          if (w.assignment !== undefined) this.#deliverView(viewOfAssignment(w.assignment), now, false);
-          this.#confirm(now);
-          heartbeat = setInterval(() => {
-            if (performance.now() - lastAckAt > 3 * this.#heartbeatIntervalMs) {
-              // Half-open: the connection looks fine but nothing answers. Drop it and reconnect.
-              this.#hub.log({
-                event: "no_ack",
-                coordinator: target,
-                silentMs: Math.round(performance.now() - lastAckAt),
-              });
-              streamAbort.abort(new WorkerError("unavailable", "no heartbeat ack for 3 intervals"));
-              return;
-            }
-            this.#sendHeartbeat();
-          }, this.#heartbeatIntervalMs);
+          if (d.view !== undefined) this.#deliverView(d.view, now, false);
+          if (d.confirm) this.#confirm(now);
+          beat();
           this.#welcomed?.resolve();
           continue;
         }
@@ -366,17 +441,36 @@ export class Session implements SessionPort {
         switch (kind.case) {
           case "heartbeatAck": {
             const ack = kind.value;
-            lastAckAt = now;
+            watchdog.acked(now);
             if (!ack.accepted) break;
+            if (ack.heartbeatIntervalMs > 0) this.#setInterval(ack.heartbeatIntervalMs);
+            const d = this.#state.ack(
+              {
+                leaderEpoch: Number(ack.leaderEpoch),
+                view: viewOfAck(ack),
+                heartbeatSeq: ack.heartbeatSeq,
+                sessionTimeoutMs: ack.sessionTimeoutMs,
+              },
+              now,
+            );
+            if (d.stale !== undefined) {
+              this.#rejectStale(target, d.stale, streamAbort);
+              break;
+            }
             // The ack's view first: confirming first would restart shards of a stale version.
-            const acked = this.#fence.acked(ack.heartbeatSeq);
-            this.#deliverView(viewOfAck(ack), now, true);
-            if (acked && this.#fence.valid(now)) this.#confirm(now);
+            if (d.view !== undefined) this.#deliverView(d.view, now, true);
+            if (d.confirm) this.#confirm(now);
             break;
           }
-          case "assignment":
-            this.#deliverView(viewOfAssignment(kind.value), now, false);
+          case "assignment": {
+            const d = this.#state.assignment(viewOfAssignment(kind.value));
+            if (d.stale !== undefined) {
+              this.#rejectStale(target, d.stale, streamAbort);
+              break;
+            }
+            if (d.view !== undefined) this.#deliverView(d.view, performance.now(), false);
             break;
+          }
           case "command":
             this.#command(kind.value);
             break;
@@ -386,10 +480,17 @@ export class Session implements SessionPort {
           default:
             break;
         }
+        if (streamAbort.signal.aborted) break;
       }
+      // Ended by our own abort (a stale leader, or the watchdog): report why.
+      const reason: unknown = streamAbort.signal.reason;
+      if (reason instanceof StreamAbort) throw reason;
+    } catch (e) {
+      const reason: unknown = streamAbort.signal.reason;
+      throw reason instanceof StreamAbort ? reason : e;
     } finally {
-      clearInterval(heartbeat);
-      clearTimeout(welcomeTimer);
+      watchdog.close();
+      clearTimeout(heartbeat);
       this.#connectedTo = undefined;
       this.#closing.signal.removeEventListener("abort", onClose);
       out.close();
@@ -399,9 +500,48 @@ export class Session implements SessionPort {
     }
   }
 
-  #lastKnownVersion = 0;
+  /** Applies a heartbeat interval the leader named (Welcome, or an ack after a config change). */
+  #setInterval(ms: number): void {
+    const next = Math.max(50, ms);
+    this.#heartbeatIntervalMs = next;
+    // A replica that stopped answering is avoided for 2 intervals: long enough for followers
+    // to stop naming a paused leader in most failovers, short enough to come back to a leader
+    // that was only slow before our fence runs out.
+    this.#picker.recheckMs = 2 * next;
+  }
+
+  #rejectStale(target: string, stale: Staleness, streamAbort: AbortController): void {
+    this.#hub.log({
+      event: "stale_view",
+      coordinator: target,
+      reason: stale.reason,
+      leaderEpoch: stale.epoch,
+      version: stale.version,
+      seenEpoch: stale.seenEpoch,
+      actedVersion: stale.actedVersion,
+    });
+    this.#hub.emit({
+      type: "stale_view",
+      coordinator: target,
+      reason: stale.reason,
+      leaderEpoch: stale.epoch,
+      version: stale.version,
+      seenEpoch: stale.seenEpoch,
+      actedVersion: stale.actedVersion,
+    });
+    streamAbort.abort(
+      new StreamAbort(
+        "STALE_LEADER",
+        stale.reason === "stale_epoch"
+          ? `leader epoch ${stale.epoch} is older than epoch ${stale.seenEpoch} already seen`
+          : `version ${stale.version} is older than version ${stale.actedVersion} already acted on in epoch ${stale.epoch}`,
+      ),
+    );
+  }
 
   #deliverView(view: AssignmentView, now: number, ack: boolean): void {
+    // The message may have shortened the fence (a new session timeout): nothing may start past it.
+    this.#checkFence(now);
     if (view.version > this.#lastKnownVersion) this.#lastKnownVersion = view.version;
     for (const r of this.#runners) r.view(view, now, ack);
   }
@@ -429,7 +569,7 @@ export class Session implements SessionPort {
   #sendHeartbeat(): void {
     const now = performance.now();
     const seq = this.#outSeq + 1n;
-    this.#fence.sent(seq, now);
+    this.#state.sent(seq, now);
     let load = 0;
     try {
       load = this.#o.load?.() ?? 0;

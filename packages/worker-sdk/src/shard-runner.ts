@@ -25,7 +25,7 @@ export class ShardRunner implements SessionRunner {
   readonly #ownership: Ownership;
   readonly #handlers = new Map<number, RunningHandler>();
   #handler: ShardHandler | undefined;
-  #runDone: { promise: Promise<void>; resolve: () => void } | undefined;
+  #runDone: PromiseWithResolvers<void> | undefined;
   #strategy = "";
   #retiring = false;
 
@@ -61,8 +61,8 @@ export class ShardRunner implements SessionRunner {
     if (this.#handler !== undefined)
       throw new WorkerError("invalid_options", "runShards may only be called once");
     this.#handler = handler;
-    const { promise, resolve } = Promise.withResolvers<void>();
-    this.#runDone = { promise, resolve };
+    this.#runDone = Promise.withResolvers<void>();
+    const { promise } = this.#runDone;
     const v = this.#ownership.latest;
     if (v !== undefined) {
       for (const id of this.#ownership.running)
@@ -73,8 +73,19 @@ export class ShardRunner implements SessionRunner {
 
   // ---- SessionRunner ---------------------------------------------------------------------
 
-  welcomed(_info: WelcomeInfo, _now: number): void {
-    this.#ownership.newSession();
+  welcomed(info: WelcomeInfo, now: number): void {
+    if (!info.newIncarnation) {
+      this.#ownership.newSession();
+      return;
+    }
+    // The leader did not know our session: whatever we run may be someone else's by now.
+    this.#hub.log({
+      event: "new_incarnation",
+      incarnation: info.incarnation,
+      coordinator: info.coordinator,
+      stopping: this.#ownership.running,
+    });
+    this.#apply(this.#ownership.newIncarnation(now));
   }
 
   view(view: AssignmentView, now: number, ack: boolean): void {
@@ -128,9 +139,10 @@ export class ShardRunner implements SessionRunner {
     await Promise.all([...this.#handlers.values()].map((h) => h.done));
   }
 
-  /** Resolves the promise runShards returned. */
-  close(): void {
-    this.#runDone?.resolve();
+  /** Settles the promise runShards returned: resolved, or rejected with the error that ended the worker. */
+  close(error: Error | undefined): void {
+    if (error === undefined) this.#runDone?.resolve();
+    else this.#runDone?.reject(error);
   }
 
   // ---- handlers --------------------------------------------------------------------------

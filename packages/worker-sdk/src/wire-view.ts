@@ -5,8 +5,8 @@ function phaseOf(p: AssignmentPhase): Phase {
   return p === AssignmentPhase.ACTIVE ? "active" : p === AssignmentPhase.PENDING ? "pending" : "none";
 }
 
-/** The view an Assignment message (in Welcome, or pushed) announces. */
-export function viewOfAssignment(a: Assignment): AssignmentView {
+/** The view an Assignment message (in Welcome, or pushed) announces; the session adds the epoch. */
+export function viewOfAssignment(a: Assignment): Omit<AssignmentView, "leaderEpoch"> {
   return {
     version: Number(a.version),
     phase: phaseOf(a.phase),
@@ -17,7 +17,7 @@ export function viewOfAssignment(a: Assignment): AssignmentView {
 }
 
 /** The view a HeartbeatAck carries (it names no strategy: "" means "as before"). */
-export function viewOfAck(a: HeartbeatAck): AssignmentView {
+export function viewOfAck(a: HeartbeatAck): Omit<AssignmentView, "leaderEpoch"> {
   return {
     version: Number(a.shardVersion),
     phase: phaseOf(a.phase),

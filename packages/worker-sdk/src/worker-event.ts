@@ -25,22 +25,60 @@ export interface WorkerAssignment {
   readonly running: readonly number[];
 }
 
-/** What happens to a worker, as data (see `Worker.events`). */
-export type WorkerEvent =
+/** A worker event without its timestamp (what the SDK's parts emit). */
+export type WorkerEventBody =
   | {
+      /** A stream was welcomed by the leader. */
       readonly type: "connected";
       readonly coordinator: string;
       readonly leaderEpoch: number;
+      /** The leader recognised our session (no new incarnation). */
       readonly resumed: boolean;
+      /** This membership's incarnation (0 when the coordinator does not say). */
+      readonly incarnation: number;
     }
-  | { readonly type: "disconnected"; readonly coordinator: string; readonly reason: string }
+  | {
+      /**
+       * A stream attempt ended: a welcomed stream was lost, or an attempt failed (a refused
+       * connection, a follower naming the leader, no answer). `code` is the gRPC status name,
+       * or NO_ACK / NO_WELCOME / UNRESPONSIVE / STALE_LEADER for our own reasons.
+       */
+      readonly type: "disconnected";
+      readonly coordinator: string;
+      readonly code: string;
+      readonly message: string;
+      /** `code: message`, for a log line. */
+      readonly reason: string;
+      /** Whether this stream had been welcomed. */
+      readonly welcomed: boolean;
+      /** The leader a follower named, when one did. */
+      readonly leader: string | undefined;
+    }
   | { readonly type: "assignment"; readonly assignment: WorkerAssignment }
+  | {
+      /**
+       * A message from the leader was rejected: from a leader epoch lower than one already
+       * seen (`stale_epoch`), or with a version lower than one acted on in the same epoch
+       * (`stale_version`). Nothing was acted on, the session was not extended, and the
+       * stream is dropped.
+       */
+      readonly type: "stale_view";
+      readonly coordinator: string;
+      readonly reason: "stale_epoch" | "stale_version";
+      readonly leaderEpoch: number;
+      readonly version: number | undefined;
+      readonly seenEpoch: number;
+      readonly actedVersion: number;
+    }
   | { readonly type: "fenced" }
   | { readonly type: "shard_started"; readonly shard: Shard }
   | { readonly type: "shard_stopped"; readonly shard: Shard }
   | { readonly type: "shard_stop_overdue"; readonly shard: Shard }
   | { readonly type: "released"; readonly version: number }
   | { readonly type: "closed"; readonly error: Error | undefined };
+
+/** What happens to a worker, as data (see `Worker.events`); `at` is the wall-clock time in ms. */
+export type WorkerEvent = WorkerEventBody & { readonly at: number };
 
 /**
  * Where the session and the runners report to: event subscribers (each with its own bounded
@@ -68,8 +106,10 @@ export class EventHub {
     return ch;
   }
 
-  emit(e: WorkerEvent): void {
-    for (const s of this.#subscribers) s.push(e);
+  /** Stamps `e` with the time and hands it to every subscriber. */
+  emit(e: WorkerEventBody): void {
+    const event: WorkerEvent = { ...e, at: Date.now() };
+    for (const s of this.#subscribers) s.push(event);
   }
 
   log(entry: Record<string, unknown>): void {

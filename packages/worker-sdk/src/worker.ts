@@ -39,7 +39,9 @@ export class Worker implements AsyncDisposable {
     this.#o = options;
     this.#hub = new EventHub(options.onLog, { group: options.group, node: options.nodeId });
     this.#session = new Session(options, this.#hub, (e) => {
-      this.#closeError = e;
+      // A refusal retrying cannot fix: stop every handler first, then close with the error.
+      this.#closeError ??= e;
+      this.#hub.log({ event: "worker_failed", code: e.code, message: e.message });
       void this.close();
     });
     this.#shards = new ShardRunner(options, this.#hub, this.#session);
@@ -79,6 +81,14 @@ export class Worker implements AsyncDisposable {
   }
 
   /**
+   * This membership's incarnation, from the last Welcome: one more each time the leader did
+   * not recognise the session and started a new one (0 when the coordinator does not say).
+   */
+  get incarnation(): number {
+    return this.#session.incarnation;
+  }
+
+  /**
    * Whether this worker may process `taskId` right now: its shard (`shardOf(taskId,
    * totalShards)`: integers modulo the shard count, other strings by 32-bit FNV-1a) runs here
    * in an active version and the session is not fenced.
@@ -96,7 +106,9 @@ export class Worker implements AsyncDisposable {
   /**
    * Runs `handler` for every shard this worker owns, starting each when its version is
    * active and aborting its signal the moment the shard is lost (or the session fenced).
-   * Resolves when the worker closes and every handler has returned.
+   * Resolves when the worker closes and every handler has returned; rejects instead with the
+   * {@link WorkerError} that ended the worker, if one did (e.g. `already_exists`: another
+   * process took this node id over).
    *
    * @example
    * ```ts
@@ -187,20 +199,34 @@ export class Worker implements AsyncDisposable {
   }
 
   /**
-   * Leaves gracefully: stops every shard handler (waiting for them), sends Leave so the leader
-   * moves the shards at once, and closes the connection. Idempotent.
+   * Closes the worker: stops every shard handler (waiting for them to return), tells the
+   * leader, waits briefly for the clean end of the stream, and closes the connection and
+   * every timer. Idempotent (the first call's options apply).
+   *
+   * - `close()`: a graceful leave. The member is removed at once and its shards move to the
+   *   others in a new version (not after a session timeout).
+   * - `close({ restart: true })`: a planned restart (deploy, rolling update). The shards are
+   *   released but the membership stays for the coordinator's restart grace: the next
+   *   process with the same node id gets the same shards back with no new version, so a
+   *   rolling restart of every worker of a group causes no rebalance at all.
+   *
+   * @example
+   * ```ts
+   * process.once("SIGTERM", () => void worker.close({ restart: true }));
+   * ```
    */
-  close(): Promise<void> {
+  close(options: { restart?: boolean } = {}): Promise<void> {
     this.#closed ??= (async () => {
       // From here on nothing may start again, whatever the leader says.
       this.#session.retire();
       this.#shards.retire(performance.now());
       await this.#shards.idle();
-      // Give the leader a moment to answer Leave with a clean end of stream.
-      await this.#session.leave("close()");
+      // Every handler returned: the leader may hand our shards on at once.
+      const restart = options.restart === true && this.#closeError === undefined;
+      await this.#session.leave(restart ? "close({ restart: true })" : "close()", restart);
       this.#closing.abort(new WorkerError("closed", "worker closed"));
       await this.#session.close();
-      this.#shards.close();
+      this.#shards.close(this.#closeError);
       this.#hub.emit({ type: "closed", error: this.#closeError });
       this.#hub.close();
       return this.#closeError;
