@@ -1,47 +1,21 @@
 import { spawnSync } from "node:child_process";
 import { status } from "@grpc/grpc-js";
 import { AssignmentPhase } from "@org/proto";
-import { connectWorker, type Worker } from "@org/worker-sdk";
+import { connectWorker } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
-import { readAssignment } from "./support/coordinator-state.js";
+import { assignmentOf, startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import { fetchShardData, getShardInfo, RawStream } from "./support/raw-client.js";
-import { coordinatorBin, RmCluster } from "./support/rm-cluster.js";
-import { fastFlags, useTestEnv } from "./support/test-env.js";
+import { coordinatorBin, type RmCluster } from "./support/rm-cluster.js";
+import { useTestEnv } from "./support/test-env.js";
 
 // Real etcd (3 members), real replica processes killed for real. Timings are short so the
 // suite stays fast, but keep the ratios of the defaults: session timeout well above the
 // leader TTL, so a leader failover never outlasts a worker's self-fence.
 const env = useTestEnv(3);
 
-async function cluster(extra: string[] = []): Promise<RmCluster> {
-  const c = await RmCluster.start({ etcd: env.etcd.endpoints, args: [...fastFlags, ...extra] });
-  env.cleanup(() => c.stop());
-  return c;
-}
-
-async function worker(c: RmCluster, nodeId: string, group = "g1"): Promise<Worker> {
-  const w = await connectWorker({ coordinators: c.addresses, group, nodeId });
-  env.cleanup(() => w.close());
-  return w;
-}
-
-async function until<T>(fn: () => Promise<T> | T, pred: (v: T) => boolean, timeoutMs = 15_000): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  let v = await fn();
-  while (!pred(v)) {
-    if (performance.now() > deadline)
-      throw new Error(
-        `condition not met within ${timeoutMs} ms; last value ${JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? String(x) : x))}`,
-      );
-    await new Promise((r) => setTimeout(r, 25));
-    v = await fn();
-  }
-  return v;
-}
-
-function assignment(c: RmCluster, group = "g1") {
-  return readAssignment(env.client, c.namespace, group);
-}
+const cluster = (extra: string[] = []) => startCluster(env, extra);
+const worker = (c: RmCluster, nodeId: string, group = "g1") => startWorker(env, c, nodeId, group);
+const assignment = (c: RmCluster, group = "g1") => assignmentOf(env, c, group);
 
 describe("coordinator replicas", () => {
   it("only the leader accepts HeartbeatStream; followers refuse with UNAVAILABLE naming it", async () => {

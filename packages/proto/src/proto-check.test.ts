@@ -50,7 +50,7 @@ describe("pnpm proto:check", () => {
     const root = copy();
     const text = readFileSync(join(root, proto), "utf8").replace(
       "message Leave {\n",
-      "message Leave {\n  // new\n  string note = 2;\n",
+      "message Leave {\n  // new\n  string note = 99;\n",
     );
     writeFileSync(join(root, proto), text);
     const r = run(root);

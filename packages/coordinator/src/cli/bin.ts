@@ -8,6 +8,7 @@ import { resolveReplicaOptions } from "../replica/replica-options.js";
 import { startHttpServer } from "../server/http-server.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { keyLayout } from "../store/keys.js";
+import { requestRepair, setClusterSettings } from "./admin-commands.js";
 import { formatStatus, readStatus } from "./status-report.js";
 
 // Exit codes: 0 ok, 1 runtime failure, 2 invalid usage or settings (one clear line on stderr).
@@ -77,6 +78,46 @@ program
   )
   .addOption(
     new Option(
+      "--rebalance-max-delay <ms>",
+      "longest wait from the first change of a burst to its version, however many follow (default: 5 x rebalance delay)",
+    ).env("RM_REBALANCE_MAX_DELAY"),
+  )
+  .addOption(
+    new Option(
+      "--restart-grace <ms>",
+      "a worker that left for a planned restart keeps its membership and shards this long (default: session timeout)",
+    ).env("RM_RESTART_GRACE"),
+  )
+  .addOption(
+    new Option("--hello-timeout <ms>", "a stream that sends no Hello this long after opening is closed")
+      .env("RM_HELLO_TIMEOUT")
+      .default("10000"),
+  )
+  .addOption(
+    new Option("--max-streams <n>", "worker streams one replica holds at most (RESOURCE_EXHAUSTED beyond)")
+      .env("RM_MAX_STREAMS")
+      .default("50000"),
+  )
+  .addOption(
+    new Option("--max-streams-per-connection <n>", "concurrent HTTP/2 streams one client connection may open")
+      .env("RM_MAX_STREAMS_PER_CONNECTION")
+      .default("1000"),
+  )
+  .addOption(
+    new Option("--unary-rate <n>", "GetShardInfo/FetchShardData calls per second per replica (burst: twice)")
+      .env("RM_UNARY_RATE")
+      .default("2000"),
+  )
+  .addOption(
+    new Option(
+      "--unary-rate-per-node <n>",
+      "GetShardInfo/FetchShardData calls per second per (group, node) (burst: twice)",
+    )
+      .env("RM_UNARY_RATE_PER_NODE")
+      .default("20"),
+  )
+  .addOption(
+    new Option(
       "--strategy <name>",
       "default strategy: modulo (totalShards = members) or sticky (fixed --shards, minimal moves)",
     )
@@ -108,6 +149,13 @@ program
         sessionTimeoutMs: o.sessionTimeout,
         memberLeaseTtlSec: o.memberLeaseTtl,
         rebalanceDelayMs: o.rebalanceDelay,
+        rebalanceMaxDelayMs: o.rebalanceMaxDelay,
+        restartGraceMs: o.restartGrace,
+        helloTimeoutMs: o.helloTimeout,
+        maxStreams: o.maxStreams,
+        maxStreamsPerConnection: o.maxStreamsPerConnection,
+        unaryRatePerSecond: o.unaryRate,
+        unaryRatePerNode: o.unaryRatePerNode,
         strategy: o.strategy,
         shards: o.shards,
         httpListen: o.httpListen,
@@ -212,6 +260,90 @@ program
       client.close();
     }
   });
+
+program
+  .command("repair")
+  .description(
+    "ask the leader for a fresh, higher version of a group from its live members, every member releasing first (after a corrupt assignment record, or etcd restored from a backup)",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .option("--timeout <ms>", "how long to wait for the leader's new version", "30000")
+  .action(async (o: { etcd: string; namespace: string; group: string; timeout: string }) => {
+    const client = createEtcdClient(o.etcd.split(","));
+    try {
+      const r = await requestRepair(client, keyLayout(o.namespace), o.group, Number(o.timeout));
+      process.stdout.write(`repair ${r.id}: group ${o.group} is at version ${r.version} (${r.phase})\n`);
+    } finally {
+      client.close();
+    }
+  });
+
+const config = program
+  .command("config")
+  .description("the cluster settings every leader applies (<ns>/config)");
+config
+  .command("get")
+  .description("print the cluster settings record")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .action(async (o: { etcd: string; namespace: string }) => {
+    const client = createEtcdClient(o.etcd.split(","));
+    try {
+      const raw = await client.get(keyLayout(o.namespace).clusterConfig).string();
+      process.stdout.write(`${raw ?? "no cluster settings yet (the first leader writes them)"}\n`);
+    } finally {
+      client.close();
+    }
+  });
+config
+  .command("set")
+  .description(
+    "change the cluster settings; the leader applies them safely (a shorter session timeout expels with the old one until every worker has heard the new one)",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .option("--session-timeout <ms>", "a member silent this long is expelled")
+  .option("--heartbeat-interval <ms>", "interval workers heartbeat at")
+  .option("--strategy <name>", "default strategy of groups without a config: modulo or sticky")
+  .option("--shards <n>", "default shard count of sticky groups")
+  .action(
+    async (o: {
+      etcd: string;
+      namespace: string;
+      sessionTimeout?: string;
+      heartbeatInterval?: string;
+      strategy?: string;
+      shards?: string;
+    }) => {
+      const num = (name: string, v: string | undefined) => {
+        if (v === undefined) return undefined;
+        const n = Number(v);
+        if (!Number.isInteger(n) || n <= 0)
+          usageError(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
+        return n;
+      };
+      if (o.strategy !== undefined && o.strategy !== "modulo" && o.strategy !== "sticky")
+        usageError(`--strategy must be modulo or sticky, got ${JSON.stringify(o.strategy)}`);
+      const change = {
+        sessionTimeoutMs: num("session-timeout", o.sessionTimeout),
+        heartbeatIntervalMs: num("heartbeat-interval", o.heartbeatInterval),
+        strategy: o.strategy as "modulo" | "sticky" | undefined,
+        shards: num("shards", o.shards),
+      };
+      const client = createEtcdClient(o.etcd.split(","));
+      try {
+        const next = await setClusterSettings(client, keyLayout(o.namespace), change);
+        process.stdout.write(`${JSON.stringify(next)}\n`);
+      } catch (e) {
+        if (e instanceof CoordinatorError && e.code === "invalid_config") usageError(e.message);
+        throw e;
+      } finally {
+        client.close();
+      }
+    },
+  );
 
 try {
   await program.parseAsync(process.argv);

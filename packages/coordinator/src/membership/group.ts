@@ -1,148 +1,166 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { status } from "@grpc/grpc-js";
-import { AssignmentPhase, type AssignmentSchema, type Heartbeat, type Hello, type Release } from "@org/proto";
+import {
+  AssignmentPhase,
+  type AssignmentSchema,
+  type Heartbeat,
+  type Hello,
+  type Leave,
+  type Release,
+} from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
 import type { FencedStore } from "../leadership/fenced-store.js";
 import type { LeaseKeeper } from "../leadership/lease-keeper.js";
 import type { ReplicaOptions } from "../replica/replica-options.js";
+import type { EffectiveSettings } from "../replica/settings.js";
 import type { StreamStatus, WorkerSession } from "../server/worker-session.js";
-import { type Owners, ownersEqual, type Plan, planAssignment, primaryShard } from "../sharding/assignment.js";
+import {
+  type Owners,
+  ownersEqual,
+  type Plan,
+  planAssignment,
+  primaryShard,
+  type StrategyName,
+} from "../sharding/assignment.js";
 import type { KeyLayout } from "../store/keys.js";
 import {
   type AssignmentRecord,
-  assignmentRecordSchema,
   type GroupConfig,
+  type GroupControl,
   groupConfigSchema,
+  groupControlSchema,
   type MemberRecord,
-  memberRecordSchema,
   parseRecord,
 } from "../store/records.js";
+import { ControlWatch } from "./control-watch.js";
+import { DeadlineQueue } from "./deadline-queue.js";
+import { Debounce } from "./debounce.js";
+import { readGroup, type StoredGroup, salvageVersion } from "./group-state.js";
+import { mayActivate, planHandoff } from "./handoff.js";
+import { decideHello, supersededUntil } from "./incarnation.js";
+import { liveIncarnation, type Member, mayRun, noLoad, recordState, runState } from "./member.js";
 
-/** What a group needs from the leader that owns it. */
+/** What a group needs from the leader that serves it. */
 export interface GroupContext {
   readonly group: string;
   readonly options: ReplicaOptions;
+  /** The cluster settings in force now. */
+  settings(): EffectiveSettings;
   readonly epoch: number;
+  /** Monotonic ms when this leadership began (loaded members count as acked then). */
+  readonly leaderStart: number;
   readonly keys: KeyLayout;
   readonly client: Etcd3;
   readonly store: FencedStore;
   readonly keeper: LeaseKeeper;
   readonly log: Logger;
+  /** Whether we still lead (checked before a Welcome, as before an ack). */
+  holds(): boolean;
   /** Monotonic milliseconds (performance.now()). */
   now(): number;
 }
 
-interface Member {
-  record: MemberRecord;
-  leaseId: string;
-  lastSeen: number;
-  lastKeepAliveAt: number;
-  heardSinceKeepAlive: boolean;
-  session: WorkerSession | undefined;
-  expelling: boolean;
-  load: number;
-}
+type GroupMember = Member<WorkerSession>;
 
 interface Handoff {
   readonly version: number;
   readonly awaiting: Set<string>;
   /** After this, losers that have not released are expelled. */
   readonly deadline: number;
-  /** Expelled-but-alive losers fence themselves by then; gainers must not start before. */
-  activateNotBefore: number;
+  /** Incarnations that cannot release stop by then; the version waits for it. */
+  fencesUntil: number;
 }
 
+/** Why a group is degraded: one entry per kind of problem, cleared when it is resolved. */
+export type DegradedReason = "assignment_invalid" | "config_invalid" | "control_invalid" | "member_invalid";
+
 export type AssignmentView = MessageInitShape<typeof AssignmentSchema>;
+
+/** A member as the status view shows it. */
+export interface MemberSnapshot {
+  readonly nodeId: string;
+  readonly incarnation: number;
+  readonly state: MemberRecord["state"];
+  readonly connected: boolean;
+  readonly lastSeenMsAgo: number;
+  readonly capacity: number;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly replica: string;
+  readonly load: Member["load"];
+  readonly corrupt?: string;
+}
+
+export interface GroupSnapshot {
+  readonly group: string;
+  readonly members: MemberSnapshot[];
+  readonly assignment: AssignmentRecord | undefined;
+  readonly degraded: Readonly<Partial<Record<DegradedReason, string>>>;
+  readonly ownershipUnknown: boolean;
+  readonly awaitingRelease: string[];
+}
 
 const sha256 = (s: string) => createHash("sha256").update(s).digest("hex");
 const newToken = () => randomBytes(18).toString("base64url");
 const capacityOf = (c: number) => (Number.isInteger(c) && c > 0 ? c : 1);
+const sameLabels = (a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>) =>
+  JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
+
+// Deadline keys besides node ids (`~` cannot appear in a node id).
+const REBALANCE = "~rebalance";
+const HANDOFF = "~handoff";
+const ADOPT = "~adopt";
 
 /**
- * One worker group on the leader: membership (in memory, mirrored to lease-bound etcd keys),
- * the rebalance debounce, and the cooperative handoff of each new version
- * (pending → every loser releases or is expelled → active). Heartbeats never touch etcd.
- * All etcd mutations of a group run one at a time, in order.
+ * One worker group on the leader. Membership (in memory, mirrored to lease-bound etcd keys),
+ * incarnations (a new process under a live node id starts nothing until the old one has
+ * provably stopped), the rebalance debounce, and the cooperative handoff of each version
+ * (pending → every loser released or stopped by its fence → active). Heartbeats never touch
+ * etcd. Every etcd write of a group runs one at a time, in order, and memory changes only
+ * after the write committed; loading after a failover rebuilds memory from the same records.
  */
 export class Group {
   readonly #ctx: GroupContext;
-  readonly #members = new Map<string, Member>();
+  readonly #members = new Map<string, GroupMember>();
+  readonly #byLease = new Map<string, GroupMember>();
+  /** Removed incarnations that may still run: node id → until when (monotonic ms). */
+  readonly #tombstones = new Map<string, number>();
+  readonly #deadlines = new DeadlineQueue<string>();
+  readonly #debounce: Debounce;
+  readonly #degraded = new Map<DegradedReason, string>();
+  readonly #adoptions = new Set<string>();
   #assignment: AssignmentRecord | undefined;
-  #views: { record: AssignmentRecord | undefined; byNode: Map<string, AssignmentView> } = {
-    record: undefined,
-    byNode: new Map(),
-  };
+  /** What members run is not known: views are held and the next version awaits everyone. */
+  #ownershipUnknown = false;
+  /** No version may be at or below this: the highest version any worker or record showed. */
+  #versionFloor = 0;
+  #config: GroupConfig | undefined;
+  #repairId: string | undefined;
+  #views = new Map<string, { record: AssignmentRecord; held: boolean; view: AssignmentView }>();
   #handoff: Handoff | undefined;
-  #rebalanceTimer: NodeJS.Timeout | undefined;
   #rebalanceAfterHandoff = false;
+  #writeFailures = 0;
   #queue: Promise<unknown> = Promise.resolve();
-  #closed = false;
+  #watch: ControlWatch | undefined;
+  #state: "loading" | "serving" | "closed" = "loading";
 
   private constructor(ctx: GroupContext) {
     this.#ctx = ctx;
-  }
-
-  /** An empty group (first worker of a new group). */
-  static empty(ctx: GroupContext): Group {
-    return new Group(ctx);
+    const delay = ctx.options.rebalanceDelayMs;
+    this.#debounce = new Debounce(delay, Math.max(delay, ctx.options.rebalanceMaxDelayMs));
   }
 
   /**
-   * A group as the previous leader left it in etcd: members keep their leases and get one
-   * session timeout of grace to reconnect; the assignment stays exactly as it was.
+   * A group as etcd holds it. Members keep their leases and get one session timeout of grace
+   * from now to reconnect; the assignment stays exactly as it was. One bad record never makes
+   * this fail: it degrades this group only (see {@link DegradedReason}).
    */
   static async load(ctx: GroupContext): Promise<Group> {
     const g = new Group(ctx);
-    const { client, keys, group } = ctx;
-    const [members, assignment] = await Promise.all([
-      client.getAll().prefix(keys.membersPrefix(group)).exec(),
-      client.get(keys.assignment(group)).string(),
-    ]);
-    const now = ctx.now();
-    for (const kv of members.kvs) {
-      const key = kv.key.toString();
-      try {
-        const record = parseRecord(memberRecordSchema, key, kv.value.toString());
-        g.#members.set(record.nodeId, {
-          record,
-          leaseId: kv.lease,
-          lastSeen: now,
-          lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(ctx.options),
-          heardSinceKeepAlive: false,
-          session: undefined,
-          expelling: false,
-          load: 0,
-        });
-        // Extend the adopted lease at once: the grace period must not outlive it.
-        ctx.keeper.keepAlive(kv.lease);
-      } catch (e) {
-        ctx.log.error({ event: "member_record_invalid", group, key, err: String(e) });
-      }
-    }
-    if (assignment !== null) {
-      g.#assignment = parseRecord(assignmentRecordSchema, keys.assignment(group), assignment);
-      if (g.#assignment.phase === "pending") {
-        const awaiting = new Set(g.#assignment.awaitingRelease.filter((n) => g.#members.has(n)));
-        g.#handoff = {
-          version: g.#assignment.version,
-          awaiting,
-          deadline: now + ctx.options.sessionTimeoutMs,
-          activateNotBefore: 0,
-        };
-      }
-    }
-    ctx.log.info({
-      event: "group_loaded",
-      group,
-      members: g.#members.size,
-      version: g.#assignment?.version ?? 0,
-      phase: g.#assignment?.phase ?? null,
-    });
-    // Only bumps the version if membership and assignment disagree (the plan is idempotent).
-    g.#scheduleRebalance("leader_loaded");
+    const stored = await readGroup(ctx.client, ctx.keys, ctx.group);
+    g.#replay(stored);
     return g;
   }
 
@@ -155,45 +173,171 @@ export class Group {
   }
 
   /** A snapshot for the status view. */
-  snapshot(): {
-    group: string;
-    members: { nodeId: string; connected: boolean; lastSeenMsAgo: number; capacity: number; load: number }[];
-    assignment: AssignmentRecord | undefined;
-  } {
+  snapshot(): GroupSnapshot {
     const now = this.#ctx.now();
     return {
       group: this.#ctx.group,
       members: [...this.#members.values()].map((m) => ({
         nodeId: m.record.nodeId,
-        connected: m.session?.open === true,
-        lastSeenMsAgo: Math.round(now - m.lastSeen),
+        incarnation: m.record.incarnation,
+        state: recordState(m, now),
+        connected: m.session !== undefined && !m.session.closed,
+        lastSeenMsAgo: Math.round(now - m.lastHeard),
         capacity: m.record.capacity,
-        load: m.load,
+        labels: m.record.labels,
+        replica: m.record.replica,
+        load: { ...m.load },
+        ...(m.corrupt === undefined ? {} : { corrupt: m.corrupt }),
       })),
       assignment: this.#assignment,
+      degraded: Object.fromEntries(this.#degraded),
+      ownershipUnknown: this.#ownershipUnknown,
+      awaitingRelease: [...(this.#handoff?.awaiting ?? [])].sort(),
     };
   }
 
-  /** The assignment as one node sees it. */
+  // ---- loading: memory is the replay of the records -------------------------------------
+
+  #replay(stored: StoredGroup): void {
+    const { options, leaderStart, keeper, log, group } = this.#ctx;
+    const now = this.#ctx.now();
+    const fenceMs = this.#ctx.settings().fenceMs;
+    for (const s of stored.members) {
+      const corrupt = s.error ?? (s.record === undefined ? "unreadable" : undefined);
+      const record: MemberRecord = s.record ?? {
+        nodeId: s.nodeId,
+        group,
+        labels: {},
+        capacity: 1,
+        joinedAt: new Date().toISOString(),
+        replica: "",
+        // No token matches: its worker comes back as a new incarnation, which waits.
+        sessionHash: "",
+        incarnation: 0,
+        state: "active",
+      };
+      const m: GroupMember = {
+        record,
+        leaseId: s.leaseId,
+        session: undefined,
+        lastHeard: now,
+        // Acknowledged by a previous leader, before we took over.
+        lastAckSentAt: leaderStart,
+        priorFenceUntil: record.state === "waiting" ? leaderStart + fenceMs : Number.NEGATIVE_INFINITY,
+        stoppedAt: record.state === "released" ? now : undefined,
+        lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(options),
+        heardSinceKeepAlive: false,
+        removing: false,
+        corrupt,
+        load: { ...noLoad },
+      };
+      this.#members.set(s.nodeId, m);
+      this.#byLease.set(s.leaseId, m);
+      // Extend the adopted lease at once: the grace period must not outlive it.
+      keeper.keepAlive(s.leaseId);
+      if (corrupt !== undefined) {
+        this.#degrade("member_invalid", `member ${s.nodeId}: ${corrupt}`);
+        log.error({ event: "member_record_invalid", group, node: s.nodeId, err: corrupt });
+      }
+    }
+    const a = stored.assignment;
+    if (a.kind === "ok") {
+      this.#setAssignment(a.value);
+      this.#versionFloor = a.value.version;
+      if (a.value.phase === "pending") this.#restoreHandoff(a.value, now);
+    } else if (a.kind === "invalid") {
+      // Nobody knows who owns what: wait for an operator (`coordinator repair`).
+      this.#versionFloor = salvageVersion(a.raw);
+      this.#degrade("assignment_invalid", a.error);
+      log.error({
+        event: "assignment_record_invalid",
+        group,
+        err: a.error,
+        action: "run coordinator repair",
+      });
+    } else if (this.#members.size > 0) {
+      // Members without an assignment: the record was lost. Workers may run shards of a version
+      // we cannot see, so the next version awaits all of them (and goes above what they show).
+      this.#ownershipUnknown = true;
+      log.warn({ event: "assignment_missing", group, members: this.#members.size });
+    }
+    this.#applyConfig(stored.config.kind === "ok" ? stored.config.value : undefined, stored.config);
+    if (stored.control.kind === "ok") this.#repairId = stored.control.value.repair?.id;
+    log.info({
+      event: "group_loaded",
+      group,
+      members: this.#members.size,
+      version: this.#assignment?.version ?? 0,
+      phase: this.#assignment?.phase ?? null,
+      degraded: Object.fromEntries(this.#degraded),
+      ownershipUnknown: this.#ownershipUnknown,
+    });
+    this.#startWatch(String(BigInt(stored.operatorRevision) + 1n));
+    this.#state = "serving";
+    // Members are stamped as heard when serving starts, not when the first of many groups
+    // was read: each has a full session timeout from now to reconnect.
+    const servingAt = this.#ctx.now();
+    for (const m of this.#members.values()) {
+      m.lastHeard = servingAt;
+      this.#scheduleMember(m, servingAt);
+    }
+    // Only writes a version if membership and assignment disagree (the plan is idempotent).
+    this.#scheduleRebalance("leader_loaded");
+  }
+
+  #restoreHandoff(a: AssignmentRecord, now: number): void {
+    const { leaderStart } = this.#ctx;
+    const fenceMs = this.#ctx.settings().fenceMs;
+    const awaiting = new Set<string>();
+    // We cannot know when our predecessor's fences end; ours, from the takeover, cover them.
+    let fencesUntil = a.fencesUntil !== undefined ? leaderStart + fenceMs : Number.NEGATIVE_INFINITY;
+    for (const nodeId of a.awaitingRelease) {
+      const m = this.#members.get(nodeId);
+      if (m !== undefined && mayRun(m, now) && m.stoppedAt === undefined) awaiting.add(nodeId);
+      else fencesUntil = Math.max(fencesUntil, leaderStart + fenceMs);
+    }
+    this.#handoff = {
+      version: a.version,
+      awaiting,
+      deadline: now + this.#ctx.settings().expiryMs,
+      fencesUntil,
+    };
+    this.#deadlines.schedule(HANDOFF, Math.min(this.#handoff.deadline, Math.max(now, fencesUntil)));
+  }
+
+  // ---- views -----------------------------------------------------------------------------
+
+  #setAssignment(a: AssignmentRecord | undefined): void {
+    this.#assignment = a;
+    this.#views.clear();
+  }
+
+  /**
+   * The assignment as one node sees it. Held (shown PENDING: start nothing) while the node's
+   * live incarnation may not run yet, or while ownership is unknown.
+   */
   view(nodeId: string): AssignmentView | undefined {
     const a = this.#assignment;
     if (a === undefined) return undefined;
+    const m = this.#members.get(nodeId);
+    const held =
+      this.#ownershipUnknown ||
+      (m !== undefined && (m.stoppedAt !== undefined || !mayRun(m, this.#ctx.now())));
     // Heartbeat acks ask for this thousands of times per second; it only changes with the
-    // assignment record, so it is computed once per record and node.
-    if (this.#views.record !== a) this.#views = { record: a, byNode: new Map() };
-    const cached = this.#views.byNode.get(nodeId);
-    if (cached !== undefined) return cached;
-    const shards = a.owners[nodeId] ?? [];
+    // assignment record (and whether the node is held), so it is computed once per change.
+    const cached = this.#views.get(nodeId);
+    if (cached !== undefined && cached.record === a && cached.held === held) return cached.view;
+    const shards = Object.hasOwn(a.owners, nodeId) ? (a.owners[nodeId] ?? []) : [];
     const view: AssignmentView = {
       version: BigInt(a.version),
-      phase: a.phase === "active" ? AssignmentPhase.ACTIVE : AssignmentPhase.PENDING,
+      phase: a.phase === "active" && !held ? AssignmentPhase.ACTIVE : AssignmentPhase.PENDING,
       totalShards: a.totalShards,
       shardId: primaryShard(a.owners, nodeId),
       shards: [...shards],
       strategy: a.strategy,
       leaderEpoch: BigInt(a.leaderEpoch),
     };
-    this.#views.byNode.set(nodeId, view);
+    this.#views.set(nodeId, { record: a, held, view });
     return view;
   }
 
@@ -205,131 +349,238 @@ export class Group {
 
   // ---- stream events ------------------------------------------------------------------
 
-  /** Admits (or resumes) a member; returns a refusal status, or undefined when welcomed. */
+  /** Admits, resumes or refuses a Hello; returns a refusal status, or undefined when welcomed. */
   join(session: WorkerSession, hello: Hello): Promise<StreamStatus | undefined> {
     return this.#serial(async () => {
-      if (this.#closed) return { code: status.UNAVAILABLE, details: "leadership is changing; retry" };
-      const { options, store, keys, group, keeper, log } = this.#ctx;
+      if (this.#state !== "serving") return unavailable("leadership is changing; retry");
+      if (!this.#ctx.holds()) return unavailable("this replica no longer leads; reconnect to the leader");
+      const { options, group, keeper, log } = this.#ctx;
+      const settings = this.#ctx.settings();
+      const now = this.#ctx.now();
       const nodeId = hello.nodeId;
       const presented = hello.sessionToken === "" ? "" : sha256(hello.sessionToken);
       const capacity = capacityOf(hello.capacity);
       const labels = { ...hello.labels };
       const existing = this.#members.get(nodeId);
-      if (existing !== undefined && !existing.expelling) {
-        if (existing.session?.open === true) {
-          if (presented === "" || presented !== existing.record.sessionHash) {
-            return {
-              code: status.ALREADY_EXISTS,
-              details: `node ${nodeId} already has a live stream in group ${group}; only its session token may take over`,
-            };
-          }
-          existing.session.close({
+      const m = existing !== undefined && !existing.removing ? existing : undefined;
+      const decision = decideHello({
+        live: m === undefined ? undefined : liveIncarnation(m),
+        // A node id that is not a member can only inherit what the assignment still gives it;
+        // an earlier incarnation may be running exactly that.
+        goneFenceUntil:
+          this.#ownershipUnknown || this.#ownsSomething(nodeId)
+            ? this.#goneFenceUntil(nodeId)
+            : Number.NEGATIVE_INFINITY,
+        presentedHash: presented,
+        sessionTimeoutMs: settings.fenceMs,
+      });
+      if (decision.kind === "duplicate") {
+        return {
+          code: status.ALREADY_EXISTS,
+          details: `node ${nodeId} already has a live stream in group ${group}; only its session token may take it over (is a second process running with this node id?)`,
+        };
+      }
+      this.#noteLastKnownVersion(nodeId, Number(hello.lastKnownVersion));
+      if (decision.kind === "resume" && m !== undefined) {
+        if (m.session !== undefined && m.session !== session)
+          m.session.close({
             code: status.ABORTED,
-            details: "taken over by a newer stream of the same member",
+            details: "taken over by a newer stream of the same session",
           });
+        const capacityChanged = capacity !== m.record.capacity;
+        // Back from a planned restart with its own token: it stopped everything, it may run again.
+        const restarted = m.stoppedAt !== undefined;
+        m.stoppedAt = undefined;
+        const state = recordState(m, now);
+        if (capacityChanged || !sameLabels(labels, m.record.labels) || state !== m.record.state) {
+          const record: MemberRecord = { ...m.record, capacity, labels, replica: options.id, state };
+          await this.#putMember(record, m.leaseId);
+          m.record = record;
+        } else if (m.record.replica !== options.id) {
+          this.#adopt(nodeId);
         }
-        // A quick restart (no token) or a reconnect keeps the membership and its shards.
-        let token = hello.sessionToken;
-        const tokenOk = presented !== "" && presented === existing.record.sessionHash;
-        const capacityChanged = capacity !== existing.record.capacity;
-        if (
-          !tokenOk ||
-          capacityChanged ||
-          JSON.stringify(labels) !== JSON.stringify(existing.record.labels)
-        ) {
-          if (!tokenOk) token = newToken();
-          const record: MemberRecord = { ...existing.record, capacity, labels, sessionHash: sha256(token) };
-          await store.commit(
-            store.client
-              .put(keys.member(group, nodeId))
-              .value(JSON.stringify(record))
-              .lease(existing.leaseId),
-          );
-          existing.record = record;
-        }
-        existing.session = session;
-        existing.lastSeen = this.#ctx.now();
-        existing.heardSinceKeepAlive = true;
-        this.#welcome(session, token, true);
+        if (restarted) this.#views.delete(nodeId);
+        m.session = session;
+        m.lastHeard = now;
+        m.heardSinceKeepAlive = true;
+        if (!this.#welcome(session, m, hello.sessionToken, true)) return unavailable("leadership lost");
         log.info({
           event: "member_resumed",
           group,
           node: nodeId,
+          incarnation: m.record.incarnation,
           version: this.#assignment?.version ?? 0,
-          tokenResumed: tokenOk,
         });
         if (capacityChanged) this.#scheduleRebalance("capacity_changed");
+        this.#scheduleMember(m, now);
         return undefined;
       }
+      // A new incarnation: a new token, and nothing runs before `runsAfter`.
       const token = newToken();
-      const { leaseId } = await keeper.grant(options.memberLeaseTtlSec);
-      const record: MemberRecord = {
-        nodeId,
-        group,
-        labels,
-        capacity,
-        joinedAt: new Date().toISOString(),
-        replica: options.id,
-        sessionHash: sha256(token),
-      };
-      try {
-        await store.commit(
-          store.client.put(keys.member(group, nodeId)).value(JSON.stringify(record)).lease(leaseId),
-        );
-      } catch (e) {
-        void keeper.revoke(leaseId).catch(() => undefined);
-        throw e;
+      const runsAfter = decision.kind === "new" ? decision.runsAfter : Number.NEGATIVE_INFINITY;
+      const waiting = runsAfter > now;
+      if (m !== undefined) {
+        const record: MemberRecord = {
+          ...m.record,
+          capacity,
+          labels,
+          replica: options.id,
+          sessionHash: sha256(token),
+          incarnation: m.record.incarnation + 1,
+          state: waiting ? "waiting" : "active",
+        };
+        await this.#putMember(record, m.leaseId);
+        const old = m.session;
+        const capacityChanged = capacity !== m.record.capacity;
+        m.record = record;
+        m.session = session;
+        m.priorFenceUntil = runsAfter;
+        m.stoppedAt = undefined;
+        m.lastHeard = now;
+        m.heardSinceKeepAlive = true;
+        if (m.corrupt !== undefined) {
+          m.corrupt = undefined;
+          this.#recheckMembersValid();
+        }
+        // The superseded incarnation cannot release any more: the version outwaits its fence.
+        const h = this.#handoff;
+        if (h?.awaiting.delete(nodeId) === true) h.fencesUntil = Math.max(h.fencesUntil, runsAfter);
+        old?.close({
+          code: status.ABORTED,
+          details: `superseded by incarnation ${record.incarnation} of node ${nodeId}`,
+        });
+        log.info({
+          event: "member_new_incarnation",
+          group,
+          node: nodeId,
+          incarnation: record.incarnation,
+          waitMs: waiting ? Math.round(runsAfter - now) : 0,
+          version: this.#assignment?.version ?? 0,
+        });
+        if (capacityChanged) this.#scheduleRebalance("capacity_changed");
+      } else {
+        const { leaseId } = await keeper.grant(options.memberLeaseTtlSec);
+        const record: MemberRecord = {
+          nodeId,
+          group,
+          labels,
+          capacity,
+          joinedAt: new Date().toISOString(),
+          replica: options.id,
+          sessionHash: sha256(token),
+          incarnation: 1,
+          state: waiting ? "waiting" : "active",
+        };
+        try {
+          await this.#putMember(record, leaseId);
+        } catch (e) {
+          void keeper.revoke(leaseId).catch(() => undefined);
+          throw e;
+        }
+        const fresh: GroupMember = {
+          record,
+          leaseId,
+          session,
+          lastHeard: now,
+          lastAckSentAt: now,
+          priorFenceUntil: runsAfter,
+          stoppedAt: undefined,
+          // Spread keep-alives over the interval: members that joined in one burst would
+          // otherwise all be renewed in the same tick, a periodic stall of the event loop.
+          lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(options),
+          heardSinceKeepAlive: false,
+          removing: false,
+          corrupt: undefined,
+          load: { ...noLoad },
+        };
+        this.#members.set(nodeId, fresh);
+        this.#byLease.set(leaseId, fresh);
+        this.#tombstones.delete(nodeId);
+        log.info({
+          event: "member_joined",
+          group,
+          node: nodeId,
+          members: this.#members.size,
+          waitMs: waiting ? Math.round(runsAfter - now) : 0,
+        });
+        this.#scheduleRebalance("join");
       }
-      const now = this.#ctx.now();
-      this.#members.set(nodeId, {
-        record,
-        leaseId,
-        lastSeen: now,
-        // Spread keep-alives over the interval: members that joined in one burst would
-        // otherwise all be renewed in the same tick, a periodic stall of the event loop.
-        lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(options),
-        heardSinceKeepAlive: false,
-        session,
-        expelling: false,
-        load: 0,
-      });
-      this.#welcome(session, token, false);
-      log.info({ event: "member_joined", group, node: nodeId, members: this.#members.size });
-      this.#scheduleRebalance("join");
+      const member = this.#members.get(nodeId);
+      if (member === undefined) return unavailable("membership changed; retry");
+      if (!this.#welcome(session, member, token, false)) return unavailable("leadership lost");
+      this.#scheduleMember(member, now);
       return undefined;
     });
   }
 
-  #welcome(session: WorkerSession, token: string, resumed: boolean): void {
+  /** Sends Welcome if we still lead (a Welcome extends the worker's fence, like an ack). */
+  #welcome(session: WorkerSession, m: GroupMember, token: string, resumed: boolean): boolean {
+    if (!this.#ctx.holds()) return false;
     const { options, epoch } = this.#ctx;
+    const settings = this.#ctx.settings();
+    m.lastAckSentAt = this.#ctx.now();
     session.send({
       case: "welcome",
       value: {
         sessionToken: token,
         leaderEpoch: BigInt(epoch),
         leaderId: options.id,
-        heartbeatIntervalMs: options.heartbeatIntervalMs,
-        sessionTimeoutMs: options.sessionTimeoutMs,
+        heartbeatIntervalMs: settings.heartbeatIntervalMs,
+        sessionTimeoutMs: settings.sessionTimeoutMs,
         resumed,
-        assignment: this.view(session.nodeId),
+        assignment: this.view(m.record.nodeId),
+        incarnation: BigInt(m.record.incarnation),
       },
     });
+    return true;
+  }
+
+  /** A worker showed the last version it saw: none we write may be at or below it. */
+  #noteLastKnownVersion(nodeId: string, lastKnown: number): void {
+    if (!Number.isSafeInteger(lastKnown) || lastKnown <= 0) return;
+    const ours = this.#assignment?.version ?? 0;
+    if (lastKnown > this.#versionFloor) this.#versionFloor = lastKnown;
+    if (lastKnown > ours && !this.#degraded.has("assignment_invalid")) {
+      // Versions reach etcd before any worker sees them, so a worker ahead of etcd means etcd
+      // lost history (a deleted key, a restored backup): what members run is not known.
+      if (!this.#ownershipUnknown)
+        this.#ctx.log.warn({
+          event: "ownership_unknown",
+          group: this.#ctx.group,
+          node: nodeId,
+          lastKnown,
+          version: ours,
+        });
+      this.#ownershipUnknown = true;
+      this.#views.clear();
+      this.#scheduleRebalance("worker_ahead_of_etcd");
+    }
   }
 
   heartbeat(session: WorkerSession, hb: Heartbeat, seq: bigint): void {
     const m = this.#members.get(session.nodeId);
-    if (m !== undefined && m.session === session && m.expelling) return; // leaving: no more acks
+    if (m !== undefined && m.session === session && m.removing) return; // leaving: no more acks
     if (m === undefined || m.session !== session) {
       session.close({
         code: status.FAILED_PRECONDITION,
-        details: "no longer a member of the group (expelled); reconnect to rejoin",
+        details: "no longer a member of the group (expelled or superseded); reconnect to rejoin",
       });
       return;
     }
-    m.lastSeen = this.#ctx.now();
+    const now = this.#ctx.now();
+    m.lastHeard = now;
     m.heardSinceKeepAlive = true;
-    m.load = hb.load;
+    const l = m.load;
+    l.load = hb.load;
+    l.cpuPercent = hb.cpuPercent;
+    l.memoryRssBytes = Number(hb.memoryRssBytes);
+    l.eventLoopDelayMs = hb.eventLoopDelayMs;
+    l.runningTasks = hb.runningTasks;
+    l.queueLength = hb.queueLength;
+    l.runningShards = hb.runningShards;
     const v = this.view(session.nodeId);
+    const settings = this.#ctx.settings();
+    m.lastAckSentAt = now;
     session.send({
       case: "heartbeatAck",
       value: {
@@ -344,11 +595,16 @@ export class Group {
         active: v?.phase === AssignmentPhase.ACTIVE,
         leaderEpoch: BigInt(this.#ctx.epoch),
         heartbeatSeq: seq,
+        sessionTimeoutMs: settings.sessionTimeoutMs,
+        heartbeatIntervalMs: settings.heartbeatIntervalMs,
       },
     });
   }
 
   release(session: WorkerSession, rel: Release): void {
+    const m = this.#members.get(session.nodeId);
+    // Only the live incarnation, once it may run, can vouch for what runs under its node id.
+    if (m === undefined || m.session !== session || !mayRun(m, this.#ctx.now())) return;
     const h = this.#handoff;
     if (h === undefined || BigInt(h.version) !== rel.version) return;
     if (h.awaiting.delete(session.nodeId)) {
@@ -363,21 +619,47 @@ export class Group {
     }
   }
 
-  leave(session: WorkerSession): void {
+  leave(session: WorkerSession, leave: Leave): void {
     const m = this.#members.get(session.nodeId);
     if (m === undefined || m.session !== session) {
       session.close({ code: status.OK, details: "left" });
       return;
     }
-    if (m.expelling) return; // a removal is already queued; it closes this stream
+    if (m.removing) return; // a removal is already queued; it closes this stream
+    if (leave.restart) {
+      void this.#stopForRestart(m, session).catch((e: unknown) => this.#writeFailed("restart_leave", e));
+      return;
+    }
     void this.#remove(m, "leave", { code: status.OK, details: "left the group" }).catch((e: unknown) =>
-      this.#ctx.log.warn({
-        event: "leave_failed",
+      this.#writeFailed("leave", e),
+    );
+  }
+
+  /** A planned restart: the live incarnation stopped everything; the membership stays. */
+  #stopForRestart(m: GroupMember, session: WorkerSession): Promise<void> {
+    return this.#serial(async () => {
+      if (m.removing || m.session !== session || this.#members.get(m.record.nodeId) !== m) return;
+      const now = this.#ctx.now();
+      const record: MemberRecord = { ...m.record, state: "released" };
+      await this.#putMember(record, m.leaseId);
+      m.record = record;
+      m.stoppedAt = now;
+      m.session = undefined;
+      session.close({
+        code: status.OK,
+        details: "left for a restart; the membership is kept for the restart grace",
+      });
+      const h = this.#handoff;
+      if (h?.awaiting.delete(m.record.nodeId) === true) this.#maybeActivate();
+      this.#ctx.log.info({
+        event: "member_restarting",
         group: this.#ctx.group,
         node: m.record.nodeId,
-        err: String(e),
-      }),
-    );
+        incarnation: m.record.incarnation,
+        graceMs: this.#ctx.options.restartGraceMs,
+      });
+      this.#scheduleMember(m, now);
+    });
   }
 
   detached(session: WorkerSession): void {
@@ -387,178 +669,429 @@ export class Group {
 
   /** etcd says a member lease is gone (TTL 0): its key went with it. */
   leaseGone(leaseId: string): void {
-    for (const m of this.#members.values()) {
-      if (m.leaseId === leaseId && !m.expelling) {
-        void this.#remove(
-          m,
-          "lease_expired",
-          { code: status.UNAVAILABLE, details: "membership lease expired; reconnect to rejoin" },
-          false,
-        ).catch(() => undefined);
+    const m = this.#byLease.get(leaseId);
+    if (m === undefined || m.removing) return;
+    void this.#remove(
+      m,
+      "lease_expired",
+      { code: status.UNAVAILABLE, details: "membership lease expired; reconnect to rejoin" },
+      false,
+    ).catch((e: unknown) => this.#writeFailed("lease_expired", e));
+  }
+
+  // ---- deadlines ------------------------------------------------------------------------
+
+  /** Runs what is due: expiries, idle streams, lease keep-alives, ends of waits, handoffs, versions. */
+  tick(now: number): void {
+    if (this.#state !== "serving") return;
+    for (const key of this.#deadlines.due(now)) {
+      if (key === REBALANCE) this.#rebalanceDue();
+      else if (key === HANDOFF) this.#handoffDue(now);
+      else if (key === ADOPT) this.#flushAdoptions();
+      else {
+        const m = this.#members.get(key);
+        if (m !== undefined) this.#memberDue(m, now);
       }
     }
   }
 
-  /** Periodic work: expiry, idle streams, member lease keep-alives, handoff deadlines. */
-  tick(): void {
-    if (this.#closed) return;
+  #scheduleMember(m: GroupMember, now: number): void {
+    if (m.removing) return;
+    const { options } = this.#ctx;
+    const s = this.#ctx.settings();
+    let next = m.stoppedAt !== undefined ? m.stoppedAt + options.restartGraceMs : m.lastHeard + s.expiryMs;
+    if (m.session !== undefined && !m.session.closed) next = Math.min(next, m.lastHeard + idleMs(s));
+    if (m.heardSinceKeepAlive || m.stoppedAt !== undefined)
+      next = Math.min(next, m.lastKeepAliveAt + keepAliveEveryMs(options));
+    if (m.priorFenceUntil > now) next = Math.min(next, m.priorFenceUntil);
+    this.#deadlines.schedule(m.record.nodeId, Math.max(next, now + 1));
+  }
+
+  #memberDue(m: GroupMember, now: number): void {
+    if (m.removing) return;
     const { options, keeper } = this.#ctx;
-    const now = this.#ctx.now();
-    const idleMs = Math.min(3 * options.heartbeatIntervalMs, options.sessionTimeoutMs * 0.8);
-    const keepAliveEvery = keepAliveEveryMs(options);
-    for (const m of this.#members.values()) {
-      if (m.expelling) continue;
-      const silent = now - m.lastSeen;
-      if (silent > options.sessionTimeoutMs) {
-        void this.#remove(m, "session_timeout", {
+    const s = this.#ctx.settings();
+    if (m.stoppedAt !== undefined) {
+      if (now - m.stoppedAt >= options.restartGraceMs) {
+        void this.#remove(m, "restart_grace_expired", {
           code: status.UNAVAILABLE,
-          details: "expelled: no heartbeat within the session timeout",
-        }).catch(() => undefined);
-        continue;
+          details: "restart grace over",
+        }).catch((e: unknown) => this.#writeFailed("restart_grace_expired", e));
+        return;
       }
-      if (m.session?.open === true && silent > idleMs) {
-        m.session.close({
-          code: status.UNAVAILABLE,
-          details: `no heartbeat for ${Math.round(silent)} ms: closing idle stream`,
-        });
-      }
-      if (m.heardSinceKeepAlive && now - m.lastKeepAliveAt >= keepAliveEvery) {
-        keeper.keepAlive(m.leaseId);
-        m.lastKeepAliveAt = now;
-        m.heardSinceKeepAlive = false;
-      }
+    } else if (now - m.lastHeard > s.expiryMs) {
+      void this.#remove(m, "session_timeout", {
+        code: status.UNAVAILABLE,
+        details: "expelled: no heartbeat within the session timeout",
+      }).catch((e: unknown) => this.#writeFailed("session_timeout", e));
+      return;
     }
+    if (m.session !== undefined && !m.session.closed && now - m.lastHeard > idleMs(s)) {
+      m.session.close({
+        code: status.UNAVAILABLE,
+        details: `no heartbeat for ${Math.round(now - m.lastHeard)} ms: closing idle stream`,
+      });
+    }
+    if (
+      (m.heardSinceKeepAlive || m.stoppedAt !== undefined) &&
+      now - m.lastKeepAliveAt >= keepAliveEveryMs(options)
+    ) {
+      keeper.keepAlive(m.leaseId);
+      m.lastKeepAliveAt = now;
+      m.heardSinceKeepAlive = false;
+    }
+    if (m.record.state === "waiting" && mayRun(m, now)) {
+      void this.#endWait(m).catch((e: unknown) => this.#writeFailed("end_wait", e));
+    }
+    this.#scheduleMember(m, now);
+  }
+
+  /** The earlier incarnation has provably stopped: the live one may run its shards now. */
+  #endWait(m: GroupMember): Promise<void> {
+    return this.#serial(async () => {
+      if (m.removing || this.#members.get(m.record.nodeId) !== m || m.record.state !== "waiting") return;
+      const now = this.#ctx.now();
+      if (!mayRun(m, now)) return;
+      // etcd first: FetchShardData (any replica) checks the record before serving the shard.
+      const record: MemberRecord = { ...m.record, state: m.stoppedAt === undefined ? "active" : "released" };
+      await this.#putMember(record, m.leaseId);
+      m.record = record;
+      this.#ctx.log.info({
+        event: "member_wait_over",
+        group: this.#ctx.group,
+        node: m.record.nodeId,
+        incarnation: m.record.incarnation,
+      });
+      this.#announce(m);
+    });
+  }
+
+  #handoffDue(now: number): void {
     const h = this.#handoff;
-    if (h !== undefined && h.awaiting.size > 0 && now > h.deadline) {
+    if (h === undefined) return;
+    const { log, group } = this.#ctx;
+    if (h.awaiting.size > 0 && now >= h.deadline) {
       // A loser that is alive but does not release within the bound is expelled; it stops
-      // acting at its self-fence, at most one session timeout after our last ack to it.
+      // acting at its self-fence, which the version then outwaits.
       for (const nodeId of [...h.awaiting]) {
         const m = this.#members.get(nodeId);
         // Stays awaited until its removal commits (#remove drops it then); a failed removal
-        // is retried on the next tick instead of letting the version activate without it.
+        // is retried at the next deadline instead of letting the version activate without it.
         if (m === undefined) h.awaiting.delete(nodeId);
-        else if (!m.expelling) {
-          h.activateNotBefore = Math.max(h.activateNotBefore, now + options.sessionTimeoutMs);
+        else if (!m.removing) {
+          log.warn({ event: "release_overdue", group, node: nodeId, version: h.version });
           void this.#remove(m, "release_timeout", {
             code: status.FAILED_PRECONDITION,
             details: "expelled: did not release shards in time",
-          }).catch(() => undefined);
+          }).catch((e: unknown) => this.#writeFailed("release_timeout", e));
         }
       }
     }
     this.#maybeActivate();
+    if (this.#handoff === h) {
+      const next =
+        h.awaiting.size > 0 && now < h.deadline
+          ? h.deadline
+          : Math.max(h.fencesUntil, now + this.#retryDelayMs());
+      this.#deadlines.schedule(HANDOFF, next);
+    }
   }
 
   /** Removes a member: etcd key and lease (when `write`), stream, pending release. */
-  #remove(m: Member, why: string, st: StreamStatus, write = true): Promise<void> {
-    m.expelling = true;
+  #remove(m: GroupMember, why: string, st: StreamStatus, write = true): Promise<void> {
+    m.removing = true;
     return this.#serial(async () => {
       const { store, keys, group, keeper, log } = this.#ctx;
       const nodeId = m.record.nodeId;
       // A rejoin queued before this removal may have replaced the member (new lease, new
-      // key): then only the old incarnation's lease goes, never the new member's key.
+      // key): then only the old membership's lease goes, never the new member's key.
       const current = this.#members.get(nodeId) === m;
       try {
         if (write && current) await store.commit(store.client.delete().key(keys.member(group, nodeId)));
         if (write) void keeper.revoke(m.leaseId).catch(() => undefined);
       } catch (e) {
-        m.expelling = false; // retried on the next tick
+        m.removing = false; // retried at its next deadline
+        this.#scheduleMember(m, this.#ctx.now() + this.#retryDelayMs());
         throw e;
       }
       keeper.forget(m.leaseId);
+      this.#byLease.delete(m.leaseId);
+      this.#deadlines.cancel(nodeId);
       if (current) this.#members.delete(nodeId);
       m.session?.close(st);
       if (!current) return;
+      // An incarnation that left cleanly stopped first; one expelled while alive, or whose
+      // lease vanished, stops at its fence; a waiting one's predecessor at its own.
+      const now = this.#ctx.now();
+      const until =
+        why === "leave"
+          ? m.priorFenceUntil
+          : supersededUntil(liveIncarnation(m), this.#ctx.settings().fenceMs);
+      if (until > now) this.#tombstones.set(nodeId, until);
+      const h = this.#handoff;
+      if (h?.awaiting.delete(nodeId) === true && until > now) h.fencesUntil = Math.max(h.fencesUntil, until);
+      if (m.corrupt !== undefined) this.#recheckMembersValid();
       log.info({
         event: why === "leave" ? "member_left" : "member_expelled",
         why,
         group,
         node: nodeId,
+        incarnation: m.record.incarnation,
         members: this.#members.size,
+        fenceMs: until > now ? Math.round(until - now) : 0,
       });
-      this.#handoff?.awaiting.delete(nodeId);
       this.#maybeActivate();
       this.#scheduleRebalance(why);
     });
   }
 
-  // ---- versions -----------------------------------------------------------------------
-
-  #scheduleRebalance(reason: string): void {
-    if (this.#closed) return;
-    clearTimeout(this.#rebalanceTimer);
-    this.#rebalanceTimer = setTimeout(() => {
-      this.#rebalanceTimer = undefined;
-      void this.#serial(() => this.#rebalance(reason)).catch((e: unknown) => {
-        this.#ctx.log.warn({ event: "rebalance_failed", group: this.#ctx.group, err: String(e) });
-        if (CoordinatorError.from(e).code !== "deposed") this.#scheduleRebalance("retry");
-      });
-    }, this.#ctx.options.rebalanceDelayMs);
+  /**
+   * Until when an incarnation of a node id that is not a member may still run: one we removed
+   * while it was alive, until its fence; one removed before we led, until one session timeout
+   * after our takeover (whatever our predecessor acked, it acked before that).
+   */
+  #goneFenceUntil(nodeId: string): number {
+    const t = this.#tombstones.get(nodeId);
+    if (t !== undefined) {
+      if (t > this.#ctx.now()) return t;
+      this.#tombstones.delete(nodeId);
+    }
+    return this.#ctx.leaderStart + this.#ctx.settings().fenceMs;
   }
 
-  async #readConfig(): Promise<GroupConfig> {
+  /** Whether the assignment gives `nodeId` shards (or did, while a version is pending). */
+  #ownsSomething(nodeId: string): boolean {
+    const a = this.#assignment;
+    if (a === undefined) return false;
+    const has = (o: Readonly<Record<string, readonly number[]>>) =>
+      Object.hasOwn(o, nodeId) && (o[nodeId]?.length ?? 0) > 0;
+    return has(a.owners) || has(a.previousOwners);
+  }
+
+  // ---- operator keys ----------------------------------------------------------------------
+
+  #startWatch(fromRevision: string | undefined): void {
     const { client, keys, group, log } = this.#ctx;
-    const raw = await client.get(keys.config(group)).string();
-    if (raw === null) return {};
-    try {
-      return parseRecord(groupConfigSchema, keys.config(group), raw);
-    } catch (e) {
-      log.error({ event: "group_config_invalid", group, err: String(e) });
-      return {};
+    this.#watch = new ControlWatch(
+      client,
+      [keys.config(group), keys.control(group)],
+      (key, value) => this.#operatorKeyChanged(key, value),
+      log,
+    );
+    this.#watch.start(fromRevision);
+  }
+
+  #operatorKeyChanged(key: string, raw: string | undefined): void {
+    if (this.#state !== "serving") return;
+    const { keys, group, log } = this.#ctx;
+    if (key === keys.config(group)) {
+      if (raw === undefined) {
+        this.#applyConfig(undefined, { kind: "missing" });
+      } else {
+        try {
+          this.#applyConfig(parseRecord(groupConfigSchema, key, raw), { kind: "ok" });
+        } catch (e) {
+          this.#applyConfig(undefined, { kind: "invalid", error: String(e) });
+        }
+      }
+      this.#scheduleRebalance("config_changed");
+      return;
+    }
+    if (key === keys.control(group)) {
+      let control: GroupControl = {};
+      if (raw !== undefined) {
+        try {
+          control = parseRecord(groupControlSchema, key, raw);
+          this.#undegrade("control_invalid");
+        } catch (e) {
+          this.#degrade("control_invalid", String(e));
+          log.error({ event: "group_control_invalid", group, err: String(e) });
+          return;
+        }
+      }
+      const id = control.repair?.id;
+      if (id !== undefined && id !== this.#repairId) {
+        this.#repairId = id;
+        this.#repair(id);
+      }
     }
   }
 
+  /**
+   * The group config in force: the operator's when valid. An invalid one never silently falls
+   * back to the replica's defaults (that could flip the strategy and reshuffle the group): the
+   * last good one stays, or, after a failover, the shape of the current assignment.
+   */
+  #applyConfig(
+    config: GroupConfig | undefined,
+    how: { kind: "missing" | "ok" | "invalid"; error?: string },
+  ): void {
+    if (how.kind === "invalid") {
+      this.#degrade("config_invalid", how.error ?? "invalid");
+      this.#ctx.log.error({
+        event: "group_config_invalid",
+        group: this.#ctx.group,
+        err: how.error,
+        action: "keeping the last good config",
+      });
+      return;
+    }
+    this.#undegrade("config_invalid");
+    this.#config = config ?? {};
+  }
+
+  #effectiveConfig(): { strategy: StrategyName; shards: number } | undefined {
+    const s = this.#ctx.settings();
+    const c = this.#config;
+    if (c !== undefined) return { strategy: c.strategy ?? s.strategy, shards: c.shards ?? s.shards };
+    const a = this.#assignment;
+    if (a !== undefined)
+      return { strategy: a.strategy, shards: a.strategy === "sticky" ? a.totalShards : s.shards };
+    return undefined;
+  }
+
+  /** `coordinator repair`: a fresh, higher version from live members, everyone releasing first. */
+  #repair(id: string): void {
+    this.#ctx.log.warn({
+      event: "repair_requested",
+      group: this.#ctx.group,
+      repair: id,
+      version: this.#assignment?.version ?? 0,
+      floor: this.#versionFloor,
+    });
+    this.#undegrade("assignment_invalid");
+    this.#ownershipUnknown = true;
+    this.#views.clear();
+    // A repair does not wait for a pending version that may never complete.
+    this.#handoff = undefined;
+    this.#deadlines.cancel(HANDOFF);
+    if (this.#assignment?.phase === "pending") this.#setAssignment({ ...this.#assignment, phase: "active" });
+    this.#broadcast();
+    this.#scheduleRebalance("repair");
+  }
+
+  #degrade(reason: DegradedReason, message: string): void {
+    this.#degraded.set(reason, message);
+  }
+
+  #undegrade(reason: DegradedReason): void {
+    if (this.#degraded.delete(reason))
+      this.#ctx.log.info({ event: "group_recovered", group: this.#ctx.group, reason });
+  }
+
+  #recheckMembersValid(): void {
+    const bad = [...this.#members.values()].find((m) => m.corrupt !== undefined);
+    if (bad === undefined) this.#undegrade("member_invalid");
+    else this.#degrade("member_invalid", `member ${bad.record.nodeId}: ${bad.corrupt}`);
+  }
+
+  // ---- versions -----------------------------------------------------------------------
+
+  #scheduleRebalance(reason: string): void {
+    if (this.#state === "closed") return;
+    this.#deadlines.schedule(REBALANCE, this.#debounce.change(this.#ctx.now(), reason));
+  }
+
+  #rebalanceDue(): void {
+    const reasons = this.#debounce.take();
+    void this.#serial(() => this.#rebalance(reasons.join(","))).then(
+      () => {
+        this.#writeFailures = 0;
+      },
+      (e: unknown) => {
+        this.#writeFailed("rebalance", e);
+        if (CoordinatorError.from(e).code !== "deposed")
+          this.#deadlines.schedule(REBALANCE, this.#ctx.now() + this.#retryDelayMs());
+      },
+    );
+  }
+
   async #rebalance(reason: string): Promise<void> {
-    if (this.#closed) return;
+    if (this.#state !== "serving") return;
+    const { store, keys, group, epoch, log } = this.#ctx;
+    if (this.#degraded.has("assignment_invalid")) return; // waits for `coordinator repair`
     if (this.#assignment?.phase === "pending") {
       this.#rebalanceAfterHandoff = true;
       return;
     }
-    const { options, store, keys, group, epoch, log } = this.#ctx;
-    const config = await this.#readConfig();
-    const strategy = config.strategy ?? options.strategy;
-    const shardCount = config.shards ?? options.shards;
+    const config = this.#effectiveConfig();
+    if (config === undefined) {
+      log.warn({ event: "rebalance_waiting_for_config", group, reason });
+      return;
+    }
+    const { strategy, shards } = config;
     const before = this.#assignment;
     const previous: Plan | undefined =
       before === undefined ? undefined : { totalShards: before.totalShards, owners: before.owners };
+    const members = [...this.#members.values()].filter((m) => !m.removing);
     const plan = planAssignment({
       strategy,
-      members: [...this.#members.values()]
-        .filter((m) => !m.expelling)
-        .map((m) => ({ nodeId: m.record.nodeId, capacity: m.record.capacity })),
-      shardCount,
+      members: members.map((m) => ({ nodeId: m.record.nodeId, capacity: m.record.capacity })),
+      shardCount: shards,
       previous,
     });
     if (
+      !this.#ownershipUnknown &&
       before !== undefined &&
       previous !== undefined &&
       before.strategy === strategy &&
       ownersEqual(previous, plan)
     )
       return;
-    const losers = this.#losers(before, plan, strategy);
-    const version = (before?.version ?? 0) + 1;
+    if (before === undefined && members.length === 0 && !this.#ownershipUnknown) return;
+    const now = this.#ctx.now();
+    const ho = planHandoff({
+      before:
+        before === undefined
+          ? undefined
+          : { totalShards: before.totalShards, strategy: before.strategy, owners: before.owners },
+      next: { totalShards: plan.totalShards, strategy, owners: plan.owners },
+      unknownOwnership: this.#ownershipUnknown,
+      members: members.map((m) => m.record.nodeId),
+      state: (nodeId) => {
+        const m = this.#members.get(nodeId);
+        return m === undefined || m.removing
+          ? { kind: "gone", until: this.#goneFenceUntil(nodeId) }
+          : runState(m, now);
+      },
+      // Nodes we cannot name (gone before we led) and those we removed while they may run.
+      unknownGoneUntil: Math.max(
+        this.#ctx.leaderStart + this.#ctx.settings().fenceMs,
+        ...this.#tombstones.values(),
+      ),
+    });
+    const fencesUntil = ho.fencesUntil > now ? ho.fencesUntil : Number.NEGATIVE_INFINITY;
+    const pending = ho.awaiting.length > 0 || fencesUntil > now;
+    const version = Math.max(before?.version ?? 0, this.#versionFloor) + 1;
     const record: AssignmentRecord = {
       version,
-      phase: losers.length > 0 ? "pending" : "active",
+      phase: pending ? "pending" : "active",
       totalShards: plan.totalShards,
       strategy,
       owners: plain(plan.owners),
-      awaitingRelease: losers,
-      previousOwners: losers.length > 0 && before !== undefined ? plain(before.owners) : {},
-      previousTotalShards: losers.length > 0 && before !== undefined ? before.totalShards : 0,
+      awaitingRelease: ho.awaiting,
+      previousOwners: pending && before !== undefined ? plain(before.owners) : {},
+      previousTotalShards: pending && before !== undefined ? before.totalShards : 0,
+      ...(fencesUntil > now ? { fencesUntil: new Date(Date.now() + (fencesUntil - now)).toISOString() } : {}),
       leaderEpoch: epoch,
       updatedAt: new Date().toISOString(),
     };
     await store.commit(store.client.put(keys.assignment(group)).value(JSON.stringify(record)));
-    this.#assignment = record;
-    if (losers.length > 0) {
+    const wasUnknown = this.#ownershipUnknown;
+    this.#ownershipUnknown = false;
+    this.#versionFloor = version;
+    this.#setAssignment(record);
+    if (pending) {
       this.#handoff = {
         version,
-        awaiting: new Set(losers),
-        deadline: this.#ctx.now() + options.sessionTimeoutMs,
-        activateNotBefore: 0,
+        awaiting: new Set(ho.awaiting),
+        deadline: now + this.#ctx.settings().expiryMs,
+        fencesUntil,
       };
+      this.#deadlines.schedule(
+        HANDOFF,
+        ho.awaiting.length > 0 ? now + this.#ctx.settings().expiryMs : fencesUntil,
+      );
     }
     log.info({
       event: "version_written",
@@ -569,34 +1102,22 @@ export class Group {
       totalShards: record.totalShards,
       strategy,
       members: this.#members.size,
-      awaitingRelease: losers,
+      awaitingRelease: ho.awaiting,
+      fencesMs: fencesUntil > now ? Math.round(fencesUntil - now) : 0,
+      ownershipWasUnknown: wasUnknown,
     });
     this.#broadcast();
   }
 
-  /**
-   * Members that must stop shards before the new version may start. Shard ids keep their
-   * meaning only while totalShards and the strategy stay the same; otherwise every previous
-   * owner loses everything. Members already gone have fenced themselves.
-   */
-  #losers(before: AssignmentRecord | undefined, plan: Plan, strategy: string): string[] {
-    if (before === undefined) return [];
-    const reshaped = before.totalShards !== plan.totalShards || before.strategy !== strategy;
-    const out: string[] = [];
-    for (const [nodeId, shards] of Object.entries(before.owners)) {
-      if (shards.length === 0) continue;
-      const m = this.#members.get(nodeId);
-      if (m === undefined || m.expelling) continue;
-      const next = new Set(plan.owners[nodeId] ?? []);
-      if (reshaped || shards.some((s) => !next.has(s))) out.push(nodeId);
-    }
-    return out.sort();
-  }
-
   #maybeActivate(): void {
     const h = this.#handoff;
-    if (h === undefined || h.awaiting.size > 0 || this.#closed) return;
-    if (this.#ctx.now() < h.activateNotBefore) return; // tick() calls again
+    if (h === undefined || this.#state !== "serving") return;
+    const now = this.#ctx.now();
+    if (!mayActivate(h.awaiting, h.fencesUntil, now)) {
+      // Blocked only by fences: look again when they end.
+      if (h.awaiting.size === 0) this.#deadlines.schedule(HANDOFF, h.fencesUntil);
+      return;
+    }
     this.#handoff = undefined;
     void this.#serial(async () => {
       const a = this.#assignment;
@@ -611,8 +1132,10 @@ export class Group {
         leaderEpoch: epoch,
         updatedAt: new Date().toISOString(),
       };
+      delete record.fencesUntil;
       await store.commit(store.client.put(keys.assignment(group)).value(JSON.stringify(record)));
-      this.#assignment = record;
+      this.#setAssignment(record);
+      this.#writeFailures = 0;
       log.info({ event: "version_active", group, version: record.version, totalShards: record.totalShards });
       this.#broadcast();
       if (this.#rebalanceAfterHandoff) {
@@ -620,35 +1143,111 @@ export class Group {
         this.#scheduleRebalance("deferred");
       }
     }).catch((e: unknown) => {
-      this.#ctx.log.warn({ event: "activate_failed", group: this.#ctx.group, err: String(e) });
-      if (CoordinatorError.from(e).code !== "deposed") this.#handoff = h; // retried on the next tick
+      this.#writeFailed("activate", e);
+      if (CoordinatorError.from(e).code !== "deposed" && this.#handoff === undefined) {
+        this.#handoff = h; // retried at the next deadline, with backoff
+        this.#deadlines.schedule(HANDOFF, this.#ctx.now() + this.#retryDelayMs());
+      }
     });
   }
 
+  /** Tells every connected member its view (a new version or phase). */
   #broadcast(): void {
-    for (const m of this.#members.values()) {
-      if (m.session?.open !== true) continue;
-      const v = this.view(m.record.nodeId);
-      if (v !== undefined) m.session.send({ case: "assignment", value: v });
-    }
+    for (const m of this.#members.values()) this.#announce(m);
   }
 
-  /** Stops timers and closes every stream with `st` (leadership lost or replica stopping). */
+  #announce(m: GroupMember): void {
+    if (m.session === undefined || m.session.closed || !m.session.open) return;
+    const v = this.view(m.record.nodeId);
+    if (v !== undefined) m.session.send({ case: "assignment", value: v });
+  }
+
+  // ---- etcd writes ----------------------------------------------------------------------
+
+  async #putMember(record: MemberRecord, leaseId: string): Promise<void> {
+    const { store, keys, group } = this.#ctx;
+    await store.commit(
+      store.client.put(keys.member(group, record.nodeId)).value(JSON.stringify(record)).lease(leaseId),
+    );
+  }
+
+  /** Records, in batches, that a member is now served by this replica (after a failover). */
+  #adopt(nodeId: string): void {
+    this.#adoptions.add(nodeId);
+    if (this.#deadlines.deadlineOf(ADOPT) === undefined)
+      this.#deadlines.schedule(ADOPT, this.#ctx.now() + 100);
+  }
+
+  #flushAdoptions(): void {
+    const batch = [...this.#adoptions].slice(0, 100);
+    for (const n of batch) this.#adoptions.delete(n);
+    if (this.#adoptions.size > 0) this.#deadlines.schedule(ADOPT, this.#ctx.now() + 20);
+    void this.#serial(async () => {
+      const { store, keys, group, options } = this.#ctx;
+      const ops = [];
+      const updated: [GroupMember, MemberRecord][] = [];
+      for (const nodeId of batch) {
+        const m = this.#members.get(nodeId);
+        if (m === undefined || m.removing || m.record.replica === options.id) continue;
+        const record = { ...m.record, replica: options.id };
+        ops.push(store.client.put(keys.member(group, nodeId)).value(JSON.stringify(record)).lease(m.leaseId));
+        updated.push([m, record]);
+      }
+      if (ops.length === 0) return;
+      await store.commit(...ops);
+      for (const [m, record] of updated) if (m.record.incarnation === record.incarnation) m.record = record;
+    }).catch((e: unknown) => this.#writeFailed("adopt", e));
+  }
+
+  #writeFailed(op: string, e: unknown): void {
+    const err = CoordinatorError.from(e);
+    if (err.code === "deposed" || this.#state === "closed") return;
+    this.#writeFailures += 1;
+    this.#ctx.log.warn({
+      event: "etcd_write_failed",
+      op,
+      group: this.#ctx.group,
+      code: err.code,
+      err: err.message,
+      retryInMs: this.#retryDelayMs(),
+    });
+  }
+
+  /** Backoff for retried writes: 250 ms doubling to 10 s with the failures in a row. */
+  #retryDelayMs(): number {
+    const base = Math.min(10_000, 250 * 2 ** Math.min(this.#writeFailures, 6));
+    return base / 2 + Math.random() * (base / 2);
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------
+
+  /** Stops the watch and every stream (leadership lost or replica stopping). */
   close(st: StreamStatus): void {
-    this.#closed = true;
-    clearTimeout(this.#rebalanceTimer);
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    void this.#watch?.close();
     for (const m of this.#members.values()) m.session?.close(st);
   }
 
   /** Waits for queued etcd work to settle (used on graceful shutdown). */
   async drain(): Promise<void> {
     await this.#queue;
+    await this.#watch?.close();
   }
+}
+
+function unavailable(details: string): StreamStatus {
+  return { code: status.UNAVAILABLE, details };
 }
 
 /** A member's lease is renewed at most this often (a third of its TTL, as etcd's clients do). */
 function keepAliveEveryMs(options: ReplicaOptions): number {
   return (options.memberLeaseTtlSec * 1000) / 3;
+}
+
+/** A stream silent this long is closed (the member stays until its session times out). */
+function idleMs(s: EffectiveSettings): number {
+  return Math.min(3 * s.heartbeatIntervalMs, s.sessionTimeoutMs * 0.8);
 }
 
 function plain(owners: Owners): Record<string, number[]> {

@@ -9,7 +9,10 @@ import { LeaseKeeper } from "../leadership/lease-keeper.js";
 import { Group, type GroupContext } from "../membership/group.js";
 import type { SessionHost, StreamStatus, WorkerSession } from "../server/worker-session.js";
 import type { KeyLayout } from "../store/keys.js";
+import { listChildren } from "../store/paged-range.js";
+import { ClusterConfig } from "./cluster-config.js";
 import type { ReplicaOptions } from "./replica-options.js";
+import type { EffectiveSettings } from "./settings.js";
 
 export interface LeaderOptions {
   readonly client: Etcd3;
@@ -23,6 +26,11 @@ export interface LeaderOptions {
   readonly onDeposed: (e: CoordinatorError) => void;
 }
 
+/** Groups read from etcd at once while a leadership starts. */
+const loadConcurrency = 8;
+/** How often deadlines are looked at (each group keeps its own deadline heap). */
+const tickMs = 25;
+
 /**
  * The leader's work while it leads: every group's membership and versions, loaded from
  * etcd at the start (so a failover keeps every assignment), and the session host for all
@@ -34,6 +42,9 @@ export class Leader implements SessionHost {
   readonly #keeper: LeaseKeeper;
   readonly #groups = new Map<string, Group>();
   readonly #sessions = new Set<WorkerSession>();
+  readonly #creating = new Map<string, Promise<Group>>();
+  readonly #startedAt = performance.now();
+  #config: ClusterConfig | undefined;
   #tick: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -45,35 +56,79 @@ export class Leader implements SessionHost {
     });
   }
 
-  /** Loads every group from etcd and starts the periodic sweep. */
+  /** Reads the cluster settings, loads every group from etcd and starts the deadline tick. */
   static async start(o: LeaderOptions): Promise<Leader> {
     const leader = new Leader(o);
     try {
+      leader.#config = await ClusterConfig.start({
+        client: o.client,
+        keys: o.keys,
+        store: leader.#store,
+        options: o.options,
+        log: o.log,
+        takeoverAt: leader.#startedAt,
+        now: () => performance.now(),
+      });
       await leader.#load();
     } catch (e) {
-      // Loaded groups already hold timers and a keep-alive stream.
+      // Loaded groups already hold watches and a keep-alive stream.
       await leader.close();
       throw e;
     }
-    // Expiry needs no finer grain than this: each tick scans every member of every group.
-    const everyMs = Math.max(100, Math.min(250, o.options.heartbeatIntervalMs / 4));
     leader.#tick = setInterval(() => {
-      for (const g of leader.#groups.values()) g.tick();
-    }, everyMs);
-    o.log.info({ event: "leader_started", leaderEpoch: o.leadership.epoch, groups: leader.#groups.size });
+      const now = performance.now();
+      for (const g of leader.#groups.values()) g.tick(now);
+    }, tickMs);
+    o.log.info({
+      event: "leader_started",
+      leaderEpoch: o.leadership.epoch,
+      groups: leader.#groups.size,
+      loadMs: Math.round(performance.now() - leader.#startedAt),
+    });
     return leader;
   }
 
+  /**
+   * Loads every group, several at a time. Group names come from one small keys-only read per
+   * group (never the groups' contents), and each group reads only its members, assignment,
+   * config and control keys, in pages: the cost does not grow with task or data records.
+   */
   async #load(): Promise<void> {
     const o = this.#o;
-    const names = new Set<string>();
-    const keys = await o.client.getAll().prefix(o.keys.groupsPrefix).keys();
-    for (const key of keys) {
-      const parsed = o.keys.parseGroupKey(key);
-      if (parsed !== undefined && (parsed.rest === "assignment" || parsed.rest.startsWith("members/")))
-        names.add(parsed.group);
+    const names = await listChildren(o.client, o.keys.groupsPrefix);
+    let next = 0;
+    const worker = async () => {
+      while (next < names.length) {
+        const name = names[next++];
+        if (name === undefined) return;
+        this.#groups.set(name, await Group.load(this.#context(name)));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(loadConcurrency, names.length) }, worker));
+  }
+
+  /**
+   * A group first seen in a Hello: read from etcd all the same (an operator may have written
+   * its config before any worker came), once even when many Hellos arrive together.
+   */
+  #create(name: string): Promise<Group> {
+    let p = this.#creating.get(name);
+    if (p === undefined) {
+      p = Group.load(this.#context(name)).then(
+        (g) => {
+          this.#creating.delete(name);
+          if (this.#closed) g.close(notLeader());
+          else this.#groups.set(name, g);
+          return g;
+        },
+        (e: unknown) => {
+          this.#creating.delete(name);
+          throw e;
+        },
+      );
+      this.#creating.set(name, p);
     }
-    for (const name of names) this.#groups.set(name, await Group.load(this.#context(name)));
+    return p;
   }
 
   get epoch(): number {
@@ -88,17 +143,37 @@ export class Leader implements SessionHost {
     return this.#groups;
   }
 
+  /** The cluster settings in force now. */
+  settings(): EffectiveSettings {
+    const tracker = this.#config?.tracker;
+    if (tracker === undefined) {
+      const o = this.#o.options;
+      return {
+        sessionTimeoutMs: o.sessionTimeoutMs,
+        heartbeatIntervalMs: o.heartbeatIntervalMs,
+        strategy: o.strategy,
+        shards: o.shards,
+        expiryMs: o.sessionTimeoutMs,
+        fenceMs: o.sessionTimeoutMs,
+      };
+    }
+    return tracker.effective(performance.now());
+  }
+
   #context(group: string): GroupContext {
-    const { client, keys, options, log, leadership } = this.#o;
+    const { client, keys, options, log, leadership, holds } = this.#o;
     return {
       group,
       options,
+      settings: () => this.settings(),
       epoch: leadership.epoch,
+      leaderStart: this.#startedAt,
       keys,
       client,
       store: this.#store,
       keeper: this.#keeper,
       log,
+      holds,
       now: () => performance.now(),
     };
   }
@@ -107,11 +182,7 @@ export class Leader implements SessionHost {
 
   async hello(session: WorkerSession, hello: Hello): Promise<StreamStatus | undefined> {
     if (this.#closed || !this.#o.holds()) return notLeader();
-    let group = this.#groups.get(hello.group);
-    if (group === undefined) {
-      group = Group.empty(this.#context(hello.group));
-      this.#groups.set(hello.group, group);
-    }
+    const group = this.#groups.get(hello.group) ?? (await this.#create(hello.group));
     const refusal = await group.join(session, hello);
     if (refusal === undefined) this.#sessions.add(session);
     return refusal;
@@ -131,8 +202,8 @@ export class Leader implements SessionHost {
     this.#groups.get(session.group)?.release(session, release);
   }
 
-  leave(session: WorkerSession, _leave: Leave): void {
-    this.#groups.get(session.group)?.leave(session);
+  leave(session: WorkerSession, leave: Leave): void {
+    this.#groups.get(session.group)?.leave(session, leave);
   }
 
   detached(session: WorkerSession): void {
@@ -153,6 +224,7 @@ export class Leader implements SessionHost {
     for (const s of this.#sessions) s.close(st);
     this.#sessions.clear();
     await Promise.all([...this.#groups.values()].map((g) => g.drain()));
+    await this.#config?.close();
     this.#keeper.close();
   }
 }

@@ -24,6 +24,27 @@ export interface ReplicaOptions {
   readonly memberLeaseTtlSec: number;
   /** Debounce between a membership change and the new version, in ms. @default 1000 */
   readonly rebalanceDelayMs: number;
+  /**
+   * Longest wait between the first change of a burst and its version, however many changes
+   * follow (continuous churn must not leave a departed member's shards unowned), in ms.
+   * @default 5 x rebalanceDelayMs
+   */
+  readonly rebalanceMaxDelayMs: number;
+  /**
+   * How long a worker that left for a planned restart (`close({ restart: true })`) keeps its
+   * membership and shards, in ms. @default sessionTimeoutMs
+   */
+  readonly restartGraceMs: number;
+  /** A stream that sends no Hello this long after opening is closed, in ms. @default 10000 */
+  readonly helloTimeoutMs: number;
+  /** Worker streams one replica holds at most; more are refused with RESOURCE_EXHAUSTED. @default 50000 */
+  readonly maxStreams: number;
+  /** Concurrent HTTP/2 streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS). @default 1000 */
+  readonly maxStreamsPerConnection: number;
+  /** GetShardInfo and FetchShardData calls per second per replica, sustained (burst: twice). @default 2000 */
+  readonly unaryRatePerSecond: number;
+  /** GetShardInfo and FetchShardData calls per second per (group, node), sustained (burst: twice). @default 20 */
+  readonly unaryRatePerNode: number;
   /** Default strategy of groups without a config key. @default "modulo" */
   readonly strategy: StrategyName;
   /** Default shard count for `sticky`. @default 16 */
@@ -104,8 +125,30 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
   const leaderTtlSec = int("leader-ttl", pick("leaderTtlSec") ?? 3, 2, 3600);
   const heartbeatIntervalMs = int("heartbeat-interval", pick("heartbeatIntervalMs") ?? 1000, 50, 600_000);
   const sessionTimeoutMs = int("session-timeout", pick("sessionTimeoutMs") ?? 5000, 100, 3_600_000);
+  const restartGraceMs = int("restart-grace", pick("restartGraceMs") ?? sessionTimeoutMs, 0, 3_600_000);
   const memberLeaseTtlSec = int("member-lease-ttl", pick("memberLeaseTtlSec") ?? 15, 2, 86_400);
   const rebalanceDelayMs = int("rebalance-delay", pick("rebalanceDelayMs") ?? 1000, 0, 600_000);
+  const rebalanceMaxDelayMs = int(
+    "rebalance-max-delay",
+    pick("rebalanceMaxDelayMs") ?? 5 * rebalanceDelayMs,
+    0,
+    3_600_000,
+  );
+  if (rebalanceMaxDelayMs < rebalanceDelayMs)
+    throw new CoordinatorError(
+      "invalid_config",
+      `--rebalance-max-delay (${rebalanceMaxDelayMs} ms) must not be below --rebalance-delay (${rebalanceDelayMs} ms)`,
+    );
+  const helloTimeoutMs = int("hello-timeout", pick("helloTimeoutMs") ?? 10_000, 100, 600_000);
+  const maxStreams = int("max-streams", pick("maxStreams") ?? 50_000, 1, 10_000_000);
+  const maxStreamsPerConnection = int(
+    "max-streams-per-connection",
+    pick("maxStreamsPerConnection") ?? 1000,
+    1,
+    1_000_000,
+  );
+  const unaryRatePerSecond = int("unary-rate", pick("unaryRatePerSecond") ?? 2000, 1, 10_000_000);
+  const unaryRatePerNode = int("unary-rate-per-node", pick("unaryRatePerNode") ?? 20, 1, 1_000_000);
   const strategyRaw = String(pick("strategy") ?? "modulo");
   if (!(strategyNames as readonly string[]).includes(strategyRaw)) {
     throw new CoordinatorError(
@@ -139,6 +182,14 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
       `--member-lease-ttl (${memberLeaseTtlSec} s) must be longer than --leader-ttl (${leaderTtlSec} s), or members vanish during a failover`,
     );
   }
+  // A member held for a restart is kept alive without heartbeats; its lease must not run
+  // out first (the leader renews it, but not across a failover of the whole grace).
+  if (memberLeaseTtlSec * 1000 <= restartGraceMs) {
+    throw new CoordinatorError(
+      "invalid_config",
+      `--member-lease-ttl (${memberLeaseTtlSec} s) must be longer than --restart-grace (${restartGraceMs} ms)`,
+    );
+  }
   if (memberLeaseTtlSec * 1000 <= sessionTimeoutMs) {
     throw new CoordinatorError(
       "invalid_config",
@@ -156,6 +207,13 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
     sessionTimeoutMs,
     memberLeaseTtlSec,
     rebalanceDelayMs,
+    rebalanceMaxDelayMs,
+    restartGraceMs,
+    helloTimeoutMs,
+    maxStreams,
+    maxStreamsPerConnection,
+    unaryRatePerSecond,
+    unaryRatePerNode,
     strategy: strategyRaw as StrategyName,
     shards,
     httpListen,

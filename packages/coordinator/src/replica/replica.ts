@@ -5,7 +5,9 @@ import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
 import { Election, type Leadership } from "../leadership/election.js";
 import { LeaderWatch } from "../leadership/leader-watch.js";
-import { type ShardServer, startShardServer } from "../server/shard-server.js";
+import { RefusalLog } from "../server/refusal-log.js";
+import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
+import { UnaryLimiter } from "../server/unary-limiter.js";
 import { WorkerSession } from "../server/worker-session.js";
 import { EtcdDataSource } from "../sharding/data-source.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
@@ -53,11 +55,17 @@ export class Replica {
   #loop: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #writes = 0;
+  /** Worker streams open on this replica (admitted or still saying Hello). */
+  #streams = 0;
+  readonly #refusals: RefusalLog;
+  readonly #unary: UnaryLimiter;
 
   private constructor(options: ReplicaOptions, log: Logger) {
     this.options = options;
     this.#baseLog = log;
     this.#log = log.child({ role: "follower", leaderEpoch: 0 });
+    this.#refusals = new RefusalLog(log);
+    this.#unary = new UnaryLimiter(options.unaryRatePerSecond, options.unaryRatePerNode, performance.now());
     this.#client = createEtcdClient(options.etcdEndpoints);
     this.#keys = keyLayout(options.namespace);
   }
@@ -71,11 +79,21 @@ export class Replica {
       r.#server = await startShardServer(
         {
           heartbeatStream: (call) => r.#heartbeatStream(call),
-          getShardInfo: (req) => getShardInfo(r.#client, r.#keys, req),
-          fetchShardData: (req, signal, write) =>
-            fetchShardData(r.#client, r.#keys, source, req, signal, write),
+          getShardInfo: async (req) => {
+            r.#limit(req.group, req.nodeId);
+            return getShardInfo(r.#client, r.#keys, req);
+          },
+          fetchShardData: async (req, signal, write) => {
+            r.#limit(req.group, req.nodeId);
+            await fetchShardData(r.#client, r.#keys, source, req, signal, write);
+          },
         },
-        { listen: options.listen, maxMessageBytes: options.maxMessageBytes, log: r.#log },
+        {
+          listen: options.listen,
+          maxMessageBytes: options.maxMessageBytes,
+          maxStreamsPerConnection: options.maxStreamsPerConnection,
+          log: r.#log,
+        },
       );
     } catch (e) {
       await r.close();
@@ -109,6 +127,12 @@ export class Replica {
     };
   }
 
+  /** Throws RESOURCE_EXHAUSTED when a unary call is over its rate. */
+  #limit(group: string, nodeId: string): void {
+    const over = this.#unary.take(group, nodeId, performance.now());
+    if (over !== undefined) throw new StatusError(status.RESOURCE_EXHAUSTED, over);
+  }
+
   #heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void {
     const leader = this.#leader;
     if (leader === undefined) {
@@ -127,11 +151,27 @@ export class Replica {
       });
       return;
     }
-    new WorkerSession(call, leader, this.#log, {
-      maxQueued: 256,
-      heartbeatBurst: 20,
-      heartbeatsPerSecond: Math.max(10, 5000 / this.options.heartbeatIntervalMs),
-    }).start();
+    if (this.#streams >= this.options.maxStreams) {
+      call.emit("error", {
+        code: status.RESOURCE_EXHAUSTED,
+        details: `this replica holds its maximum of ${this.options.maxStreams} worker streams`,
+        metadata: new Metadata(),
+      });
+      return;
+    }
+    this.#streams += 1;
+    new WorkerSession(
+      call,
+      leader,
+      this.#log,
+      {
+        maxQueued: 256,
+        helloTimeoutMs: this.options.helloTimeoutMs,
+        heartbeatBurst: 20,
+        heartbeatsPerSecond: Math.max(10, 5000 / this.options.heartbeatIntervalMs),
+      },
+      { refusals: this.#refusals, onEnd: () => (this.#streams -= 1) },
+    ).start();
   }
 
   async #campaignLoop(): Promise<void> {

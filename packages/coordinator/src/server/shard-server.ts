@@ -51,6 +51,8 @@ export interface ShardHandlers {
 export interface ShardServerOptions {
   readonly listen: string;
   readonly maxMessageBytes: number;
+  /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one client connection may open. */
+  readonly maxStreamsPerConnection: number;
   readonly log: Logger;
 }
 
@@ -117,6 +119,8 @@ export interface ShardServer {
 export async function startShardServer(handlers: ShardHandlers, o: ShardServerOptions): Promise<ShardServer> {
   const server = new Server({
     "grpc.max_receive_message_length": o.maxMessageBytes,
+    // One connection may not hold more streams than this (the HTTP/2 peer is told in SETTINGS).
+    "grpc.max_concurrent_streams": o.maxStreamsPerConnection,
     // Server-side HTTP/2 PINGs find dead TCP peers even when a worker stops heartbeating.
     "grpc.keepalive_time_ms": 10_000,
     "grpc.keepalive_timeout_ms": 5_000,

@@ -14,6 +14,7 @@ import {
 import type { Logger } from "pino";
 import { checkName } from "./names.js";
 import { TokenBucket } from "./rate-limiter.js";
+import { isRefusal, type RefusalLog } from "./refusal-log.js";
 
 /** A gRPC status to end a stream with. */
 export interface StreamStatus {
@@ -36,6 +37,8 @@ export interface SessionHost {
 export interface SessionLimits {
   /** Outbound messages queued for a slow reader before it is disconnected. */
   readonly maxQueued: number;
+  /** A stream that has not sent Hello this long after it opened is closed, in ms. */
+  readonly helloTimeoutMs: number;
   /** Heartbeats a worker may send in a burst, and per second sustained. */
   readonly heartbeatBurst: number;
   readonly heartbeatsPerSecond: number;
@@ -56,7 +59,10 @@ export class WorkerSession {
   readonly #bucket: TokenBucket;
   #seq = 0n;
   #peerSeq = 0n;
+  readonly #refusals: RefusalLog | undefined;
   #state: "new" | "opening" | "open" | "closed" = "new";
+  #helloTimer: NodeJS.Timeout | undefined;
+  readonly #onEnd: (() => void) | undefined;
   group = "";
   nodeId = "";
 
@@ -65,16 +71,29 @@ export class WorkerSession {
     host: SessionHost,
     log: Logger,
     limits: SessionLimits,
+    hooks: { refusals?: RefusalLog; onEnd?: () => void } = {},
   ) {
     this.#call = call;
     this.#host = host;
     this.#log = log;
     this.#limits = limits;
+    this.#refusals = hooks.refusals;
+    this.#onEnd = hooks.onEnd;
     this.#bucket = new TokenBucket(limits.heartbeatBurst, limits.heartbeatsPerSecond, performance.now());
   }
 
   /** Starts reading; the session ends itself on a protocol error or when the peer goes. */
   start(): void {
+    // A stream that never says Hello would otherwise hold its slot forever.
+    this.#helloTimer = setTimeout(
+      () =>
+        this.#fail(
+          status.DEADLINE_EXCEEDED,
+          `no hello within ${this.#limits.helloTimeoutMs} ms of opening the stream`,
+        ),
+      this.#limits.helloTimeoutMs,
+    );
+    this.#helloTimer.unref();
     this.#call.on("data", (chunk: Buffer) => this.#onData(chunk));
     this.#call.on("end", () => this.#ended("client half-closed"));
     this.#call.on("cancelled", () => this.#ended("cancelled"));
@@ -84,6 +103,11 @@ export class WorkerSession {
 
   get open(): boolean {
     return this.#state === "open";
+  }
+
+  /** True once the stream has ended (false while its Hello is being decided). */
+  get closed(): boolean {
+    return this.#state === "closed";
   }
 
   get peer(): string {
@@ -110,14 +134,18 @@ export class WorkerSession {
   close(st: StreamStatus): void {
     if (this.#state === "closed") return;
     const wasOpen = this.#state === "open";
-    this.#state = "closed";
-    this.#log.info({
+    this.#finish();
+    const entry = {
       event: "stream_closed",
       group: this.group || undefined,
       node: this.nodeId || undefined,
+      peer: this.#peerOrEmpty(),
       code: status[st.code],
       details: st.details,
-    });
+    };
+    // A client that retries a refusal in a loop must not flood the log at info level.
+    if (this.#refusals === undefined || !isRefusal(st.code)) this.#log.info(entry);
+    else this.#refusals.refused(entry, performance.now());
     try {
       if (st.code === status.OK) this.#call.end(st.metadata ?? new Metadata());
       else
@@ -150,10 +178,24 @@ export class WorkerSession {
       stream.close(http2.NGHTTP2_CANCEL);
   }
 
+  #finish(): void {
+    this.#state = "closed";
+    clearTimeout(this.#helloTimer);
+    this.#onEnd?.();
+  }
+
+  #peerOrEmpty(): string {
+    try {
+      return this.#call.getPeer();
+    } catch {
+      return "";
+    }
+  }
+
   #ended(why: string): void {
     if (this.#state === "closed") return;
     const wasOpen = this.#state === "open";
-    this.#state = "closed";
+    this.#finish();
     this.#log.info({
       event: "stream_ended",
       group: this.group || undefined,
@@ -201,6 +243,7 @@ export class WorkerSession {
       }
       this.group = kind.value.group;
       this.nodeId = kind.value.nodeId;
+      clearTimeout(this.#helloTimer);
       this.#state = "opening";
       this.#call.pause(); // nothing else is read until the hello is decided
       this.#host.hello(this, kind.value).then(
@@ -220,8 +263,8 @@ export class WorkerSession {
         },
         (err: unknown) => {
           this.#log.error({ event: "hello_failed", group: this.group, node: this.nodeId, err: String(err) });
-          this.#state = "new";
-          this.#fail(status.UNAVAILABLE, "the coordinator could not admit the worker; retry");
+          if (this.#state === "opening")
+            this.#fail(status.UNAVAILABLE, "the coordinator could not admit the worker; retry");
         },
       );
       return;

@@ -4,7 +4,9 @@
  *
  * ```
  * <ns>/election/leader/<leaseHex>       election candidates; the oldest (lowest create revision) leads
+ * <ns>/config                           cluster settings safety depends on (session timeout, heartbeat, defaults)
  * <ns>/groups/<group>/config            optional operator settings {strategy, shards}
+ * <ns>/groups/<group>/control           operator switches written by the CLI {repair, ...}
  * <ns>/groups/<group>/members/<nodeId>  member record, bound to that member's own lease
  * <ns>/groups/<group>/assignment        {version, phase, totalShards, strategy, owners, ...}, no lease
  * <ns>/groups/<group>/data/<id>         records served by FetchShardData (built-in data source)
@@ -15,8 +17,11 @@ export interface KeyLayout {
   readonly electionPrefix: string;
   readonly groupsPrefix: string;
   electionKey(leaseId: string): string;
+  /** `<ns>/config`: the cluster settings record. */
+  readonly clusterConfig: string;
   groupPrefix(group: string): string;
   config(group: string): string;
+  control(group: string): string;
   membersPrefix(group: string): string;
   member(group: string, nodeId: string): string;
   assignment(group: string): string;
@@ -39,8 +44,10 @@ export function keyLayout(namespace: string): KeyLayout {
     // Hex lease ids, as Go's concurrency.Election writes them, so
     // `etcdctl elect -l <ns>/election/leader` reads the same keys.
     electionKey: (leaseId) => `${electionPrefix}${BigInt(leaseId).toString(16)}`,
+    clusterConfig: `${ns}/config`,
     groupPrefix,
     config: (g) => `${groupPrefix(g)}config`,
+    control: (g) => `${groupPrefix(g)}control`,
     membersPrefix: (g) => `${groupPrefix(g)}members/`,
     member: (g, n) => `${groupPrefix(g)}members/${n}`,
     assignment: (g) => `${groupPrefix(g)}assignment`,

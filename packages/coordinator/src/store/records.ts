@@ -20,6 +20,18 @@ export const memberRecordSchema = z.object({
   replica: z.string(),
   /** sha256 of the session token (the token itself never touches etcd). */
   sessionHash: z.string(),
+  /**
+   * The incarnation holding the membership: 1 for the first process under this node id, one
+   * more each time a Hello without the live session token starts a new one.
+   */
+  incarnation: z.number().int().nonnegative().default(1),
+  /**
+   * `active`: the incarnation may run its shards. `waiting`: a new incarnation that may start
+   * nothing yet, because an earlier one may still be running (a new leader waits one session
+   * timeout from its takeover). `released`: it stopped everything for a planned restart and
+   * keeps the membership for the restart grace.
+   */
+  state: z.enum(["active", "waiting", "released"]).default("active"),
 });
 export type MemberRecord = z.infer<typeof memberRecordSchema>;
 
@@ -36,6 +48,13 @@ export const assignmentRecordSchema = z.object({
   /** The owners of the previous active version, kept while pending (who may still be running what). */
   previousOwners: z.record(z.string(), shardList).default({}),
   previousTotalShards: z.number().int().nonnegative().default(0),
+  /**
+   * While pending: the version must also outwait the self-fence of incarnations that cannot
+   * release (expelled while alive, superseded, gone with their lease). The writer's estimate
+   * of when that is, as an ISO time, for operators; a new leader does not trust clocks and
+   * waits one session timeout from its takeover instead.
+   */
+  fencesUntil: z.string().optional(),
   leaderEpoch: z.number().int().nonnegative(),
   updatedAt: z.string(),
 });
@@ -47,6 +66,43 @@ export const groupConfigSchema = z.object({
   shards: z.number().int().min(1).max(65_536).optional(),
 });
 export type GroupConfig = z.infer<typeof groupConfigSchema>;
+
+/**
+ * `<ns>/groups/<group>/control`, operator switches written through the CLI. Unknown fields
+ * are kept (later switches: pause, drain).
+ */
+export const groupControlSchema = z
+  .object({
+    /** `coordinator repair`: a fresh, higher version from live members, everyone releasing first. */
+    repair: z.object({ id: z.string().min(1), requestedAt: z.string() }).optional(),
+  })
+  .passthrough();
+export type GroupControl = z.infer<typeof groupControlSchema>;
+
+/**
+ * `<ns>/config`: the settings safety depends on, the same for every replica. Written by the
+ * first replica that finds none (from its flags) and by `coordinator config set`.
+ */
+export const clusterSettingsSchema = z.object({
+  sessionTimeoutMs: z.number().int().min(100).max(3_600_000),
+  heartbeatIntervalMs: z.number().int().min(50).max(600_000),
+  strategy: z.enum(strategyNames as unknown as ["modulo", "sticky"]),
+  shards: z.number().int().min(1).max(65_536),
+  updatedAt: z.string(),
+  /** Who wrote it: a replica id, or "cli". */
+  updatedBy: z.string(),
+  /**
+   * The values before the last change. A shorter session timeout applies to expiry only one
+   * old session timeout after the change (workers learn the new value from acks first).
+   */
+  previous: z
+    .object({
+      sessionTimeoutMs: z.number().int().positive(),
+      heartbeatIntervalMs: z.number().int().positive(),
+    })
+    .optional(),
+});
+export type ClusterSettings = z.infer<typeof clusterSettingsSchema>;
 
 /** Parses a JSON document read from `key`, or throws CoordinatorError("invalid_data") naming the key. */
 export function parseRecord<T>(schema: z.ZodType<T>, key: string, raw: string): T {

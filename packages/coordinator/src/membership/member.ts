@@ -1,0 +1,87 @@
+import type { MemberRecord } from "../store/records.js";
+import type { MemberRun } from "./handoff.js";
+import type { LiveIncarnation } from "./incarnation.js";
+
+/** What the last heartbeat said about the worker's load. */
+export interface MemberLoad {
+  load: number;
+  cpuPercent: number;
+  memoryRssBytes: number;
+  eventLoopDelayMs: number;
+  runningTasks: number;
+  queueLength: number;
+  runningShards: number;
+}
+
+/** The attached stream of a member, as the group needs it. */
+export interface MemberSession {
+  readonly nodeId: string;
+  /** True once the stream has ended (its Hello may still be being decided while false). */
+  readonly closed: boolean;
+}
+
+/**
+ * A member on the leader: its record (as in etcd) and what only the leader's memory holds.
+ * Times are monotonic ms (`performance.now()`).
+ */
+export interface Member<S extends MemberSession = MemberSession> {
+  record: MemberRecord;
+  readonly leaseId: string;
+  /** The live incarnation's stream, while one is attached. */
+  session: S | undefined;
+  /** Last Hello or heartbeat from the live incarnation (expiry counts from here). */
+  lastHeard: number;
+  /** Last Welcome or ack sent to the live incarnation (its self-fence counts from before it). */
+  lastAckSentAt: number;
+  /** An earlier incarnation may run until then; the live one may start nothing before. */
+  priorFenceUntil: number;
+  /** Set when the live incarnation stopped everything for a planned restart. */
+  stoppedAt: number | undefined;
+  lastKeepAliveAt: number;
+  heardSinceKeepAlive: boolean;
+  /** A removal is queued: it gets no more acks and is not planned for. */
+  removing: boolean;
+  /** Why its etcd record failed validation (its shards stay until its session says otherwise). */
+  corrupt: string | undefined;
+  load: MemberLoad;
+}
+
+export const noLoad: MemberLoad = {
+  load: 0,
+  cpuPercent: 0,
+  memoryRssBytes: 0,
+  eventLoopDelayMs: 0,
+  runningTasks: 0,
+  queueLength: 0,
+  runningShards: 0,
+};
+
+/** The member's live incarnation, as the incarnation rules see it. */
+export function liveIncarnation(m: Member): LiveIncarnation {
+  return {
+    tokenHash: m.record.sessionHash,
+    attached: m.session !== undefined && !m.session.closed,
+    stopped: m.stoppedAt !== undefined,
+    lastAckSentAt: m.lastAckSentAt,
+    priorFenceUntil: m.priorFenceUntil,
+  };
+}
+
+/** Whether the live incarnation may run shards at `now` (no earlier one may still be running). */
+export function mayRun(m: Member, now: number): boolean {
+  return now >= m.priorFenceUntil;
+}
+
+/** What the member may be running, for the handoff. */
+export function runState(m: Member, now: number): MemberRun {
+  if (m.stoppedAt !== undefined)
+    return now >= m.priorFenceUntil ? { kind: "stopped" } : { kind: "waiting", until: m.priorFenceUntil };
+  if (!mayRun(m, now)) return { kind: "waiting", until: m.priorFenceUntil };
+  return { kind: "running" };
+}
+
+/** The record state that describes the member now. */
+export function recordState(m: Member, now: number): MemberRecord["state"] {
+  if (m.stoppedAt !== undefined) return "released";
+  return mayRun(m, now) ? "active" : "waiting";
+}
