@@ -235,9 +235,13 @@ export class Session implements SessionPort {
 
   // ---- the connection loop -------------------------------------------------------------
 
-  /** How long a replica gets to answer an HTTP/2 PING before it counts as not answering. */
+  /**
+   * How long a replica gets to answer an HTTP/2 PING (on a fresh connection) before it counts
+   * as not answering: 3/4 of an interval, so a silent leader is given up within about 2
+   * intervals of its last ack, while a merely busy one has time to answer.
+   */
   #probeTimeoutMs(): number {
-    return Math.min(1000, Math.max(100, this.#heartbeatIntervalMs / 2));
+    return Math.min(2000, Math.max(200, 0.75 * this.#heartbeatIntervalMs));
   }
 
   #fail(e: WorkerError): void {

@@ -28,8 +28,9 @@ const checkEveryMs = 50;
  * the only symptom; the self-fence is ticking meanwhile, so the stream must be given up in
  * time to find the next leader:
  *
- * - no heartbeat ack for 1.5 intervals: check the replica with an HTTP/2 PING on a connection
- *   of its own; no answer within the probe timeout ends the stream (`UNRESPONSIVE`);
+ * - no heartbeat ack for 1.25 intervals (an ack is overdue): check the replica with an HTTP/2
+ *   PING on a connection of its own; no answer within the probe timeout ends the stream
+ *   (`UNRESPONSIVE`), unless the stream heard from the replica meanwhile;
  * - no heartbeat ack for 3 intervals ends it whatever the PING said (`NO_ACK`);
  * - before the Welcome: a resume is answered quickly, so no Welcome within 2 intervals
  *   (at least 500 ms) ends it (`NO_WELCOME`), and half an interval without one triggers the
@@ -106,16 +107,19 @@ export class StreamWatchdog {
       this.#end(new StreamAbort("NO_ACK", `no heartbeat ack for ${Math.round(silentMs)} ms (3 intervals)`));
       return;
     }
-    if (silentMs > 1.5 * interval) this.#probe(`no heartbeat ack for ${Math.round(silentMs)} ms`);
+    if (silentMs > 1.25 * interval) this.#probe(`no heartbeat ack for ${Math.round(silentMs)} ms`);
   }
 
   #probe(symptom: string): void {
     if (this.#probing || this.#checked) return;
     this.#probing = true;
     const timeoutMs = this.#host.probeTimeoutMs();
+    const heardBefore = this.#lastHeardAt;
     void this.#host.probe(timeoutMs).then((ok) => {
       this.#probing = false;
       if (this.#closed) return;
+      // The stream itself answered while the PING was out (a slow replica, not a dead one).
+      if (this.#lastHeardAt > heardBefore) return;
       if (ok) {
         this.#checked = true;
         return;
