@@ -104,6 +104,8 @@ export class Session implements SessionPort {
   /** Whether runners were last told `confirmed` (and not `fenced` since). */
   #confirmed = false;
   #retiring = false;
+  /** Leave was sent: the stream that carried it is the last one. */
+  #left = false;
   #connectedTo: string | undefined;
   #streamDone: (() => void) | undefined;
 
@@ -215,6 +217,7 @@ export class Session implements SessionPort {
   async leave(reason: string, restart: boolean): Promise<void> {
     const out = this.#out;
     if (out === undefined || out.closed) return;
+    this.#left = true;
     this.send({ case: "leave", value: { reason, restart } });
     await Promise.race([this.#loopIdle(), sleep(1000, undefined).catch(() => undefined)]);
   }
@@ -305,7 +308,7 @@ export class Session implements SessionPort {
         if (signal.aborted) break;
         failure = classifyStreamError(e);
       }
-      if (signal.aborted) break;
+      if (signal.aborted || this.#left) break; // after Leave: never join again
       this.#hub.log({
         event: welcomed ? "stream_lost" : "stream_failed",
         coordinator: target,
