@@ -7,6 +7,13 @@
 // Usage: node examples/dist/dataset-job.js --node <id> [--group demo]
 //          [--coordinators 127.0.0.1:50051,127.0.0.1:50052] [--item-ms 50] [--loop]
 //          [--checkpoint-etcd http://127.0.0.1:2379 --checkpoint-prefix /ckpt/]
+//          [--on-sigterm leave|restart]
+//
+// On SIGTERM (and SIGINT) the job closes its worker: `leave` (the default) leaves the group,
+// so its shards move to the others in a new version; `restart` is a planned restart
+// (`worker.close({ restart: true })`): the shards are released, the membership stays for the
+// coordinator's restart grace, and the next process with the same --node gets the same
+// shards back with no new version. Use `restart` in a rolling deploy.
 //
 // With --checkpoint-etcd the job is at-least-once with a checkpoint, as real jobs are: it
 // skips items already marked done under the prefix and marks each item after processing,
@@ -28,8 +35,16 @@ const { values } = parseArgs({
     "checkpoint-prefix": { type: "string", default: "/checkpoints/" },
     // Start only on SIGUSR2: lets a drill release many workers at the same instant.
     "wait-for-signal": { type: "boolean", default: false },
+    "on-sigterm": { type: "string", default: "leave" },
   },
 });
+const onSigterm = values["on-sigterm"];
+if (onSigterm !== "leave" && onSigterm !== "restart") {
+  process.stderr.write(
+    `dataset-job: --on-sigterm must be leave or restart, got ${JSON.stringify(onSigterm)}\n`,
+  );
+  process.exit(2);
+}
 if (values["wait-for-signal"]) {
   // A signal listener does not keep the event loop alive; this timer does, until the signal.
   const keepAlive = setInterval(() => undefined, 1000);
@@ -50,18 +65,25 @@ const itemMs = Number(values["item-ms"]);
 const print = (event: string, fields: Record<string, unknown> = {}) =>
   process.stdout.write(`${JSON.stringify({ t: Date.now(), node: values.node, event, ...fields })}\n`);
 
-const stop = new AbortController();
-process.on("SIGTERM", () => stop.abort());
-process.on("SIGINT", () => stop.abort());
-
+// DATASET_JOB_SDK_LOG=1 prints the SDK's own log entries on stderr (one JSON line each), so a
+// drill or a test can tell why a worker reconnected or fenced itself.
+const sdkLog = process.env.DATASET_JOB_SDK_LOG === "1";
 const worker = await connectWorker({
   coordinators: values.coordinators.split(","),
   group: values.group,
   nodeId: values.node,
   capacity: Number(values.capacity),
-  signal: stop.signal,
+  ...(sdkLog
+    ? { onLog: (entry) => process.stderr.write(`${JSON.stringify({ t: Date.now(), ...entry })}\n`) }
+    : {}),
 });
-print("joined", { assignment: worker.assignment });
+print("joined", { assignment: worker.assignment, incarnation: worker.incarnation });
+const shutdown = () => {
+  print("closing", { restart: onSigterm === "restart" });
+  void worker.close({ restart: onSigterm === "restart" });
+};
+process.once("SIGTERM", shutdown);
+process.once("SIGINT", shutdown);
 
 void (async () => {
   for await (const e of worker.events()) {
@@ -69,9 +91,20 @@ void (async () => {
     else if (e.type === "shard_started" || e.type === "shard_stopped")
       print(e.type, { shard: e.shard.id, totalShards: e.shard.totalShards, version: e.shard.version });
     else if (e.type === "connected")
-      print("connected", { coordinator: e.coordinator, leaderEpoch: e.leaderEpoch, resumed: e.resumed });
+      print("connected", {
+        coordinator: e.coordinator,
+        leaderEpoch: e.leaderEpoch,
+        resumed: e.resumed,
+        incarnation: e.incarnation,
+      });
     else if (e.type === "disconnected")
-      print("disconnected", { coordinator: e.coordinator, reason: e.reason });
+      print("disconnected", {
+        coordinator: e.coordinator,
+        code: e.code,
+        reason: e.reason,
+        welcomed: e.welcomed,
+      });
+    else if (e.type === "stale_view") print("stale_view", { ...e });
     else if (e.type === "fenced") print("fenced");
     else if (e.type === "released") print("released", { version: e.version });
   }
@@ -91,7 +124,7 @@ const sleep = (ms: number, signal: AbortSignal) =>
   });
 
 let processed = 0;
-await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
+const run = worker.runShards(async (shard: Shard, signal: AbortSignal) => {
   do {
     try {
       for await (const rec of worker.fetchShardData(shard, { batchSize: 50, signal })) {
@@ -120,5 +153,11 @@ await worker.runShards(async (shard: Shard, signal: AbortSignal) => {
   // Keep the shard until it is taken away.
   await new Promise<void>((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
 });
+// runShards resolves once the worker closed, or rejects with the error that ended it.
+const failure = await run.then(
+  () => undefined,
+  (e: unknown) => e,
+);
 checkpoint?.close();
-print("closed", { processed });
+print("closed", { processed, ...(failure === undefined ? {} : { error: String(failure) }) });
+if (failure !== undefined) process.exitCode = 1;

@@ -50,7 +50,7 @@ describe("operator switches", () => {
   it("pause holds versions until resume; drain moves a node's shards away and tells it", async () => {
     const c = await startCluster(env, ["--strategy", "sticky", "--shards", "4"]);
     const leader = await c.waitForLeader();
-    const a = await rawWorker(leader.address, "ops", "a");
+    await rawWorker(leader.address, "ops", "a");
     const b = await rawWorker(leader.address, "ops", "b");
     const two = await until(
       () => assignmentOf(env, c, "ops"),

@@ -1,13 +1,34 @@
 /**
  * Why a worker operation failed, as a stable code.
  *
- * - `invalid_options`: connectWorker was given bad options.
- * - `closed`: the worker was closed (or its signal aborted).
- * - `not_owner`: the shard is not owned by this worker in an active version (FetchShardData).
- * - `refused`: the coordinator refused the worker for good (invalid group/node id, duplicate node id).
- * - `unavailable`: no coordinator could be reached in time.
+ * Raised by `connectWorker` (and then ending the worker, see `worker.closed()`), for refusals
+ * that retrying cannot fix:
+ * - `already_exists`: another live process holds this node id in the group (before the first
+ *   Welcome: a duplicate deployment; after it: another process took the node id over, and this
+ *   worker stopped every handler and closed);
+ * - `invalid_argument`: the coordinator rejected the group or node id;
+ * - `permission_denied`: the coordinator refused our credentials (UNAUTHENTICATED or PERMISSION_DENIED);
+ * - `not_coordinator`: a configured address is not a shard coordinator: it does not speak
+ *   HTTP/2 (e.g. the replica's HTTP port, any HTTP/1.1 server) or serves no ShardService;
+ * - `unavailable`: no coordinator welcomed us within `connectTimeoutMs` (the message names the
+ *   last cause seen per replica).
+ *
+ * Elsewhere:
+ * - `invalid_options`: connectWorker was given bad options (or runShards called twice);
+ * - `closed`: the worker was closed (or its signal aborted);
+ * - `not_owner`: the shard is not owned by this worker in an active version (FetchShardData);
+ * - `unsupported_runtime`: this Node.js is older than the SDK supports (thrown at import).
  */
-export type WorkerErrorCode = "invalid_options" | "closed" | "not_owner" | "refused" | "unavailable";
+export type WorkerErrorCode =
+  | "invalid_options"
+  | "closed"
+  | "not_owner"
+  | "already_exists"
+  | "invalid_argument"
+  | "permission_denied"
+  | "not_coordinator"
+  | "unavailable"
+  | "unsupported_runtime";
 
 /**
  * The SDK's one error class.

@@ -15,6 +15,9 @@
  * });
  * ```
  */
+// First, before anything else is evaluated: an unsupported Node.js stops here with one line.
+import "./runtime-check.js";
+
 export { shardOf } from "@org/proto";
 export type { BackoffOptions } from "./backoff.js";
 export { backoffCeiling, backoffDelay, defaultBackoff } from "./backoff.js";
@@ -28,6 +31,6 @@ export { TaskClientError } from "./task-client-error.js";
 export type { TaskClientOptions } from "./task-client-options.js";
 export type { TaskFailureInfo, TaskInfo, TaskInput, TaskPlacementKind, TaskState } from "./task-info.js";
 export { isFinalTaskState } from "./task-info.js";
-export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker.js";
 export { connectWorker, Worker } from "./worker.js";
+export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker-event.js";
 export type { WorkerOptions } from "./worker-options.js";

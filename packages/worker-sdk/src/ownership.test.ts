@@ -14,8 +14,9 @@ function view(
   shards: readonly number[],
   totalShards = 4,
   strategy = "range",
+  leaderEpoch = 1,
 ): AssignmentView {
-  return { version, phase, totalShards, shards, strategy };
+  return { leaderEpoch, version, phase, totalShards, shards, strategy };
 }
 
 const nothing: OwnershipActions = { stop: [], start: [], release: undefined };
@@ -422,6 +423,68 @@ describe("Ownership scenarios", () => {
   });
 });
 
+describe("Ownership: leader epochs and incarnations", () => {
+  describe("(i) leader epochs", () => {
+    it("ignores any view of a lower epoch, whatever its version", () => {
+      const o = runningOwnership([1], 3); // epoch 1
+      expect(o.observe(view(1, "active", [1, 2], 4, "range", 0), 1)).toEqual(nothing);
+      expect(o.observe(view(9, "active", [0], 4, "range", 0), 2)).toEqual(nothing);
+      expect(o.latest?.version).toBe(3);
+      expect(o.running).toEqual([1]);
+    });
+
+    it("a higher epoch with a lower version is the new truth: lost shards stop, the pending version is released", () => {
+      const o = runningOwnership([1, 2], 5);
+      expect(o.observe(view(1, "pending", [2, 3], 4, "range", 2), 1)).toEqual(actions({ stop: [1] }));
+      expect(o.latest).toMatchObject({ leaderEpoch: 2, version: 1 });
+      expect(o.stopped(1, 2)).toEqual(actions({ release: 1 }));
+      // Only once active do the gained shards start; the kept one never stopped.
+      expect(o.observe(view(1, "active", [2, 3], 4, "range", 2), 3)).toEqual(actions({ start: [3] }));
+      expect(o.running).toEqual([2, 3]);
+      // The old epoch's versions are over, even higher ones.
+      expect(o.observe(view(6, "active", [0], 4, "range", 1), 4)).toEqual(nothing);
+    });
+
+    it("a version number released in one epoch is released again when a new epoch reuses it", () => {
+      const o = runningOwnership([1], 1);
+      expect(o.observe(view(2, "pending", [1]), 1)).toEqual(actions({ release: 2 }));
+      expect(o.observe(view(2, "pending", [1], 4, "range", 2), 2)).toEqual(actions({ release: 2 }));
+    });
+  });
+
+  describe("(j) new incarnation", () => {
+    it("stops everything running and forgets the view; nothing starts before the new session is confirmed", () => {
+      const o = runningOwnership([0, 2], 4);
+      expect(o.newIncarnation(10)).toEqual(actions({ stop: [0, 2] }));
+      expect(o.latest).toBeUndefined();
+      expect(o.fenced).toBe(true);
+      expect(o.runs(0, 4)).toBe(false);
+      // The Welcome's view (same version, still active), then the confirmation.
+      expect(o.observe(view(4, "active", [0, 2]), 11)).toEqual(nothing);
+      expect(o.confirm(12)).toEqual(nothing); // the stops have not completed
+      expect(o.stopped(0, 13)).toEqual(nothing);
+      expect(o.stopped(2, 14)).toEqual(actions({ start: [0, 2] }));
+    });
+
+    it("with a pending view it starts nothing, and releases once the stops completed", () => {
+      const o = runningOwnership([1], 4);
+      expect(o.newIncarnation(10)).toEqual(actions({ stop: [1] }));
+      expect(o.observe(view(4, "pending", [1]), 11)).toEqual(nothing);
+      expect(o.confirm(12)).toEqual(nothing);
+      expect(o.stopped(1, 13)).toEqual(actions({ release: 4 }));
+      expect(o.running).toEqual([]);
+      expect(o.observe(view(4, "active", [1]), 14)).toEqual(actions({ start: [1] }));
+    });
+
+    it("with nothing running it only forgets the view", () => {
+      const o = new Ownership();
+      o.observe(view(2, "active", [1]), 0);
+      expect(o.newIncarnation(1)).toEqual(nothing);
+      expect(o.latest).toBeUndefined();
+    });
+  });
+});
+
 // ---------------------------------------------------------------------------------------------
 // Property: random event sequences against a model of the handlers actually running.
 
@@ -431,6 +494,8 @@ type Event =
       readonly dt: number;
       /** Relative to the latest version: -1 is stale, 0 the same, >0 newer. */
       readonly versionDelta: number;
+      /** Relative to the latest epoch: -1 is a deposed leader, +1 a new one (any version then). */
+      readonly epochDelta: number;
       readonly phase: Phase;
       readonly totalShards: number;
       /** Bit i set: shard i (kept only when i < totalShards). */
@@ -442,7 +507,8 @@ type Event =
   | { readonly kind: "confirm"; readonly dt: number }
   | { readonly kind: "stopped"; readonly dt: number; readonly pick: number }
   | { readonly kind: "reconcile"; readonly dt: number }
-  | { readonly kind: "newSession" };
+  | { readonly kind: "newSession" }
+  | { readonly kind: "newIncarnation"; readonly dt: number };
 
 const dt = fc.integer({ min: 0, max: 300 });
 
@@ -453,6 +519,7 @@ const eventArb: fc.Arbitrary<Event> = fc.oneof(
       kind: fc.constant("observe" as const),
       dt,
       versionDelta: fc.constantFrom(-1, 0, 0, 0, 1, 1, 2),
+      epochDelta: fc.constantFrom(-1, 0, 0, 0, 0, 0, 1),
       phase: fc.constantFrom<Phase>("active", "active", "pending", "pending", "none"),
       // Mostly the same count (so versions hand shards back and forth), sometimes another one.
       totalShards: fc.constantFrom(4, 4, 4, 4, 4, 1, 2, 3),
@@ -469,6 +536,7 @@ const eventArb: fc.Arbitrary<Event> = fc.oneof(
   },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant("reconcile" as const), dt }) },
   { weight: 1, arbitrary: fc.constant({ kind: "newSession" as const }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("newIncarnation" as const), dt }) },
 );
 
 const windowArb: fc.Arbitrary<StabilityWindow> = fc.oneof(
@@ -489,8 +557,8 @@ function sameShape(a: Shape, b: Shape): boolean {
 class World {
   readonly running = new Map<number, Shape>();
   readonly stopping = new Map<number, Shape>();
-  /** Versions released since the last newSession(). */
-  readonly released = new Set<number>();
+  /** `epoch:version` released since the last newSession(). */
+  readonly released = new Set<string>();
   latest: AssignmentView | undefined;
   fenced = true;
   // The stability window as documented: acks / first time seen active, per (version, phase).
@@ -523,8 +591,9 @@ class World {
       expect(v?.version).toBe(a.release);
       expect(v?.phase).toBe("pending");
       expect(this.stopping.size).toBe(0);
-      expect(this.released.has(a.release), `second release of version ${a.release}`).toBe(false);
-      this.released.add(a.release);
+      const key = `${v?.leaderEpoch}:${a.release}`;
+      expect(this.released.has(key), `second release of version ${key}`).toBe(false);
+      this.released.add(key);
     }
     expect(new Set(a.start).size).toBe(a.start.length);
     for (const s of a.start) {
@@ -564,13 +633,20 @@ function runScenario(window: StabilityWindow, events: readonly Event[]): void {
   let now = 0;
   for (const e of events) {
     if (e.kind !== "newSession") now += e.dt;
+    const epochOf = (v: AssignmentView | undefined) => v?.leaderEpoch ?? 1;
     let reconciled = true;
     switch (e.kind) {
       case "observe": {
         const prev = w.latest;
-        const version = Math.max(1, (prev?.version ?? 1) + e.versionDelta);
-        const v = view(version, e.phase, shardsOf(e.mask, e.totalShards), e.totalShards, e.strategy);
-        const stale = prev !== undefined && version < prev.version;
+        const epoch = Math.max(1, epochOf(prev) + e.epochDelta);
+        // A new epoch may carry any version, lower ones included (a new leader that lost the state).
+        const base = epoch > epochOf(prev) ? 1 : (prev?.version ?? 1);
+        const version = Math.max(1, base + e.versionDelta);
+        const v = view(version, e.phase, shardsOf(e.mask, e.totalShards), e.totalShards, e.strategy, epoch);
+        const stale =
+          prev !== undefined &&
+          (epoch < prev.leaderEpoch || (epoch === prev.leaderEpoch && version < prev.version));
+        expect(prev !== undefined && Ownership.older(v, prev)).toBe(stale);
         const a = o.observe(v, now, e.ack);
         if (stale) {
           expect(a).toEqual(nothing);
@@ -616,6 +692,16 @@ function runScenario(window: StabilityWindow, events: readonly Event[]): void {
         w.released.clear();
         reconciled = false;
         break;
+      case "newIncarnation":
+        // Starts from nothing: every running shard stops, the view is forgotten, fenced until confirmed.
+        w.fenced = true;
+        w.latest = undefined;
+        w.activeSince = undefined;
+        w.activeAcks = 0;
+        w.released.clear();
+        w.apply(o.newIncarnation(now), now);
+        expect(w.running.size).toBe(0);
+        break;
     }
 
     // The state machine agrees with the world.
@@ -649,7 +735,8 @@ function runScenario(window: StabilityWindow, events: readonly Event[]): void {
 
     if (!reconciled || v === undefined) continue;
     // Liveness after each reconciliation: a pending version whose stops all completed is released ...
-    if (v.phase === "pending" && w.stopping.size === 0) expect(w.released.has(v.version)).toBe(true);
+    if (v.phase === "pending" && w.stopping.size === 0)
+      expect(w.released.has(`${v.leaderEpoch}:${v.version}`)).toBe(true);
     // ... and every owned shard of a stable active version runs, unless a stop blocks it.
     if (v.phase === "active" && !w.fenced && w.stable(now) && (w.stopping.size === 0 || w.running.size > 0)) {
       for (const s of v.shards) {
@@ -671,7 +758,8 @@ function runScenario(window: StabilityWindow, events: readonly Event[]): void {
   if (v !== undefined && v.phase === "active" && w.stable(now)) {
     expect(sorted(w.running.keys())).toEqual([...v.shards]);
   }
-  if (v !== undefined && v.phase === "pending") expect(w.released.has(v.version)).toBe(true);
+  if (v !== undefined && v.phase === "pending")
+    expect(w.released.has(`${v.leaderEpoch}:${v.version}`)).toBe(true);
 }
 
 describe("Ownership (property)", () => {

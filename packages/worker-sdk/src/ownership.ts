@@ -6,7 +6,10 @@
  *   so is every shard when the shard count or strategy changes (shard ids change meaning);
  * - a pending version is released (`release`) only once every stop has completed;
  * - a gained shard starts only when its version is active, the session is not fenced,
- *   nothing with that id is still stopping, and the optional stability window has passed.
+ *   nothing with that id is still stopping, and the optional stability window has passed;
+ * - views arrive in leader order: one from a lower leader epoch, or with a lower version in
+ *   the same epoch, is ignored (the session rejects and reports those before they get here;
+ *   this is the last line). A higher epoch may carry a lower version: it is the new truth.
  */
 
 /** Where a version stands. */
@@ -14,6 +17,8 @@ export type Phase = "none" | "pending" | "active";
 
 /** The assignment as the leader announced it to this worker. */
 export interface AssignmentView {
+  /** The epoch of the leader that announced it (not necessarily the one that wrote it). */
+  readonly leaderEpoch: number;
   readonly version: number;
   readonly phase: Phase;
   readonly totalShards: number;
@@ -47,7 +52,8 @@ export class Ownership {
   #latest: AssignmentView | undefined;
   #activeSince: number | undefined;
   #activeAcks = 0;
-  #released = 0;
+  /** The (epoch, version) last released on this session. */
+  #released: string | undefined;
   #fenced = true; // nothing may run before the first confirmation of our session
   readonly #running = new Set<number>();
   readonly #stopping = new Set<number>();
@@ -87,7 +93,7 @@ export class Ownership {
   /** The leader announced `view` (Welcome, Assignment or HeartbeatAck); `ack` counts toward the window. */
   observe(view: AssignmentView, now: number, ack = false): OwnershipActions {
     const prev = this.#latest;
-    if (prev !== undefined && view.version < prev.version) return none; // stale
+    if (prev !== undefined && Ownership.older(view, prev)) return none; // stale
     if (prev === undefined || view.version !== prev.version || view.phase !== prev.phase) {
       this.#activeSince = view.phase === "active" ? now : undefined;
       this.#activeAcks = 0;
@@ -95,6 +101,11 @@ export class Ownership {
     if (ack && view.phase === "active") this.#activeAcks += 1;
     this.#latest = view;
     return this.reconcile(now);
+  }
+
+  /** Whether `a` comes before `b` in leader order (a lower epoch, or a lower version in the same epoch). */
+  static older(a: AssignmentView, b: AssignmentView): boolean {
+    return a.leaderEpoch < b.leaderEpoch || (a.leaderEpoch === b.leaderEpoch && a.version < b.version);
   }
 
   /** The session fence ran out: everything stops until the leader confirms us again. */
@@ -114,7 +125,21 @@ export class Ownership {
    * pending version is released again (the leader treats repeats as no-ops).
    */
   newSession(): void {
-    this.#released = 0;
+    this.#released = undefined;
+  }
+
+  /**
+   * The leader did not recognise our session and started a new incarnation of this node:
+   * it starts from nothing. Every running shard stops, the last view is forgotten, and nothing
+   * runs until the leader confirms the new session (and each stop has completed).
+   */
+  newIncarnation(now: number): OwnershipActions {
+    this.#latest = undefined;
+    this.#activeSince = undefined;
+    this.#activeAcks = 0;
+    this.#released = undefined;
+    this.#fenced = true;
+    return this.reconcile(now);
   }
 
   /** A shard's handler has returned after a stop. */
@@ -141,9 +166,12 @@ export class Ownership {
     }
     if (this.#running.size === 0) this.#runningShape = undefined;
     let release: number | undefined;
-    if (v !== undefined && v.phase === "pending" && v.version > this.#released && this.#stopping.size === 0) {
-      release = v.version;
-      this.#released = v.version;
+    if (v !== undefined && v.phase === "pending" && this.#stopping.size === 0) {
+      const key = `${v.leaderEpoch}:${v.version}`;
+      if (key !== this.#released) {
+        release = v.version;
+        this.#released = key;
+      }
     }
     const start: number[] = [];
     if (v !== undefined && v.phase === "active" && !this.#fenced && this.#stable(now)) {

@@ -15,9 +15,8 @@ describe("README example", () => {
     expect(blocks.length).toBeGreaterThan(0);
     const dir = mkdtempSync(join(pkg, ".readme-check-"));
     try {
-      // `handle` is the reader's own code in the example.
-      const prelude = "declare function handle(rec: import('@org/proto').DataRecord): Promise<void>;\n";
-      writeFileSync(join(dir, "example.ts"), `${prelude}${blocks[0]}\nexport {};\n`);
+      // As written: nothing declared around it (an undefined name fails here).
+      writeFileSync(join(dir, "example.ts"), `${blocks[0]}\nexport {};\n`);
       writeFileSync(
         join(dir, "tsconfig.json"),
         JSON.stringify({

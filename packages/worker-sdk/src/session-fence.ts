@@ -50,6 +50,14 @@ export class SessionFence {
     if (helloSentAt > this.#lastAckedSentAt) this.#lastAckedSentAt = helloSentAt;
   }
 
+  /**
+   * Forgets the heartbeats sent so far, keeping the deadline: a new stream numbers its
+   * messages from 1 again, so an ack there must not match a heartbeat of the old stream.
+   */
+  forgetSent(): void {
+    this.#sent.clear();
+  }
+
   /** Forgets the session (after close or an expulsion): nothing is valid until the next ack. */
   reset(): void {
     this.#lastAckedSentAt = Number.NEGATIVE_INFINITY;

@@ -10,7 +10,7 @@ export interface WorkerOptions {
   readonly group: string;
   /** This worker's id, stable across restarts (a quick restart then causes no rebalance). Same charset. */
   readonly nodeId: string;
-  /** Relative capacity for the `sticky` strategy. @default 1 */
+  /** Relative capacity: the member's weight under the `sticky` strategy (ignored under `modulo`). @default 1 */
   readonly capacity?: number;
   /** Free-form labels stored in the member record. @default {} */
   readonly labels?: Readonly<Record<string, string>>;
@@ -18,13 +18,22 @@ export interface WorkerOptions {
   readonly signal?: AbortSignal;
   /** Your own load figure, sent with every heartbeat. */
   readonly load?: () => number;
-  /** Start a new version's gained shards only after it stayed active for N heartbeats or T ms. @default none */
+  /**
+   * Start a new version's gained shards only after it stayed active for N heartbeats or T ms.
+   * Worth it under `modulo`, where every membership change restarts every shard. @default none
+   */
   readonly stabilityWindow?: Partial<StabilityWindow>;
   /** How long a shard handler may take to return after its signal aborts, in ms. @default 10000 */
   readonly stopTimeoutMs?: number;
-  /** Reconnect backoff (full jitter). @default { baseMs: 50, capMs: 500 } */
+  /**
+   * Reconnect backoff (full jitter). While the session still holds (a failover in progress),
+   * the cap is at most half the heartbeat interval. @default { baseMs: 50, capMs: 500 }
+   */
   readonly backoff?: Partial<BackoffOptions>;
-  /** How long connectWorker waits for the first Welcome, in ms. @default 30000 */
+  /**
+   * How long connectWorker keeps trying for the first Welcome, in ms; the error then names the
+   * last cause per replica. Refusals retrying cannot fix reject at once. @default 30000
+   */
   readonly connectTimeoutMs?: number;
   /** HTTP/2 PING interval on the connection, in ms. @default 10000 */
   readonly pingIntervalMs?: number;

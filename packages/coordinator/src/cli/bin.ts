@@ -408,8 +408,12 @@ config
   );
 
 /** Writes one change of a group's control record and prints the record. */
-async function control(o: { etcd: string; namespace: string; group: string }, change: ControlChange): Promise<void> {
-  const bad = checkName("group", o.group) ?? ("node" in change ? checkName("node_id", change.node) : undefined);
+async function control(
+  o: { etcd: string; namespace: string; group: string },
+  change: ControlChange,
+): Promise<void> {
+  const bad =
+    checkName("group", o.group) ?? ("node" in change ? checkName("node_id", change.node) : undefined);
   if (bad !== undefined) usageError(bad);
   const client = createEtcdClient(o.etcd.split(","));
   try {
@@ -420,21 +424,27 @@ async function control(o: { etcd: string; namespace: string; group: string }, ch
   }
 }
 
-const groupCommand = program.command("group").description("a group's operator switches (<ns>/groups/<g>/control)");
+const groupCommand = program
+  .command("group")
+  .description("a group's operator switches (<ns>/groups/<g>/control)");
 groupCommand
   .command("pause")
   .description("no new versions and no task dispatch in the group; shards keep running")
   .addOption(etcdOption())
   .addOption(nsOption())
   .requiredOption("--group <group>", "the worker group")
-  .action((o: { etcd: string; namespace: string; group: string }) => control(o, { kind: "pause", paused: true }));
+  .action((o: { etcd: string; namespace: string; group: string }) =>
+    control(o, { kind: "pause", paused: true }),
+  );
 groupCommand
   .command("resume")
   .description("undo pause: versions and task dispatch resume at once")
   .addOption(etcdOption())
   .addOption(nsOption())
   .requiredOption("--group <group>", "the worker group")
-  .action((o: { etcd: string; namespace: string; group: string }) => control(o, { kind: "pause", paused: false }));
+  .action((o: { etcd: string; namespace: string; group: string }) =>
+    control(o, { kind: "pause", paused: false }),
+  );
 
 program
   .command("drain")
@@ -452,20 +462,25 @@ program
 
 program
   .command("capacity")
-  .description("set a node's capacity (sticky weight and task slots) over what its worker says, or --clear it")
+  .description(
+    "set a node's capacity (sticky weight and task slots) over what its worker says, or --clear it",
+  )
   .addOption(etcdOption())
   .addOption(nsOption())
   .requiredOption("--group <group>", "the worker group")
   .requiredOption("--node <nodeId>", "the node")
   .option("--set <n>", "the capacity (0 = no task slots)")
   .option("--clear", "back to the worker's own capacity")
-  .action((o: { etcd: string; namespace: string; group: string; node: string; set?: string; clear?: boolean }) => {
-    if ((o.set === undefined) === (o.clear !== true)) usageError("give exactly one of --set <n> and --clear");
-    const n = o.set === undefined ? undefined : Number(o.set);
-    if (n !== undefined && (!Number.isInteger(n) || n < 0 || n > 1_000_000))
-      usageError(`--set must be an integer in 0..1000000, got ${JSON.stringify(o.set)}`);
-    return control(o, { kind: "capacity", node: o.node, capacity: n });
-  });
+  .action(
+    (o: { etcd: string; namespace: string; group: string; node: string; set?: string; clear?: boolean }) => {
+      if ((o.set === undefined) === (o.clear !== true))
+        usageError("give exactly one of --set <n> and --clear");
+      const n = o.set === undefined ? undefined : Number(o.set);
+      if (n !== undefined && (!Number.isInteger(n) || n < 0 || n > 1_000_000))
+        usageError(`--set must be an integer in 0..1000000, got ${JSON.stringify(o.set)}`);
+      return control(o, { kind: "capacity", node: o.node, capacity: n });
+    },
+  );
 
 try {
   await program.parseAsync(process.argv);

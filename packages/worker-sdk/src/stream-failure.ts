@@ -1,0 +1,96 @@
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { WorkerErrorCode } from "./errors.js";
+
+/**
+ * Why one HeartbeatStream attempt ended, as the connect loop needs it: whether to follow a
+ * redirect, retry, avoid a replica that stopped answering, or give up.
+ */
+export interface StreamFailure {
+  /** A gRPC status name (`UNAVAILABLE`, `ALREADY_EXISTS`...), or a cause of our own (`NO_ACK`, `NO_WELCOME`, `UNRESPONSIVE`, `STALE_LEADER`). */
+  readonly code: string;
+  readonly message: string;
+  /** The leader a follower named (`x-shard-leader`); undefined when none was named. */
+  readonly leader: string | undefined;
+  /** Set when retrying cannot fix it. */
+  readonly fatal: WorkerErrorCode | undefined;
+  /** The replica did not answer (a hang, not a refusal): do not wait on it again while it may still be named leader. */
+  readonly unresponsive: boolean;
+}
+
+/** Our own reasons to end a stream (the abort reason of its signal). */
+export class StreamAbort extends Error {
+  override name = "StreamAbort";
+  readonly code: "NO_ACK" | "NO_WELCOME" | "UNRESPONSIVE" | "STALE_LEADER";
+
+  constructor(code: StreamAbort["code"], message: string) {
+    super(message);
+    this.code = code;
+  }
+
+  toFailure(): StreamFailure {
+    return {
+      code: this.code,
+      message: this.message,
+      leader: undefined,
+      fatal: undefined,
+      // A stale leader answers, but must not be waited on either.
+      unresponsive: true,
+    };
+  }
+}
+
+/** Node's error code for a peer that does not speak HTTP/2 (an HTTP/1.1 server, any other protocol). */
+const notHttp2 = new Set(["ERR_HTTP2_ERROR", "ERR_HTTP2_SESSION_ERROR", "ERR_HTTP2_STREAM_ERROR"]);
+
+function nodeCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | undefined)?.code;
+  return typeof code === "string" ? code : undefined;
+}
+
+/**
+ * Classifies what the transport threw. Refusals that retrying cannot fix are `fatal`:
+ * - `ALREADY_EXISTS`: another live stream holds this node id;
+ * - `INVALID_ARGUMENT`: the coordinator rejected our group or node id;
+ * - `UNAUTHENTICATED` / `PERMISSION_DENIED`: our credentials do not allow it;
+ * - a peer that is not a coordinator: it does not speak HTTP/2 (connect-node reports
+ *   `INTERNAL` "Protocol error" with Node's `ERR_HTTP2_ERROR` as the cause; e.g. the replica's
+ *   HTTP port, any HTTP/1.1 server) or has no ShardService (`UNIMPLEMENTED`, also what an
+ *   HTTP/2 server without gRPC answers: HTTP 404).
+ * Everything else (refused connections, followers, leadership changes, resets) is transient.
+ */
+export function classifyStreamError(e: unknown): StreamFailure {
+  if (e instanceof StreamAbort) return e.toFailure();
+  const ce = ConnectError.from(e);
+  if (ce.cause instanceof StreamAbort) return ce.cause.toFailure();
+  const leaderHeader = ce.metadata.get("x-shard-leader");
+  const leader = leaderHeader === null || leaderHeader === "" ? undefined : leaderHeader;
+  const base = {
+    code: Code[ce.code].replace(/([a-z])([A-Z])/g, "$1_$2").toUpperCase(),
+    message: ce.rawMessage,
+    leader,
+  };
+  let fatal: WorkerErrorCode | undefined;
+  switch (ce.code) {
+    case Code.AlreadyExists:
+      fatal = "already_exists";
+      break;
+    case Code.InvalidArgument:
+      fatal = "invalid_argument";
+      break;
+    case Code.Unauthenticated:
+    case Code.PermissionDenied:
+      fatal = "permission_denied";
+      break;
+    case Code.Unimplemented:
+      fatal = "not_coordinator";
+      break;
+    case Code.Internal: {
+      const cause = nodeCode(ce.cause);
+      if (cause !== undefined && notHttp2.has(cause)) fatal = "not_coordinator";
+      break;
+    }
+    default:
+      break;
+  }
+  return { ...base, fatal, unresponsive: false };
+}
