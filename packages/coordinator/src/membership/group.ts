@@ -402,7 +402,7 @@ export class Group implements TaskMembership {
       const existing = this.#members.get(nodeId);
       const m = existing !== undefined && !existing.removing ? existing : undefined;
       const decision = decideHello({
-        live: m === undefined ? undefined : liveIncarnation(m),
+        live: m === undefined ? undefined : liveIncarnation(m, now),
         // A node id that is not a member can only inherit what the assignment still gives it;
         // an earlier incarnation may be running exactly that.
         goneFenceUntil:
@@ -880,7 +880,7 @@ export class Group implements TaskMembership {
       const until =
         why === "leave"
           ? m.priorFenceUntil
-          : supersededUntil(liveIncarnation(m), this.#ctx.settings().fenceMs);
+          : supersededUntil(liveIncarnation(m, now), this.#ctx.settings().fenceMs);
       // Remembered even when already over: "removed by us, stopped" beats "unknown past".
       this.#tombstones.set(nodeId, until);
       this.#ctx.tasks?.incarnationEnded(group, nodeId, until);

@@ -81,7 +81,7 @@ describe("decideHello", () => {
     });
   });
 
-  it("no incarnation may run before every earlier one that did not stop has fenced itself (property)", () => {
+  it("no incarnation may run before every earlier one that ran and did not stop has fenced itself (property)", () => {
     // A timeline of one node id: acks to the live incarnation, stops (planned restarts), and
     // new processes saying Hello. The member fields evolve as the group evolves them.
     type Ev = { k: "ack" } | { k: "stop" } | { k: "hello" } | { k: "advance"; ms: number };
@@ -110,10 +110,13 @@ describe("decideHello", () => {
             m = { ...m, stopped: true };
             current.stopped = true;
           } else {
-            const d = decideHello({ live: m, goneFenceUntil: 0, presentedHash: "", sessionTimeoutMs: ST });
+            // As the group presents it: an incarnation never admitted (still waiting) ran nothing.
+            const live = { ...m, stopped: m.stopped || now < m.priorFenceUntil };
+            const d = decideHello({ live, goneFenceUntil: 0, presentedHash: "", sessionTimeoutMs: ST });
             expect(d.kind).toBe("new");
             if (d.kind !== "new") return;
-            earlier.push(current.stopped ? Number.NEGATIVE_INFINITY : current.fenceEnd);
+            const ran = !current.stopped && now >= current.runsAfter;
+            earlier.push(ran ? current.fenceEnd : Number.NEGATIVE_INFINITY);
             for (const end of earlier) expect(d.runsAfter).toBeGreaterThanOrEqual(end);
             current = { fenceEnd: now + ST, stopped: false, runsAfter: d.runsAfter };
             m = {

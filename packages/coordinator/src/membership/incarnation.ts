@@ -16,7 +16,10 @@ export interface LiveIncarnation {
   readonly tokenHash: string;
   /** A stream of it is attached (open, or its Hello is being decided). */
   readonly attached: boolean;
-  /** It stopped everything and keeps the membership for a planned restart. */
+  /**
+   * It runs nothing: it stopped everything for a planned restart, or it was never admitted
+   * (a new incarnation still waiting for an earlier one).
+   */
   readonly stopped: boolean;
   /** Monotonic ms of the last Welcome or ack sent to it (the takeover time if loaded). */
   readonly lastAckSentAt: number;

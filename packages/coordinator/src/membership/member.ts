@@ -56,12 +56,16 @@ export const noLoad: MemberLoad = {
   runningShards: 0,
 };
 
-/** The member's live incarnation, as the incarnation rules see it. */
-export function liveIncarnation(m: Member): LiveIncarnation {
+/** The member's live incarnation at `now`, as the incarnation rules see it. */
+export function liveIncarnation(m: Member, now: number): LiveIncarnation {
   return {
     tokenHash: m.record.sessionHash,
     attached: m.session !== undefined && !m.session.closed,
-    stopped: m.stoppedAt !== undefined,
+    // It runs nothing when it stopped for a restart, or when it was never admitted: a new
+    // incarnation still waiting was shown everything PENDING and given no task. (Without
+    // this, a crash-looping worker would restart the wait with every process and its
+    // shards would stay unowned for as long as the loop lasts.)
+    stopped: m.stoppedAt !== undefined || now < m.priorFenceUntil,
     lastAckSentAt: m.lastAckSentAt,
     priorFenceUntil: m.priorFenceUntil,
   };
