@@ -262,6 +262,8 @@ export class Group implements TaskMembership {
         lastAckSentAt: leaderStart,
         priorFenceUntil: record.state === "waiting" ? leaderStart + fenceMs : Number.NEGATIVE_INFINITY,
         stoppedAt: record.state === "released" ? now : undefined,
+        // Unknown what a previous leader showed it: assume it may have run, unless it waited.
+        shownRunnable: record.state !== "waiting",
         lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(options),
         heardSinceKeepAlive: false,
         removing: false,
@@ -477,6 +479,7 @@ export class Group implements TaskMembership {
         m.session = session;
         m.priorFenceUntil = runsAfter;
         m.stoppedAt = undefined;
+        m.shownRunnable = false;
         m.lastHeard = now;
         m.heardSinceKeepAlive = true;
         if (m.corrupt !== undefined) {
@@ -532,6 +535,7 @@ export class Group implements TaskMembership {
           lastAckSentAt: now,
           priorFenceUntil: runsAfter,
           stoppedAt: undefined,
+          shownRunnable: false,
           // Spread keep-alives over the interval: members that joined in one burst would
           // otherwise all be renewed in the same tick, a periodic stall of the event loop.
           lastKeepAliveAt: now - Math.random() * keepAliveEveryMs(options),
@@ -563,12 +567,18 @@ export class Group implements TaskMembership {
     });
   }
 
+  /** Records that the live incarnation is being shown what it may run, if it may run now. */
+  #noteShown(m: GroupMember): void {
+    if (!m.shownRunnable && m.stoppedAt === undefined && mayRun(m, this.#ctx.now())) m.shownRunnable = true;
+  }
+
   /** Sends Welcome if we still lead (a Welcome extends the worker's fence, like an ack). */
   #welcome(session: WorkerSession, m: GroupMember, token: string, resumed: boolean): boolean {
     if (!this.#ctx.holds()) return false;
     const { options, epoch } = this.#ctx;
     const settings = this.#ctx.settings();
     m.lastAckSentAt = this.#ctx.now();
+    this.#noteShown(m);
     session.send({
       case: "welcome",
       value: {
@@ -631,6 +641,7 @@ export class Group implements TaskMembership {
     const v = this.view(session.nodeId);
     const settings = this.#ctx.settings();
     m.lastAckSentAt = now;
+    if (!m.shownRunnable) this.#noteShown(m);
     session.send({
       case: "heartbeatAck",
       value: {
@@ -982,6 +993,7 @@ export class Group implements TaskMembership {
   send(nodeId: string, kind: CoordinatorMessageKind): boolean {
     const m = this.#members.get(nodeId);
     if (m === undefined || m.removing || m.session === undefined || !m.session.open) return false;
+    if (kind?.case === "task") this.#noteShown(m);
     m.session.send(kind);
     return true;
   }
@@ -1379,6 +1391,7 @@ export class Group implements TaskMembership {
 
   #announce(m: GroupMember): void {
     if (m.session === undefined || m.session.closed || !m.session.open) return;
+    this.#noteShown(m);
     const v = this.view(m.record.nodeId);
     if (v !== undefined) m.session.send({ case: "assignment", value: v });
   }

@@ -37,6 +37,12 @@ export interface Member<S extends MemberSession = MemberSession> {
   priorFenceUntil: number;
   /** Set when the live incarnation stopped everything for a planned restart. */
   stoppedAt: number | undefined;
+  /**
+   * Whether the live incarnation was ever shown something it may run (an ACTIVE view, a
+   * task) — the only way it can have run anything. A process killed while it still waited
+   * ran nothing, and its successor need not outwait it.
+   */
+  shownRunnable: boolean;
   lastKeepAliveAt: number;
   heardSinceKeepAlive: boolean;
   /** A removal is queued: it gets no more acks and is not planned for. */
@@ -65,7 +71,7 @@ export function liveIncarnation(m: Member, now: number): LiveIncarnation {
     // incarnation still waiting was shown everything PENDING and given no task. (Without
     // this, a crash-looping worker would restart the wait with every process and its
     // shards would stay unowned for as long as the loop lasts.)
-    stopped: m.stoppedAt !== undefined || now < m.priorFenceUntil,
+    stopped: m.stoppedAt !== undefined || !m.shownRunnable || now < m.priorFenceUntil,
     lastAckSentAt: m.lastAckSentAt,
     priorFenceUntil: m.priorFenceUntil,
   };
