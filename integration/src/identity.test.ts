@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { getFreePorts } from "./harness/free-port.js";
 import { assignmentOf, runCli, startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import { JobProcess } from "./support/job-process.js";
-import { RawStream } from "./support/raw-client.js";
+import { getShardInfo, RawStream } from "./support/raw-client.js";
 import { type RmCluster, RmProcess } from "./support/rm-cluster.js";
 import { fastFlags, useTestEnv } from "./support/test-env.js";
 
@@ -212,6 +212,48 @@ describe("versions never go back", () => {
   }, 60_000);
 });
 
+describe("a pending version's fences survive a failover", () => {
+  it("a loser expelled while alive is outwaited by the next leader too, not just by the one that expelled it", async () => {
+    const c = await startCluster(env, ["--strategy", "sticky", "--shards", "4"]);
+    const leader = await c.waitForLeader();
+    // x will never release: it is alive (heartbeats) but ignores the handoff.
+    const x = raw(leader.address);
+    x.hello("fence", "x");
+    await x.waitFor((m) => m.kind.case === "welcome");
+    keepBeating(x, "x");
+    await until(
+      () => assignment(c, "fence"),
+      (a) => a?.phase === "active" && (a.owners.x ?? []).length === 4,
+    );
+    // y joins: x must give up two shards and does not; it is expelled after the session
+    // timeout, and its self-fence may run for up to another session timeout.
+    await startWorker(env, c, "y", "fence");
+    const key = `${c.namespace}/groups/fence/members/x`;
+    await until(
+      () => env.client.get(key).string(),
+      (v) => v === null,
+      20_000,
+    );
+    // The record now says the version must outwait x's fence (written right after the removal).
+    const pending = await until(
+      () => assignment(c, "fence"),
+      (a) => a?.fencesUntil !== undefined,
+      5000,
+    );
+    expect(pending?.phase).toBe("pending");
+    const killedAt = Date.now();
+    await leader.kill();
+    await c.waitForLeader({ not: leader });
+    await until(
+      () => assignment(c, "fence"),
+      (a) => a?.phase === "active",
+      30_000,
+    );
+    // The next leader waited a full session timeout from its takeover (after the kill).
+    expect(Date.now() - killedAt).toBeGreaterThanOrEqual(sessionTimeoutMs);
+  }, 90_000);
+});
+
 describe("bad records stay in their group", () => {
   it("garbage in one group's assignment: the other group is served across a failover; repair recovers", async () => {
     const c = await startCluster(env);
@@ -342,5 +384,49 @@ describe("cluster settings", () => {
     s.hello("settings", "x");
     const welcome = await s.waitFor((m) => m.kind.case === "welcome");
     expect(welcome.kind.case === "welcome" && welcome.kind.value.sessionTimeoutMs).toBe(sessionTimeoutMs);
+  }, 60_000);
+});
+
+describe("limits", () => {
+  it("a replica holds at most --max-streams worker streams; unary calls are rate limited per node", async () => {
+    const c = await startCluster(env, ["--max-streams", "2", "--unary-rate-per-node", "1"]);
+    const leader = await c.waitForLeader();
+    const [a, b] = [raw(leader.address), raw(leader.address)];
+    a.hello("lim", "a");
+    b.hello("lim", "b");
+    await a.waitFor((m) => m.kind.case === "welcome");
+    await b.waitFor((m) => m.kind.case === "welcome");
+    const third = await raw(leader.address).ended;
+    expect(third.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(third.details).toContain("maximum of 2");
+    // Burst of twice the rate (2), then refused.
+    const codes: number[] = [];
+    for (let i = 0; i < 4; i++)
+      codes.push(
+        await getShardInfo(leader.address, "lim", "a").then(
+          () => status.OK,
+          (e: { code: number }) => e.code,
+        ),
+      );
+    expect(codes.slice(0, 2)).toEqual([status.OK, status.OK]);
+    expect(codes.slice(2)).toContain(status.RESOURCE_EXHAUSTED);
+  });
+
+  it("after a failover each member record names the replica that serves it now", async () => {
+    const c = await startCluster(env);
+    await startWorker(env, c, "via-1", "via");
+    await startWorker(env, c, "via-2", "via");
+    const leader = await c.waitForLeader();
+    await leader.kill();
+    const next = await c.waitForLeader({ not: leader });
+    for (const n of ["via-1", "via-2"])
+      await until(
+        async () =>
+          JSON.parse((await env.client.get(`${c.namespace}/groups/via/members/${n}`).string()) ?? "{}") as {
+            replica?: string;
+          },
+        (r) => r.replica === next.id,
+        20_000,
+      );
   }, 60_000);
 });

@@ -490,6 +490,7 @@ export class Group implements TaskMembership {
         const h = this.#handoff;
         if (h?.awaiting.delete(nodeId) === true) {
           h.fencesUntil = Math.max(h.fencesUntil, runsAfter);
+          await this.#persistHandoff(h);
           this.#maybeActivate();
         }
         old?.close({
@@ -898,7 +899,10 @@ export class Group implements TaskMembership {
       this.#ctx.metrics?.memberRemoved(group, why);
       this.#pruneTombstones(now);
       const h = this.#handoff;
-      if (h?.awaiting.delete(nodeId) === true && until > now) h.fencesUntil = Math.max(h.fencesUntil, until);
+      if (h?.awaiting.delete(nodeId) === true && until > now) {
+        h.fencesUntil = Math.max(h.fencesUntil, until);
+        await this.#persistHandoff(h);
+      }
       if (m.corrupt !== undefined) this.#recheckMembersValid();
       log.info({
         event: why === "leave" ? "member_left" : "member_expelled",
@@ -1330,6 +1334,28 @@ export class Group implements TaskMembership {
       ownershipWasUnknown: wasUnknown,
     });
     this.#broadcast();
+  }
+
+  /**
+   * Writes what a pending version now waits for (awaited losers, fences) into its record, so
+   * that a new leader outwaits the same fences (it restarts them from its takeover). Runs
+   * inside the group's serial queue.
+   */
+  async #persistHandoff(h: Handoff): Promise<void> {
+    const a = this.#assignment;
+    if (a === undefined || a.version !== h.version || a.phase !== "pending") return;
+    const { store, keys, group } = this.#ctx;
+    const now = this.#ctx.now();
+    const record: AssignmentRecord = {
+      ...a,
+      awaitingRelease: [...h.awaiting].sort(),
+      ...(h.fencesUntil > now
+        ? { fencesUntil: new Date(Date.now() + (h.fencesUntil - now)).toISOString() }
+        : {}),
+      updatedAt: new Date().toISOString(),
+    };
+    await store.commit(store.client.put(keys.assignment(group)).value(JSON.stringify(record)));
+    this.#setAssignment(record);
   }
 
   #maybeActivate(): void {
