@@ -382,7 +382,7 @@ describe("cluster settings", () => {
     expect(JSON.stringify(adopted.differences)).toContain("sessionTimeoutMs: 4000 -> 5000");
     const s = raw(odd.address);
     s.hello("settings", "x");
-    const welcome = await s.waitFor((m) => m.kind.case === "welcome");
+    const welcome = await s.waitFor((m) => m.kind.case === "welcome", 30_000);
     expect(welcome.kind.case === "welcome" && welcome.kind.value.sessionTimeoutMs).toBe(sessionTimeoutMs);
   }, 60_000);
 });
