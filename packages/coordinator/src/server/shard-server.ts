@@ -4,6 +4,7 @@ import {
   Server,
   ServerCredentials,
   type ServerDuplexStream,
+  type ServerReadableStream,
   type ServerUnaryCall,
   type ServerWritableStream,
   type ServiceDefinition,
@@ -21,9 +22,12 @@ import {
   GetShardInfoRequestSchema,
   type GetShardInfoResponse,
   GetShardInfoResponseSchema,
+  type PutShardDataResponse,
+  PutShardDataResponseSchema,
   shardServiceName,
 } from "@org/proto";
 import type { Logger } from "pino";
+import { gzipResponses } from "./gzip-responses.js";
 
 /** A call failed with this gRPC status (thrown by handlers, sent by the server). */
 export class StatusError extends Error {
@@ -37,7 +41,7 @@ export class StatusError extends Error {
   }
 }
 
-/** What serves the three RPCs; the server only does transport. */
+/** What serves the four RPCs; the server only does transport. */
 export interface ShardHandlers {
   heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void;
   getShardInfo(req: GetShardInfoRequest, signal: AbortSignal): Promise<GetShardInfoResponse>;
@@ -46,6 +50,15 @@ export interface ShardHandlers {
     signal: AbortSignal,
     write: (rec: DataRecord) => Promise<void>,
   ): Promise<void>;
+  /**
+   * A client stream of records: `records` pulls them as the handler consumes them (HTTP/2
+   * flow control holds the producer meanwhile); `metadata` carries `x-shard-group`.
+   */
+  putShardData(
+    metadata: Metadata,
+    records: AsyncIterable<DataRecord>,
+    signal: AbortSignal,
+  ): Promise<PutShardDataResponse>;
 }
 
 export interface ShardServerOptions {
@@ -100,7 +113,19 @@ const service: ServiceDefinition = {
     responseSerialize: (m: DataRecord) => asBuffer(toBinary(DataRecordSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(DataRecordSchema, b),
   },
+  PutShardData: {
+    path: `/${shardServiceName}/PutShardData`,
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: (m: PutShardDataResponse) => asBuffer(toBinary(PutShardDataResponseSchema, m)),
+    responseDeserialize: (b: Buffer) => fromBinary(PutShardDataResponseSchema, b),
+  },
 };
+
+/** Methods whose responses are gzipped when the client's request was (see gzip-responses.ts). */
+const gzipPaths: ReadonlySet<string> = new Set([`/${shardServiceName}/FetchShardData`]);
 
 function toStatus(e: unknown): { code: status; details: string; metadata: Metadata } {
   if (e instanceof StatusError)
@@ -129,6 +154,9 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
     // The SDK pings every 10 s; allow that without GOAWAY(too_many_pings).
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
+    // Requests compressed with gzip are decompressed by grpc-js itself; responses of the data
+    // methods are compressed by this interceptor, only for callers that ask.
+    interceptors: [gzipResponses({ paths: gzipPaths })],
   });
   const controllers = new Set<AbortController>();
   server.addService(service, {
@@ -200,6 +228,33 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
           () => call.end(),
           (e: unknown) => {
             if (!ac.signal.aborted) call.emit("error", toStatus(e));
+          },
+        )
+        .finally(() => controllers.delete(ac));
+    },
+    PutShardData: (
+      call: ServerReadableStream<Buffer, PutShardDataResponse>,
+      callback: sendUnaryData<PutShardDataResponse>,
+    ) => {
+      const ac = new AbortController();
+      controllers.add(ac);
+      call.on("cancelled", () => ac.abort());
+      // Pulled: grpc-js asks the peer for the next message only as this iterator is consumed.
+      const records = (async function* () {
+        for await (const buf of call as AsyncIterable<Buffer>) {
+          try {
+            yield fromBinary(DataRecordSchema, buf);
+          } catch (e) {
+            throw new StatusError(status.INVALID_ARGUMENT, `undecodable DataRecord: ${String(e)}`);
+          }
+        }
+      })();
+      handlers
+        .putShardData(call.metadata, records, ac.signal)
+        .then(
+          (res) => callback(null, res),
+          (e: unknown) => {
+            if (!ac.signal.aborted) callback(toStatus(e));
           },
         )
         .finally(() => controllers.delete(ac));
