@@ -105,7 +105,7 @@ describe("PostgreSQL data source", () => {
       ];
       const put = await source.put(
         "g",
-        from(records.map((r) => ({ id: r.id, payload: enc.encode(r.payload) }))),
+        from(records.map((r) => ({ id: r.id, payload: enc.encode(String(r.payload)) }))),
         { signal: new AbortController().signal },
       );
       expect(put).toMatchObject({ written: 20_000, unchanged: 0 });
@@ -161,7 +161,10 @@ describe("PostgreSQL data source", () => {
     const source = PostgresDataSource.create(configFor());
     const signal = new AbortController().signal;
     try {
-      const records = sequentialRecords(1200).map((r) => ({ id: r.id, payload: enc.encode(r.payload) }));
+      const records = sequentialRecords(1200).map((r) => ({
+        id: r.id,
+        payload: enc.encode(String(r.payload)),
+      }));
       expect(await source.put("g", from(records), { signal })).toMatchObject({ written: 1200, unchanged: 0 });
       expect(await source.put("g", from(records), { signal })).toMatchObject({ written: 0, unchanged: 1200 });
       // An id twice in one call: the last payload wins, within a statement and across them.
