@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import {
   DataSourceError,
   PostgresDataSource,
@@ -182,6 +183,16 @@ describe("PostgreSQL data source", () => {
       } finally {
         await client.end();
       }
+      // Payloads are bytes, not text: any byte sequence comes back as it went in.
+      const binary = Array.from({ length: 50 }, (_, i) => ({
+        id: `bin-${i}`,
+        payload: randomBytes(1000 + i),
+      }));
+      await source.put("g", from(binary), { signal });
+      const back = new Map<string, Uint8Array>();
+      for await (const r of source.read("g", 0, 1, { afterId: "bin-", pageSize: 7, signal }))
+        if (r.id.startsWith("bin-")) back.set(r.id, r.payload);
+      for (const b of binary) expect(Buffer.from(back.get(b.id) ?? []).equals(b.payload), b.id).toBe(true);
     } finally {
       await source.close();
     }

@@ -8,6 +8,7 @@ import { dataScenarios } from "./scenarios-data.js";
 import { etcdScenarios } from "./scenarios-etcd.js";
 import { identityScenarios } from "./scenarios-identity.js";
 import { networkScenarios } from "./scenarios-network.js";
+import { postgresScenarios } from "./scenarios-postgres.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {
@@ -38,6 +39,8 @@ export interface Scenario {
     spareWorkerHosts?: number;
     /** Extra flags for replica i (0-based), e.g. replicas with different settings. */
     replicaArgs?: (index: number) => readonly string[];
+    /** Where the dataset lives (default the built-in etcd source). */
+    dataSource?: "etcd" | "postgres";
   };
   run(env: DrillEnvironment): Promise<ScenarioResult>;
 }
@@ -342,4 +345,5 @@ export const allScenarios: readonly Scenario[] = [
   ...churnScenarios,
   ...identityScenarios,
   ...dataScenarios,
+  ...postgresScenarios,
 ];

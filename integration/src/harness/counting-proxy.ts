@@ -29,6 +29,10 @@ export async function startCountingProxy(target: { host: string; port: number })
   const sockets = new Set<Socket>();
   const server = createServer((client) => {
     const upstream = createConnection(target);
+    // No Nagle on either leg: a relayed WINDOW_UPDATE or PING must not wait for a delayed ACK
+    // (40 ms on Linux), which would throttle the very stream being measured.
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
     sockets.add(client);
     sockets.add(upstream);
     client.on("data", (b: Buffer) => {

@@ -5,6 +5,7 @@
  */
 
 export { ETCD_IMAGE } from "./container-etcd-cluster.js";
+export { type CountingProxy, startCountingProxy } from "./counting-proxy.js";
 export { isDockerReachable } from "./docker-reachable.js";
 export {
   EtcdHealthTimeoutError,

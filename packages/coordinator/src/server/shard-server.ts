@@ -48,7 +48,8 @@ export interface ShardHandlers {
   fetchShardData(
     req: FetchShardDataRequest,
     signal: AbortSignal,
-    write: (rec: DataRecord) => Promise<void>,
+    /** Sends a record (or its encoded bytes); returns a promise only when the stream pushes back. */
+    write: (rec: DataRecord | Uint8Array) => Promise<void> | undefined,
   ): Promise<void>;
   /**
    * A client stream of records: `records` pulls them as the handler consumes them (HTTP/2
@@ -110,7 +111,9 @@ const service: ServiceDefinition = {
     responseStream: true,
     requestSerialize: identity,
     requestDeserialize: identity,
-    responseSerialize: (m: DataRecord) => asBuffer(toBinary(DataRecordSchema, m)),
+    // A record may come already encoded (sharding/data-record-codec.ts).
+    responseSerialize: (m: DataRecord | Uint8Array) =>
+      asBuffer(m instanceof Uint8Array ? m : toBinary(DataRecordSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(DataRecordSchema, b),
   },
   PutShardData: {
@@ -184,7 +187,7 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
         )
         .finally(() => controllers.delete(ac));
     },
-    FetchShardData: (call: ServerWritableStream<Buffer, DataRecord>) => {
+    FetchShardData: (call: ServerWritableStream<Buffer, DataRecord | Uint8Array>) => {
       const ac = new AbortController();
       controllers.add(ac);
       call.on("cancelled", () => ac.abort());
@@ -201,16 +204,10 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
       }
       // HTTP/2 flow control sets the pace: when the client stops reading, write() returns
       // false and we wait for 'drain' before producing more.
-      const write = (rec: DataRecord) =>
-        new Promise<void>((resolve, reject) => {
-          if (ac.signal.aborted) {
-            reject(new StatusError(status.CANCELLED, "cancelled"));
-            return;
-          }
-          if (call.write(rec)) {
-            resolve();
-            return;
-          }
+      const write = (rec: DataRecord | Uint8Array): Promise<void> | undefined => {
+        if (ac.signal.aborted) return Promise.reject(new StatusError(status.CANCELLED, "cancelled"));
+        if (call.write(rec)) return undefined;
+        return new Promise<void>((resolve, reject) => {
           const onDrain = () => {
             ac.signal.removeEventListener("abort", onAbort);
             resolve();
@@ -222,6 +219,7 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
           call.once("drain", onDrain);
           ac.signal.addEventListener("abort", onAbort, { once: true });
         });
+      };
       handlers
         .fetchShardData(req, ac.signal, write)
         .then(

@@ -197,6 +197,22 @@ export class DataSourceRegistry implements DataSource, DataSink {
     }
   }
 
+  async *readPages(
+    group: string,
+    shardId: number,
+    totalShards: number,
+    options: { afterId: string; pageSize: number; signal: AbortSignal },
+  ): AsyncIterable<readonly ShardRecord[]> {
+    const { resolved, release } = await this.#acquire(group);
+    try {
+      const source: DataSource = resolved.source;
+      if (source.readPages !== undefined) yield* source.readPages(group, shardId, totalShards, options);
+      else for await (const r of source.read(group, shardId, totalShards, options)) yield [r];
+    } finally {
+      release();
+    }
+  }
+
   async put(group: string, records: AsyncIterable<ShardRecord>, options: PutOptions): Promise<PutResult> {
     const { resolved, release } = await this.#acquire(group);
     try {

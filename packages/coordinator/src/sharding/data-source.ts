@@ -30,6 +30,16 @@ export interface DataSource {
     totalShards: number,
     options: { afterId: string; pageSize: number; signal: AbortSignal },
   ): AsyncIterable<ShardRecord>;
+  /**
+   * The same records a page at a time, for sources that fetch in pages anyway: the server
+   * writes a page without an await per record. Optional; `read` is used without it.
+   */
+  readPages?(
+    group: string,
+    shardId: number,
+    totalShards: number,
+    options: { afterId: string; pageSize: number; signal: AbortSignal },
+  ): AsyncIterable<readonly ShardRecord[]>;
 }
 
 /** Options of {@link DataSink.put}. */

@@ -49,22 +49,6 @@ interface ColumnInfo {
   readonly collation: string | null;
 }
 
-// Results in binary format: bytea arrives as the bytes themselves (text format would send
-// and parse hex, twice the bytes), text as UTF-8.
-const binaryTypes = {
-  getTypeParser: (oid: number, format?: string) => {
-    if (format !== "binary") return pg.types.getTypeParser(oid, "text");
-    if (oid === 17) return (v: Buffer) => v;
-    if (oid === 25) return (v: Buffer) => v.toString("utf8");
-    return pg.types.getTypeParser(oid, "binary");
-  },
-} as unknown as pg.CustomTypesConfig;
-
-/** A query whose results come back in binary format (pg reads `binary` per query; @types/pg omits it). */
-function binaryQuery(text: string, values: unknown[]): pg.QueryConfig {
-  return { text, values, types: binaryTypes, binary: true } as pg.QueryConfig;
-}
-
 /** PostgreSQL error classes a retry can outlive: connection exceptions, shutdown, resources. */
 function isTransient(code: string | undefined): boolean {
   return code === undefined || /^(08|53|57P|58)/.test(code);
@@ -186,11 +170,20 @@ export class PostgresDataSource implements DataSource, DataSink {
   }
 
   async *read(
-    _group: string,
+    group: string,
     shardId: number,
     totalShards: number,
     options: { afterId: string; pageSize: number; signal: AbortSignal },
   ): AsyncIterable<ShardRecord> {
+    for await (const page of this.readPages(group, shardId, totalShards, options)) yield* page;
+  }
+
+  async *readPages(
+    _group: string,
+    shardId: number,
+    totalShards: number,
+    options: { afterId: string; pageSize: number; signal: AbortSignal },
+  ): AsyncIterable<readonly ShardRecord[]> {
     if (!(await this.verify()))
       throw new DataSourceError(
         "invalid_config",
@@ -216,7 +209,7 @@ export class PostgresDataSource implements DataSource, DataSink {
           n = limit();
           next = fetch(last.id, n);
         }
-        for (const r of rows) yield r;
+        if (rows.length > 0) yield rows;
       }
     } finally {
       // An abandoned read must not leave a rejection unhandled.
@@ -228,7 +221,10 @@ export class PostgresDataSource implements DataSource, DataSink {
     this.#stats.queries += 1;
     let res: pg.QueryResult<{ id: string; payload: Buffer }>;
     try {
-      res = await this.#pool.query<{ id: string; payload: Buffer }>(binaryQuery(sql, [after, limit]));
+      // Text results: bytea arrives hex-encoded and pg decodes it natively. (pg's binary
+      // results are not an option: pg-protocol decodes every field as UTF-8 first, which
+      // mangles payloads that are not valid UTF-8.)
+      res = await this.#pool.query<{ id: string; payload: Buffer }>(sql, [after, limit]);
     } catch (e) {
       throw classifyPostgresError(e, `reading ${this.config.table}`);
     }

@@ -4,7 +4,6 @@ import { Metadata, status } from "@grpc/grpc-js";
 import {
   AssignmentPhase,
   type DataRecord,
-  DataRecordSchema,
   type FetchShardDataRequest,
   type GetShardInfoRequest,
   type GetShardInfoResponse,
@@ -24,6 +23,7 @@ import {
   parseRecord,
 } from "../store/records.js";
 import { primaryShard } from "./assignment.js";
+import { encodeDataRecord } from "./data-record-codec.js";
 import type { DataSource } from "./data-source.js";
 import { DataSourceError } from "./data-source-error.js";
 import { shardLocations } from "./shard-location.js";
@@ -110,7 +110,7 @@ export async function fetchShardData(
   source: DataSource,
   req: FetchShardDataRequest,
   signal: AbortSignal,
-  write: (rec: DataRecord) => Promise<void>,
+  write: (rec: DataRecord | Uint8Array) => Promise<void> | undefined,
 ): Promise<void> {
   validate(req.group, req.nodeId);
   if (req.batchSize > 1000)
@@ -155,12 +155,15 @@ export async function fetchShardData(
   };
   await checkMember();
   let checkedAt = performance.now();
+  const options = { afterId: req.afterId, pageSize, signal };
+  // A page at a time where the source reads in pages: each record is written without an
+  // await unless the stream pushes back (HTTP/2 flow control), and ownership is re-checked
+  // between pages at most every 500 ms.
+  const pages =
+    source.readPages?.(req.group, req.shardId, totalShards, options) ??
+    singles(source.read(req.group, req.shardId, totalShards, options));
   try {
-    for await (const rec of source.read(req.group, req.shardId, totalShards, {
-      afterId: req.afterId,
-      pageSize,
-      signal,
-    })) {
+    for await (const page of pages) {
       if (performance.now() - checkedAt > ownershipRecheckMs) {
         const now = await check();
         if (now !== totalShards)
@@ -168,11 +171,18 @@ export async function fetchShardData(
         await checkMember();
         checkedAt = performance.now();
       }
-      await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
+      for (const rec of page) {
+        const pending = write(encodeDataRecord(rec.id, rec.payload));
+        if (pending !== undefined) await pending;
+      }
     }
   } catch (e) {
     throw dataSourceStatus(e);
   }
+}
+
+async function* singles<T>(items: AsyncIterable<T>): AsyncIterable<readonly T[]> {
+  for await (const item of items) yield [item];
 }
 
 /**
