@@ -100,7 +100,7 @@ function recordProblem(
  * sending them again is harmless.
  */
 export async function putShardData(
-  sources: DataSourceRegistry,
+  sources: Pick<DataSourceRegistry, "resolve" | "maxRecordBytes">,
   headers: PutShardDataHeaders,
   records: AsyncIterable<DataRecord>,
   signal: AbortSignal,

@@ -1441,7 +1441,8 @@ export const ShardService: GenService<{
   },
   /**
    * The records of one shard, streamed in batches to that shard's owner in an
-   * active version; anyone else gets FAILED_PRECONDITION.
+   * active version; anyone else gets FAILED_PRECONDITION. A request sent with
+   * `grpc-encoding: gzip` gets its records gzipped (messages of 1 KiB and more).
    *
    * @generated from rpc shard.v1.ShardService.FetchShardData
    */
