@@ -59,8 +59,11 @@ export async function benchData(rep: Reporter, smoke: boolean): Promise<void> {
     String(SHARDS),
     "--heartbeat-interval",
     "500",
+    // Long: on a loaded machine a bench process busy reading must not lose its membership.
     "--session-timeout",
-    "5000",
+    "30000",
+    "--member-lease-ttl",
+    "45",
     "--rebalance-delay",
     "300",
   ]);
