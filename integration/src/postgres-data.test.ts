@@ -28,9 +28,14 @@ beforeAll(async () => {
   proxy = await startCountingProxy({ host: host ?? "", port: Number(port) });
 });
 afterAll(async () => {
+  // A replica must survive everything done to the database here.
+  const dead = (rm?.replicas ?? [])
+    .filter((r) => !r.running)
+    .map((r) => `${r.id}: ${r.stderr.slice(-5).join(" | ")}`);
   await proxy?.close();
   await rm?.stop();
   await db?.stop();
+  expect(dead).toEqual([]);
 });
 
 const bytewise = (a: string, b: string) => Buffer.compare(Buffer.from(a), Buffer.from(b));

@@ -24,7 +24,7 @@ export interface DataSourceRegistryOptions {
   /** Options of every PostgreSQL source (env, page and batch sizes). */
   readonly postgres?: Omit<PostgresDataSourceOptions, "log">;
   /**
-   * How long a source that failed to verify (bad credentials, unreachable) is remembered
+   * How long a source whose config or credentials were refused is remembered
    * before the next call tries again, in ms: a burst of calls gets the same clear error
    * instead of a connection attempt each.
    * @default 2000
@@ -128,7 +128,12 @@ export class DataSourceRegistry implements DataSource, DataSink {
           }),
         (e: unknown) => {
           const err = DataSourceError.from(e);
-          entry.failedAt = performance.now();
+          // A store that is down right now is asked again by the next call (the caller's
+          // retry paces it); a config or credentials it refused is remembered for a while.
+          if (err.code === "unreachable") {
+            if (this.#entries.get(key) === entry) this.#entries.delete(key);
+            void source.close();
+          } else entry.failedAt = performance.now();
           log.error({
             event: "data_source_invalid",
             group,

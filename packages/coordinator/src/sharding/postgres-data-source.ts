@@ -197,6 +197,7 @@ export class PostgresDataSource implements DataSource, DataSink {
     const fetch = (after: string, n: number) => this.#page(sql, after, n);
     let n = limit();
     let next: Promise<ShardRecord[]> | undefined = fetch(options.afterId, n);
+    next.catch(() => undefined);
     try {
       while (next !== undefined) {
         options.signal.throwIfAborted();
@@ -208,6 +209,10 @@ export class PostgresDataSource implements DataSource, DataSink {
           // One page ahead while the consumer takes this one: never more.
           n = limit();
           next = fetch(last.id, n);
+          // Marked handled now: it may fail while this generator waits at `yield` for the
+          // consumer, and an unhandled rejection would end the process. `await next` above
+          // still throws it.
+          next.catch(() => undefined);
         }
         if (rows.length > 0) yield rows;
       }
