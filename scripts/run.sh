@@ -5,25 +5,30 @@
 #   bash scripts/run.sh                      # until Ctrl-C
 #   bash scripts/run.sh --kill-leader 20     # SIGKILL the leader after 20 s, watch the failover
 #   bash scripts/run.sh --duration 60        # stop everything after 60 s
+#   bash scripts/run.sh --data postgres      # the dataset in PostgreSQL (a throwaway server in .run/pg)
 #
 # Everything lives under .run/ (data dirs, logs, pids); it is wiped at each start.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
-KILL_LEADER=""; DURATION=""; WORKERS=4
+KILL_LEADER=""; DURATION=""; WORKERS=4; DATA=etcd
 while [ $# -gt 0 ]; do
   case "$1" in
     --kill-leader) KILL_LEADER="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
     --workers) WORKERS="$2"; shift 2 ;;
-    *) echo "usage: bash scripts/run.sh [--kill-leader SECONDS] [--duration SECONDS] [--workers N]" >&2; exit 2 ;;
+    --data) DATA="$2"; shift 2 ;;
+    *) echo "usage: bash scripts/run.sh [--kill-leader SECONDS] [--duration SECONDS] [--workers N] [--data etcd|postgres]" >&2; exit 2 ;;
   esac
 done
+
+case "$DATA" in etcd|postgres) ;; *) echo "--data must be etcd or postgres" >&2; exit 2 ;; esac
 
 RUN="$ROOT/.run"
 rm -rf "$RUN"; mkdir -p "$RUN"
 PIDS=()
+PG_PID=""
 cleanup() {
   trap - EXIT INT TERM
   echo; echo "[run] stopping everything"
@@ -34,6 +39,8 @@ cleanup() {
   done
   sleep 1
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  # PostgreSQL last (fast shutdown), after everything that reads it.
+  if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null || true; sleep 1; kill -KILL "$PG_PID" 2>/dev/null || true; fi
   wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
@@ -62,8 +69,32 @@ done
 echo "[run] etcd: 3 members at $ENDPOINTS (logs in .run/etcd-*.log)"
 
 COORD="node packages/coordinator/bin/coordinator.js"
-$COORD data load --etcd "$ENDPOINTS" --group demo --count 200 >/dev/null
-echo "[run] dataset: 200 records (ids 000..199) under /shardmgr-data/demo/"
+if [ "$DATA" = etcd ]; then
+  $COORD data load --etcd "$ENDPOINTS" --group demo --count 200 >/dev/null
+  echo "[run] dataset: 200 records (ids 000..199) under /shardmgr-data/demo/"
+else
+  # A throwaway PostgreSQL in .run/pg on port 55432. It refuses to run as root: as root it
+  # runs as the postgres (or nobody) user. The password stays in a file the replicas read
+  # (dataSource.passwordFile): never in etcd.
+  PGBIN="$(dirname "$(command -v initdb 2>/dev/null || ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)")"
+  AS=()
+  if [ "$(id -u)" = 0 ]; then
+    PGUSER_OS=postgres; id -u postgres >/dev/null 2>&1 || PGUSER_OS=nobody
+    AS=(setpriv "--reuid=$(id -u "$PGUSER_OS")" "--regid=$(id -g "$PGUSER_OS")" --clear-groups --)
+  fi
+  mkdir -p "$RUN/pg"; head -c 18 /dev/urandom | base64 >"$RUN/pg/password"; chmod 600 "$RUN/pg/password"
+  [ "$(id -u)" = 0 ] && chown -R "$PGUSER_OS" "$RUN/pg"
+  "${AS[@]}" "$PGBIN/initdb" -D "$RUN/pg/data" -U postgres --auth=scram-sha-256 --pwfile="$RUN/pg/password" -E UTF8 --no-locale --no-sync >"$RUN/pg/initdb.log" 2>&1
+  "${AS[@]}" "$PGBIN/postgres" -D "$RUN/pg/data" -p 55432 -c listen_addresses=127.0.0.1 -c "unix_socket_directories=$RUN/pg" >"$RUN/pg/postgres.log" 2>&1 &
+  PG_PID=$!
+  for _ in $(seq 1 100); do
+    if PGPASSWORD="$(cat "$RUN/pg/password")" psql -h 127.0.0.1 -p 55432 -U postgres -c 'select 1' >/dev/null 2>&1; then break; fi
+    sleep 0.1
+  done
+  etcdctl --endpoints "$ENDPOINTS" put /shardmgr/groups/demo/config \
+    "{\"dataSource\":{\"kind\":\"postgres\",\"table\":\"demo_items\",\"host\":\"127.0.0.1\",\"port\":55432,\"user\":\"postgres\",\"passwordFile\":\"$RUN/pg/password\"}}" >/dev/null
+  echo "[run] PostgreSQL on 127.0.0.1:55432 (data in .run/pg; the group config names it, the password stays in .run/pg/password)"
+fi
 
 ADDRS=""
 for i in 1 2 3; do
@@ -72,6 +103,16 @@ for i in 1 2 3; do
   ADDRS+="${ADDRS:+,}127.0.0.1:5005$i"
 done
 echo "[run] replicas: rm-1..3 on $ADDRS (HTTP status/metrics on 127.0.0.1:9464-9466; logs in .run/rm-*.log)"
+
+if [ "$DATA" = postgres ]; then
+  # Uploaded through a replica (PutShardData), which creates the table on first use.
+  for _ in $(seq 1 50); do
+    if OUT=$($COORD data load --etcd "$ENDPOINTS" --group demo --count 200 2>&1); then break; fi
+    sleep 0.2
+  done
+  echo "[run] dataset: $OUT"
+  echo "[run] try: PGPASSWORD=\$(cat .run/pg/password) psql -h 127.0.0.1 -p 55432 -U postgres -c 'select shard_hash % 4 as shard, count(*) from demo_items group by 1'"
+fi
 
 for i in $(seq 1 "$WORKERS"); do
   node examples/dist/dataset-job.js --node "worker-$i" --group demo --coordinators "$ADDRS" --loop >"$RUN/worker-$i.log" 2>&1 &

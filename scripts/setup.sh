@@ -2,6 +2,9 @@
 # only Node 20 (or newer) ready, idempotently and quickly when already done.
 #   - etcd 3.4 from Debian's etcd-server/etcd-client when `etcd` is not on PATH;
 #   - iproute2 and iptables (network-namespace drills) when `ip` or `iptables` is missing;
+#   - PostgreSQL (Debian's postgresql) when no `initdb` is on PATH or under
+#     /usr/lib/postgresql/*/bin: the PostgreSQL data source's tests, drills and benchmark
+#     start throwaway servers from those binaries (integration/src/harness/postgres-server.ts);
 #   - a Node 24 runtime from the npm registry (package `node`) into .tools/ when the
 #     machine's node is older than 22 (vitest, connect-node and testcontainers need 22+);
 #   - the pnpm version pinned in package.json's `packageManager`, into .tools/.
@@ -35,6 +38,17 @@ if ! command -v iptables >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; the
   [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iproute2 iptables >/dev/null
+fi
+
+# PostgreSQL: Debian installs the server binaries under /usr/lib/postgresql/<version>/bin,
+# off PATH; the harness looks there. The package's own cluster (port 5432) is not used.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "PostgreSQL not found: installing Debian's postgresql"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true; fi
 fi
 
 export PATH="$TOOLS/node_modules/.bin:$PATH"

@@ -11,8 +11,9 @@ echo "== typecheck tests"; pnpm exec tsc -p tsconfig.tests.json
 echo "== vitest"; pnpm exec vitest run "$@"
 # The benchmarks still run (reduced sizes; no timing assertions: timing goals live in docs/benchmarks.md).
 echo "== bench smoke"; node bench/dist/cli.js --smoke --json
-# The harness must leave nothing behind: no etcd it started, no temp data dir, no network
-# namespace or root-namespace veth of the virtual network (prefix shn-).
+# The harness must leave nothing behind: no etcd or PostgreSQL it started (both keep their
+# data in shard-etcd-* temp dirs, which their command lines name), no temp data dir, no
+# network namespace or root-namespace veth of the virtual network (prefix shn-).
 echo "== leak check"
 leaked=$(pgrep -af 'shard-etcd-' || true)
 dirs=$(find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'shard-etcd-*' 2>/dev/null || true)
@@ -21,4 +22,4 @@ links=$(ip -o link show 2>/dev/null | grep -E '^[0-9]+: shn-' || true)
 if [ -n "$leaked$dirs$netns$links" ]; then
   echo "leaked after the test run:"; echo "$leaked"; echo "$dirs"; echo "$netns"; echo "$links"; exit 1
 fi
-echo "no etcd process, temp dir, network namespace or veth left behind"
+echo "no etcd or PostgreSQL process, temp dir, network namespace or veth left behind"

@@ -75,6 +75,7 @@ export async function runDrill(
     network: scenario.options?.network ?? "loopback",
     spareWorkerHosts: scenario.options?.spareWorkerHosts,
     replicaArgs: scenario.options?.replicaArgs,
+    dataSource: scenario.options?.dataSource ?? "etcd",
   });
   const problems: string[] = [];
   try {

@@ -1,8 +1,17 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { type AssignmentRecord, keyLayout, loadShardData, sequentialRecords } from "@org/coordinator";
+import {
+  type AssignmentRecord,
+  keyLayout,
+  loadShardData,
+  PostgresDataSource,
+  type PostgresSourceConfig,
+  parseDataSourceConfig,
+  sequentialRecords,
+} from "@org/coordinator";
 import { Etcd3, type Watcher } from "etcd3";
 import { HarnessConfigError } from "../harness/errors.js";
 import { type EtcdCluster, startEtcdCluster } from "../harness/etcd-cluster.js";
+import { type PostgresServer, startPostgres } from "../harness/postgres-server.js";
 import type { ProcessHost } from "../harness/process-host.js";
 import { startTcpProxy, type TcpProxy } from "../harness/tcp-proxy.js";
 import { type NetHost, VirtualNetwork } from "../harness/virtual-network.js";
@@ -36,6 +45,12 @@ export interface DrillEnvironmentOptions {
   readonly spareWorkerHosts?: number;
   /** Extra flags for replica i (0-based), after the drill's timing flags. */
   readonly replicaArgs?: (index: number) => readonly string[];
+  /**
+   * Where the dataset lives: the built-in etcd source (the default), or a PostgreSQL server
+   * started for the drill ({@link DrillEnvironment.postgres}, loopback only), named in the
+   * group's config with the password in a file.
+   */
+  readonly dataSource?: "etcd" | "postgres";
 }
 
 /** What {@link DrillEnvironment.crashLoop} did. */
@@ -72,6 +87,8 @@ export class DrillEnvironment {
   readonly dataset: string[];
   readonly group = "drill";
   readonly proxy: TcpProxy | undefined;
+  /** The drill's PostgreSQL, with `dataSource: "postgres"`. */
+  postgres: PostgresServer | undefined;
   readonly #options: DrillEnvironmentOptions;
   #watcher: Watcher | undefined;
   #nextWorker = 0;
@@ -120,12 +137,44 @@ export class DrillEnvironment {
     }
     const client = new Etcd3({ hosts: etcd.endpoints });
     let proxy: TcpProxy | undefined;
+    let postgres: PostgresServer | undefined;
     try {
       const flags = coordinatorArgs(drillTiming);
       const namespace = `/drill-${Date.now().toString(36)}`;
-      // The same loader and layout as `coordinator data load` (records under `<ns>-data/`).
       const records = sequentialRecords(options.items);
-      await loadShardData(client, keyLayout(namespace), "drill", records);
+      if (options.dataSource === "postgres") {
+        if (options.network === "netns")
+          throw new HarnessConfigError("the PostgreSQL drills run on loopback");
+        postgres = await startPostgres();
+        const dataSource = {
+          kind: "postgres",
+          table: "drill_items",
+          host: postgres.host,
+          port: postgres.port,
+          user: postgres.user,
+          passwordFile: postgres.passwordFile,
+        };
+        await client.put(keyLayout(namespace).config("drill")).value(JSON.stringify({ dataSource }));
+        // Loaded through the source's own batched upserts (what PutShardData runs).
+        const source = PostgresDataSource.create(
+          parseDataSourceConfig("drill", dataSource) as PostgresSourceConfig,
+        );
+        try {
+          await source.put(
+            "drill",
+            (async function* () {
+              for (const r of records)
+                yield { id: r.id, payload: new TextEncoder().encode(String(r.payload)) };
+            })(),
+            { signal: new AbortController().signal },
+          );
+        } finally {
+          await source.close();
+        }
+      } else {
+        // The same loader and layout as `coordinator data load` (records under `<ns>-data/`).
+        await loadShardData(client, keyLayout(namespace), "drill", records);
+      }
       const dataset = records.map((r) => r.id);
       let etcdFor: ((i: number) => readonly string[]) | undefined;
       if (options.proxyFirstReplica === true) {
@@ -144,11 +193,13 @@ export class DrillEnvironment {
         hostFor: rmHosts === undefined ? undefined : (i) => rmHosts[i] as NetHost,
       });
       const env = new DrillEnvironment(etcd, rm, client, dataset, options, proxy, hosts);
+      env.postgres = postgres;
       await env.#record(namespace);
       return env;
     } catch (e) {
       client.close();
       await proxy?.close();
+      await postgres?.stop();
       await etcd.stop();
       await hosts?.net.close();
       throw e;
@@ -299,6 +350,7 @@ export class DrillEnvironment {
       await this.proxy?.close();
       this.client.close();
       await this.etcd.stop();
+      await this.postgres?.stop();
     } finally {
       // Every namespace goes, whatever failed above (processes were killed first, so
       // nothing keeps a host's namespace alive).

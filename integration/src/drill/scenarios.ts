@@ -8,6 +8,7 @@ import { dataScenarios } from "./scenarios-data.js";
 import { etcdScenarios } from "./scenarios-etcd.js";
 import { identityScenarios } from "./scenarios-identity.js";
 import { networkScenarios } from "./scenarios-network.js";
+import { postgresScenarios } from "./scenarios-postgres.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {
@@ -40,6 +41,8 @@ export interface Scenario {
     replicaArgs?: (index: number) => readonly string[];
     /** Extra dataset-job flags for the workers started before the fault. */
     workerArgs?: readonly string[];
+    /** Where the dataset lives (default the built-in etcd source). */
+    dataSource?: "etcd" | "postgres";
   };
   run(env: DrillEnvironment): Promise<ScenarioResult>;
 }
@@ -344,4 +347,5 @@ export const allScenarios: readonly Scenario[] = [
   ...churnScenarios,
   ...identityScenarios,
   ...dataScenarios,
+  ...postgresScenarios,
 ];

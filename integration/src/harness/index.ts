@@ -5,6 +5,7 @@
  */
 
 export { ETCD_IMAGE } from "./container-etcd-cluster.js";
+export { type CountingProxy, startCountingProxy } from "./counting-proxy.js";
 export { isDockerReachable } from "./docker-reachable.js";
 export {
   EtcdHealthTimeoutError,
@@ -27,6 +28,13 @@ export { DEFAULT_HEALTH_TIMEOUT_MS, type EtcdMember, type WaitHealthyOptions } f
 export { ETCD_PROVIDER_ENV, type EtcdProvider, resolveEtcdProvider } from "./etcd-provider.js";
 export { getFreePort, getFreePorts, LOOPBACK_HOST } from "./free-port.js";
 export { listNamespaces, NETNS_PREFIX, removeOrphanedNamespaces } from "./netns-registry.js";
+export {
+  findPostgresBin,
+  type PostgresOptions,
+  type PostgresServer,
+  PostgresStartError,
+  startPostgres,
+} from "./postgres-server.js";
 export { loopbackHost, type ProcessHost } from "./process-host.js";
 export { isProcessAlive, TEMP_DIR_PREFIX } from "./process-registry.js";
 export type { ProxyTarget } from "./proxy-link.js";

@@ -52,9 +52,41 @@ export type {
   LoadShardDataResult,
 } from "./sharding/data-loader.js";
 export { loadShardData, sequentialRecords } from "./sharding/data-loader.js";
-export type { DataSource, EtcdDataSourceOptions, ShardRecord } from "./sharding/data-source.js";
+export type {
+  DataSink,
+  DataSource,
+  EtcdDataSourceOptions,
+  PutOptions,
+  PutResult,
+  ShardRecord,
+} from "./sharding/data-source.js";
 export { EtcdDataSource } from "./sharding/data-source.js";
+export type {
+  DataSourceConfig,
+  EtcdSourceConfig,
+  PostgresSourceConfig,
+} from "./sharding/data-source-config.js";
+export { dataSourceConfigSchema, parseDataSourceConfig } from "./sharding/data-source-config.js";
+export type { DataSourceErrorCode } from "./sharding/data-source-error.js";
+export { DataSourceError } from "./sharding/data-source-error.js";
+export type { DataSourceRegistryOptions, ResolvedDataSource } from "./sharding/data-source-registry.js";
+export { DataSourceRegistry } from "./sharding/data-source-registry.js";
+export type { PostgresDataSourceOptions, PostgresReadStats } from "./sharding/postgres-data-source.js";
+export { classifyPostgresError, PostgresDataSource } from "./sharding/postgres-data-source.js";
+export {
+  createShardIndexSql,
+  createTableSql,
+  hashFunctionSql,
+  readPageSql,
+  shardIndexName,
+  shardPredicate,
+  upsertSql,
+} from "./sharding/postgres-sql.js";
+export type { PutShardDataHeaders, PutShardDataLimits } from "./sharding/put-shard-data.js";
+export { defaultPutLimits } from "./sharding/put-shard-data.js";
 export type { DataReadStats } from "./sharding/shard-data-reader.js";
+export type { PostgresShardLocation } from "./sharding/shard-location.js";
+export { shardLocation, shardLocations } from "./sharding/shard-location.js";
 export { createEtcdClient, etcdCallTimeoutMs } from "./store/etcd-client.js";
 export type { EtcdErrorKind } from "./store/etcd-errors.js";
 export { classifyEtcdError } from "./store/etcd-errors.js";

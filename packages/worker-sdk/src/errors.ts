@@ -17,6 +17,8 @@
  * - `invalid_options`: connectWorker was given bad options (or runShards called twice);
  * - `closed`: the worker was closed (or its signal aborted);
  * - `not_owner`: the shard is not owned by this worker in an active version (FetchShardData);
+ * - `failed_precondition`: the coordinator cannot do it as things stand (e.g. the group's data
+ *   source is misconfigured: `putShardData`); retrying unchanged will not help;
  * - `unsupported_runtime`: this Node.js is older than the SDK supports (thrown at import).
  */
 export type WorkerErrorCode =
@@ -28,6 +30,7 @@ export type WorkerErrorCode =
   | "permission_denied"
   | "not_coordinator"
   | "unavailable"
+  | "failed_precondition"
   | "unsupported_runtime";
 
 /**

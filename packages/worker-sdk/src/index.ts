@@ -21,9 +21,25 @@ import "./runtime-check.js";
 export { shardOf } from "@org/proto";
 export type { BackoffOptions } from "./backoff.js";
 export { backoffCeiling, backoffDelay, defaultBackoff } from "./backoff.js";
+export type { DataCompression } from "./compression.js";
+export { dataTransportCompression } from "./compression.js";
 export type { WorkerErrorCode } from "./errors.js";
 export { WorkerError } from "./errors.js";
+export type {
+  GetShardLocationsOptions,
+  ShardLocationsInfo,
+} from "./get-shard-locations.js";
+export { getShardLocations } from "./get-shard-locations.js";
 export type { Phase, StabilityWindow } from "./ownership.js";
+export type {
+  DataRecordInput,
+  PutShardDataOptions,
+  PutShardDataSummary,
+  RejectedRecord,
+} from "./put-shard-data.js";
+export { putShardData } from "./put-shard-data.js";
+export type { PostgresShardLocation, ShardLocation } from "./shard-location.js";
+export { parseShardLocation, ShardLocations } from "./shard-location.js";
 export type { SubmittedTask, TaskPage, TaskWatchEvent } from "./task-client.js";
 export { createTaskClient, TaskClient } from "./task-client.js";
 export type { TaskClientErrorCode } from "./task-client-error.js";

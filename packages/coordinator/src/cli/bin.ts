@@ -9,10 +9,14 @@ import { startHttpServer } from "../server/http-server.js";
 import { checkName } from "../server/names.js";
 import { maxBuckets } from "../sharding/data-layout.js";
 import { type DataRecordInput, loadShardData, sequentialRecords } from "../sharding/data-loader.js";
+import { parseDataSourceConfig } from "../sharding/data-source-config.js";
+import { DataSourceError } from "../sharding/data-source-error.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { classifyEtcdError, describeEtcdError } from "../store/etcd-errors.js";
 import { keyLayout } from "../store/keys.js";
+import { groupConfigSchema, parseRecord } from "../store/records.js";
 import { type ControlChange, changeControl, requestRepair, setClusterSettings } from "./admin-commands.js";
+import { discoverCoordinators, uploadShardData } from "./data-upload.js";
 import { formatStatus, readStatus } from "./status-report.js";
 
 // Exit codes: 0 ok, 1 runtime failure, 2 invalid usage or settings (one clear line on stderr).
@@ -252,12 +256,17 @@ program
 
 program
   .command("data")
-  .description("manage the records of the built-in data source (kept under <ns>-data/, outside <ns>/)")
+  .description(
+    "manage the records of a group's data source (the built-in one keeps them under <ns>-data/, outside <ns>/)",
+  )
   .command("load")
   .description(
-    "write records to <ns>-data/<group>/b/<bucket>/<id> (bucket = shardOf(id, buckets), zero-padded): " +
+    "upload records into a group's data source with PutShardData (through a running replica; the group config's " +
+      "dataSource says where they go: the built-in etcd source, or PostgreSQL): " +
       "with --count N, ids 0..N-1 zero-padded to the width of N-1 (--count 200 writes 000..199) " +
-      "with payload 'item-<id>'; or JSON lines {id, payload} from --file. Loading an id again overwrites it.",
+      "with payload 'item-<id>'; or JSON lines {id, payload} from --file. Loading an id again overwrites it " +
+      "(the same payload again changes nothing). With no replica running, records for the built-in source are " +
+      "written to <ns>-data/<group>/b/<bucket>/<id> directly.",
   )
   .addOption(etcdOption())
   .addOption(nsOption())
@@ -266,9 +275,16 @@ program
   .option("--file <path>", 'JSON lines of {"id": string, "payload": string}')
   .option(
     "--buckets <n>",
-    "buckets of a group loaded for the first time (default: a sticky group's shard count, else 1..720 by dataset size); " +
+    "buckets of a group loaded for the first time into the etcd source (default: a sticky group's shard count, else 1..720 by dataset size); " +
       "a shard of T reads exactly its records when T divides it, T/gcd(buckets,T) times them otherwise",
   )
+  .addOption(
+    new Option(
+      "--coordinator <host:port,...>",
+      "replicas to upload through (default: every live replica, from the election keys in etcd)",
+    ).env("RM_COORDINATOR"),
+  )
+  .option("--gzip", "compress the upload (pays on text-like payloads; see docs/data.md)")
   .action(
     async (o: {
       etcd: string;
@@ -277,6 +293,8 @@ program
       count?: string;
       file?: string;
       buckets?: string;
+      coordinator?: string;
+      gzip?: boolean;
     }) => {
       const bad = checkName("group", o.group);
       if (bad !== undefined) usageError(bad);
@@ -309,13 +327,42 @@ program
           usageError(`--buckets must be an integer in 1..${maxBuckets}`);
       }
       const client = createEtcdClient(o.etcd.split(","));
+      const keys = keyLayout(o.namespace);
       try {
-        const r = await loadShardData(client, keyLayout(o.namespace), o.group, records, { buckets });
+        const coordinators =
+          o.coordinator !== undefined
+            ? o.coordinator.split(",").filter((a) => a !== "")
+            : await discoverCoordinators(client, keys);
+        if (coordinators.length === 0) {
+          // No replica to upload through: only the built-in source can be written directly.
+          const raw = await client.get(keys.config(o.group)).string();
+          const config = raw === null ? {} : parseRecord(groupConfigSchema, keys.config(o.group), raw);
+          if (parseDataSourceConfig(o.group, config.dataSource).kind !== "etcd")
+            usageError(
+              `group ${o.group} keeps its data in PostgreSQL: start a replica (or give --coordinator) to upload through`,
+            );
+          const r = await loadShardData(client, keys, o.group, records, { buckets });
+          process.stdout.write(
+            `loaded ${r.records} records into ${r.prefix} (${r.layout.buckets} buckets, ${r.transactions} transactions; no replica running: written to etcd directly)\n`,
+          );
+          return;
+        }
+        const r = await uploadShardData(records, {
+          coordinators,
+          group: o.group,
+          expectedRecords: records.length,
+          ...(buckets === undefined ? {} : { buckets }),
+          gzip: o.gzip === true,
+        });
         process.stdout.write(
-          `loaded ${r.records} records into ${r.prefix} (${r.layout.buckets} buckets, ${r.transactions} transactions)\n`,
+          `loaded ${r.received} records into group ${o.group} (${r.source} source: ${r.written} written, ${r.unchanged} unchanged, ${r.rejected} rejected, ${r.batches} batches)\n`,
         );
+        for (const e of r.errors)
+          process.stderr.write(`record ${e.index} (${JSON.stringify(e.id)}) rejected: ${e.message}\n`);
+        if (r.rejected > 0) process.exitCode = 1;
       } catch (e) {
         if (e instanceof CoordinatorError && e.code === "invalid_config") usageError(e.message);
+        if (e instanceof DataSourceError) usageError(e.message);
         throw e;
       } finally {
         client.close();

@@ -10,7 +10,8 @@ import { RefusalLog } from "../server/refusal-log.js";
 import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
 import { WorkerSession } from "../server/worker-session.js";
-import { EtcdDataSource } from "../sharding/data-source.js";
+import { DataSourceRegistry } from "../sharding/data-source-registry.js";
+import { putHeadersFrom, putShardData } from "../sharding/put-shard-data.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
 import { backoffDelayMs } from "../store/backoff.js";
 import { createEtcdClient } from "../store/etcd-client.js";
@@ -83,7 +84,7 @@ export class Replica {
   #writes = 0;
   /** Worker streams open on this replica (admitted or still saying Hello). */
   #streams = 0;
-  #source: EtcdDataSource | undefined;
+  #source: DataSourceRegistry | undefined;
   readonly #refusals: RefusalLog;
   readonly #unary: UnaryLimiter;
 
@@ -108,9 +109,15 @@ export class Replica {
     const r = new Replica(options, log);
     try {
       r.#watch = LeaderWatch.start({ client: r.#client, keys: r.#keys, log: r.#log, health: r.#health });
-      // Its own etcd client: a page of oversized records must never trip the breaker or the
-      // receive limit of the client the election runs on.
-      const source = EtcdDataSource.create(options.etcdEndpoints, r.#keys);
+      // Each group's data source, by its config. The built-in etcd source has its own etcd
+      // client: a page of oversized records must never trip the breaker or the receive limit
+      // of the client the election runs on.
+      const source = DataSourceRegistry.create({
+        client: r.#client,
+        keys: r.#keys,
+        etcdEndpoints: options.etcdEndpoints,
+        log: r.#log,
+      });
       r.#source = source;
       r.#server = await startShardServer(
         {
@@ -122,6 +129,13 @@ export class Replica {
           fetchShardData: async (req, signal, write) => {
             r.#limit(req.group, req.nodeId);
             await fetchShardData(r.#client, r.#keys, source, req, signal, write);
+          },
+          putShardData: (metadata, records, signal) => {
+            const first = (key: string) => {
+              const v = metadata.get(key)[0];
+              return v === undefined ? undefined : String(v);
+            };
+            return putShardData(source, putHeadersFrom(first), records, signal);
           },
         },
         {

@@ -4,6 +4,7 @@ import {
   Server,
   ServerCredentials,
   type ServerDuplexStream,
+  type ServerReadableStream,
   type ServerUnaryCall,
   type ServerWritableStream,
   type ServiceDefinition,
@@ -21,9 +22,12 @@ import {
   GetShardInfoRequestSchema,
   type GetShardInfoResponse,
   GetShardInfoResponseSchema,
+  type PutShardDataResponse,
+  PutShardDataResponseSchema,
   shardServiceName,
 } from "@org/proto";
 import type { Logger } from "pino";
+import { gzipResponses } from "./gzip-responses.js";
 
 /** A call failed with this gRPC status (thrown by handlers, sent by the server). */
 export class StatusError extends Error {
@@ -37,15 +41,25 @@ export class StatusError extends Error {
   }
 }
 
-/** What serves the three RPCs; the server only does transport. */
+/** What serves the four RPCs; the server only does transport. */
 export interface ShardHandlers {
   heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void;
   getShardInfo(req: GetShardInfoRequest, signal: AbortSignal): Promise<GetShardInfoResponse>;
   fetchShardData(
     req: FetchShardDataRequest,
     signal: AbortSignal,
-    write: (rec: DataRecord) => Promise<void>,
+    /** Sends a record (or its encoded bytes); returns a promise only when the stream pushes back. */
+    write: (rec: DataRecord | Uint8Array) => Promise<void> | undefined,
   ): Promise<void>;
+  /**
+   * A client stream of records: `records` pulls them as the handler consumes them (HTTP/2
+   * flow control holds the producer meanwhile); `metadata` carries `x-shard-group`.
+   */
+  putShardData(
+    metadata: Metadata,
+    records: AsyncIterable<DataRecord>,
+    signal: AbortSignal,
+  ): Promise<PutShardDataResponse>;
 }
 
 export interface ShardServerOptions {
@@ -97,10 +111,24 @@ const service: ServiceDefinition = {
     responseStream: true,
     requestSerialize: identity,
     requestDeserialize: identity,
-    responseSerialize: (m: DataRecord) => asBuffer(toBinary(DataRecordSchema, m)),
+    // A record may come already encoded (sharding/data-record-codec.ts).
+    responseSerialize: (m: DataRecord | Uint8Array) =>
+      asBuffer(m instanceof Uint8Array ? m : toBinary(DataRecordSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(DataRecordSchema, b),
   },
+  PutShardData: {
+    path: `/${shardServiceName}/PutShardData`,
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: (m: PutShardDataResponse) => asBuffer(toBinary(PutShardDataResponseSchema, m)),
+    responseDeserialize: (b: Buffer) => fromBinary(PutShardDataResponseSchema, b),
+  },
 };
+
+/** Methods whose responses are gzipped when the client's request was (see gzip-responses.ts). */
+const gzipPaths: ReadonlySet<string> = new Set([`/${shardServiceName}/FetchShardData`]);
 
 function toStatus(e: unknown): { code: status; details: string; metadata: Metadata } {
   if (e instanceof StatusError)
@@ -129,6 +157,9 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
     // The SDK pings every 10 s; allow that without GOAWAY(too_many_pings).
     "grpc.http2.min_ping_interval_without_data_ms": 5_000,
     "grpc.keepalive_permit_without_calls": 1,
+    // Requests compressed with gzip are decompressed by grpc-js itself; responses of the data
+    // methods are compressed by this interceptor, only for callers that ask.
+    interceptors: [gzipResponses({ paths: gzipPaths })],
   });
   const controllers = new Set<AbortController>();
   server.addService(service, {
@@ -156,7 +187,7 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
         )
         .finally(() => controllers.delete(ac));
     },
-    FetchShardData: (call: ServerWritableStream<Buffer, DataRecord>) => {
+    FetchShardData: (call: ServerWritableStream<Buffer, DataRecord | Uint8Array>) => {
       const ac = new AbortController();
       controllers.add(ac);
       call.on("cancelled", () => ac.abort());
@@ -173,16 +204,10 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
       }
       // HTTP/2 flow control sets the pace: when the client stops reading, write() returns
       // false and we wait for 'drain' before producing more.
-      const write = (rec: DataRecord) =>
-        new Promise<void>((resolve, reject) => {
-          if (ac.signal.aborted) {
-            reject(new StatusError(status.CANCELLED, "cancelled"));
-            return;
-          }
-          if (call.write(rec)) {
-            resolve();
-            return;
-          }
+      const write = (rec: DataRecord | Uint8Array): Promise<void> | undefined => {
+        if (ac.signal.aborted) return Promise.reject(new StatusError(status.CANCELLED, "cancelled"));
+        if (call.write(rec)) return undefined;
+        return new Promise<void>((resolve, reject) => {
           const onDrain = () => {
             ac.signal.removeEventListener("abort", onAbort);
             resolve();
@@ -194,12 +219,40 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
           call.once("drain", onDrain);
           ac.signal.addEventListener("abort", onAbort, { once: true });
         });
+      };
       handlers
         .fetchShardData(req, ac.signal, write)
         .then(
           () => call.end(),
           (e: unknown) => {
             if (!ac.signal.aborted) call.emit("error", toStatus(e));
+          },
+        )
+        .finally(() => controllers.delete(ac));
+    },
+    PutShardData: (
+      call: ServerReadableStream<Buffer, PutShardDataResponse>,
+      callback: sendUnaryData<PutShardDataResponse>,
+    ) => {
+      const ac = new AbortController();
+      controllers.add(ac);
+      call.on("cancelled", () => ac.abort());
+      // Pulled: grpc-js asks the peer for the next message only as this iterator is consumed.
+      const records = (async function* () {
+        for await (const buf of call as AsyncIterable<Buffer>) {
+          try {
+            yield fromBinary(DataRecordSchema, buf);
+          } catch (e) {
+            throw new StatusError(status.INVALID_ARGUMENT, `undecodable DataRecord: ${String(e)}`);
+          }
+        }
+      })();
+      handlers
+        .putShardData(call.metadata, records, ac.signal)
+        .then(
+          (res) => callback(null, res),
+          (e: unknown) => {
+            if (!ac.signal.aborted) callback(toStatus(e));
           },
         )
         .finally(() => controllers.delete(ac));

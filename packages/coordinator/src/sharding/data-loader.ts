@@ -43,7 +43,12 @@ export interface LoadShardDataOptions {
   /** Transactions in flight. @default 4 */
   readonly concurrency?: number;
   readonly signal?: AbortSignal;
+  /** Called after each committed transaction with the records and transactions so far. */
+  readonly onCommitted?: (records: number, transactions: number) => void;
 }
+
+/** The request bytes one transaction of the loader carries at most (under etcd's 1.5 MiB). */
+export const maxLoadBatchBytes = 1 << 20;
 
 /** What {@link loadShardData} wrote. */
 export interface LoadShardDataResult {
@@ -101,7 +106,7 @@ export async function loadShardData(
   options: LoadShardDataOptions = {},
 ): Promise<LoadShardDataResult> {
   const batchRecords = Math.max(1, Math.min(options.batchRecords ?? 127, 127));
-  const batchBytes = options.batchBytes ?? 1 << 20;
+  const batchBytes = options.batchBytes ?? maxLoadBatchBytes;
   const concurrency = Math.max(1, options.concurrency ?? 4);
   const layoutKey = keys.dataLayout(group);
   const expected = options.expectedRecords ?? (Array.isArray(records) ? records.length : 0);
@@ -110,12 +115,12 @@ export async function loadShardData(
 
   let written = 0;
   let transactions = 0;
-  const commit = async (batch: { key: string; value: Buffer }[], largest: number): Promise<void> => {
+  const commit = async (batch: Map<string, Buffer>, largest: number): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
       const { layout, mod } = current;
       const raise = largest > layout.maxRecordBytes;
       const next: DataLayout = { ...layout, maxRecordBytes: largest };
-      const puts = batch.map((r) => client.put(r.key).value(r.value));
+      const puts = [...batch].map(([key, value]) => client.put(key).value(value));
       if (raise) puts.push(client.put(layoutKey).value(JSON.stringify(next)));
       const res = await client
         .if(layoutKey, "Mod", "==", mod)
@@ -123,7 +128,8 @@ export async function loadShardData(
         .commit();
       transactions += 1;
       if (res.succeeded) {
-        written += batch.length;
+        written += batch.size;
+        options.onCommitted?.(written, transactions);
         // Only move forward: a concurrent batch may have raised it further meanwhile.
         if (raise && BigInt(res.header.revision) > BigInt(current.mod)) {
           current.layout = next;
@@ -145,17 +151,31 @@ export async function loadShardData(
   };
 
   const inFlight = new Set<Promise<void>>();
+  // Keys of the transactions in flight: a batch writing one of them again waits for them,
+  // so an id sent twice keeps the payload sent last.
+  const keysInFlight = new Map<string, number>();
   let failure: unknown;
-  const submit = async (batch: { key: string; value: Buffer }[], largest: number) => {
-    const p = commit(batch, largest).catch((e: unknown) => {
-      failure ??= e;
-    });
+  const submit = async (batch: Map<string, Buffer>, largest: number) => {
+    if ([...batch.keys()].some((k) => keysInFlight.has(k))) await Promise.all(inFlight);
+    for (const k of batch.keys()) keysInFlight.set(k, (keysInFlight.get(k) ?? 0) + 1);
+    const p = commit(batch, largest)
+      .catch((e: unknown) => {
+        failure ??= e;
+      })
+      .finally(() => {
+        for (const k of batch.keys()) {
+          const n = (keysInFlight.get(k) ?? 1) - 1;
+          if (n === 0) keysInFlight.delete(k);
+          else keysInFlight.set(k, n);
+        }
+      });
     inFlight.add(p);
     void p.finally(() => inFlight.delete(p));
     if (inFlight.size >= concurrency) await Promise.race(inFlight);
   };
 
-  let batch: { key: string; value: Buffer }[] = [];
+  // Keyed by etcd key: one transaction may not put a key twice (the last payload wins).
+  let batch = new Map<string, Buffer>();
   let bytes = 0;
   let largest = 0;
   let first = true;
@@ -179,21 +199,22 @@ export async function loadShardData(
         "invalid_data",
         `record ${JSON.stringify(r.id.slice(0, 40))} is ${size} bytes, above the ${batchBytes}-byte transaction limit`,
       );
-    if (batch.length >= batchRecords || bytes + size + putOverheadBytes > batchBytes) {
+    if (batch.size >= batchRecords || bytes + size + putOverheadBytes > batchBytes) {
       // The first batch goes alone: it usually raises maxRecordBytes, which would make the
       // batches in flight beside it fail their guard and retry.
       await submit(batch, largest);
       if (first) await Promise.all(inFlight);
       first = false;
-      batch = [];
+      batch = new Map();
       bytes = 0;
       largest = 0;
     }
-    batch.push({ key, value });
+    batch.delete(key);
+    batch.set(key, value);
     bytes += size + putOverheadBytes;
     largest = Math.max(largest, size);
   }
-  if (failure === undefined && batch.length > 0) await submit(batch, largest);
+  if (failure === undefined && batch.size > 0) await submit(batch, largest);
   await Promise.all(inFlight);
   if (failure !== undefined) throw CoordinatorError.from(failure);
   return { records: written, transactions, layout: current.layout, prefix: keys.dataGroupPrefix(group) };

@@ -3,6 +3,7 @@ import { etcdCallTimeoutMs } from "../store/etcd-client.js";
 import type { KeyLayout } from "../store/keys.js";
 import { parseRecord } from "../store/records.js";
 import { dataLayoutSchema } from "./data-layout.js";
+import { loadShardData, maxLoadBatchBytes } from "./data-loader.js";
 import {
   type DataReadStats,
   emptyDataReadStats,
@@ -29,6 +30,48 @@ export interface DataSource {
     totalShards: number,
     options: { afterId: string; pageSize: number; signal: AbortSignal },
   ): AsyncIterable<ShardRecord>;
+  /**
+   * The same records a page at a time, for sources that fetch in pages anyway: the server
+   * writes a page without an await per record. Optional; `read` is used without it.
+   */
+  readPages?(
+    group: string,
+    shardId: number,
+    totalShards: number,
+    options: { afterId: string; pageSize: number; signal: AbortSignal },
+  ): AsyncIterable<readonly ShardRecord[]>;
+}
+
+/** Options of {@link DataSink.put}. */
+export interface PutOptions {
+  readonly signal: AbortSignal;
+  /** Records the call is expected to carry (the etcd source sizes a new layout from it). */
+  readonly expectedRecords?: number;
+  /** Bucket count of a new etcd layout (see data-layout.ts). */
+  readonly buckets?: number;
+  /** Shard counts to index when a PostgreSQL table is created. */
+  readonly indexShardCounts?: readonly number[];
+  /** Called after each committed batch with the totals so far. */
+  readonly onCommitted?: (soFar: PutResult) => void;
+}
+
+/** What {@link DataSink.put} committed. */
+export interface PutResult {
+  /** Records stored: new ids and changed payloads (etcd: every record). */
+  readonly written: number;
+  /** Records already stored with the same payload (sources that can tell). */
+  readonly unchanged: number;
+  /** Write batches (statements, transactions). */
+  readonly batches: number;
+}
+
+/**
+ * Where PutShardData writes: `put` stores `records` (already validated) in batches,
+ * idempotently by id (an id written again keeps the last payload), and resolves once all are
+ * committed. A failure leaves the batches committed before it in place.
+ */
+export interface DataSink {
+  put(group: string, records: AsyncIterable<ShardRecord>, options: PutOptions): Promise<PutResult>;
 }
 
 /** Options of {@link EtcdDataSource}. */
@@ -101,7 +144,8 @@ const noBreaker = {
  * await source.close();
  * ```
  */
-export class EtcdDataSource implements DataSource {
+export class EtcdDataSource implements DataSource, DataSink {
+  readonly kind = "etcd";
   readonly #client: Etcd3;
   #ownsClient = false;
   readonly #keys: KeyLayout;
@@ -152,6 +196,30 @@ export class EtcdDataSource implements DataSource {
   /** What every read so far fetched (a copy). */
   stats(): DataReadStats {
     return { ...this.#stats };
+  }
+
+  /**
+   * The largest record (id plus payload, in bytes) `put` accepts for `group`: one etcd
+   * transaction of the loader holds at most 1 MiB, key included.
+   */
+  maxRecordBytes(group: string): number {
+    return maxLoadBatchBytes - Buffer.byteLength(this.#keys.dataRecord(group, "00000", "")) - 16;
+  }
+
+  /** Writes records through {@link loadShardData} (batched transactions in the layout). */
+  async put(group: string, records: AsyncIterable<ShardRecord>, options: PutOptions): Promise<PutResult> {
+    const r = await loadShardData(this.#client, this.#keys, group, records, {
+      signal: options.signal,
+      ...(options.buckets === undefined ? {} : { buckets: options.buckets }),
+      ...(options.expectedRecords === undefined ? {} : { expectedRecords: options.expectedRecords }),
+      ...(options.onCommitted === undefined
+        ? {}
+        : {
+            onCommitted: (written: number, transactions: number) =>
+              options.onCommitted?.({ written, unchanged: 0, batches: transactions }),
+          }),
+    });
+    return { written: r.records, unchanged: 0, batches: r.transactions };
   }
 
   async *read(

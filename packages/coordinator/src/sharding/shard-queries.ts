@@ -4,7 +4,6 @@ import { Metadata, status } from "@grpc/grpc-js";
 import {
   AssignmentPhase,
   type DataRecord,
-  DataRecordSchema,
   type FetchShardDataRequest,
   type GetShardInfoRequest,
   type GetShardInfoResponse,
@@ -18,11 +17,16 @@ import type { KeyLayout } from "../store/keys.js";
 import {
   type AssignmentRecord,
   assignmentRecordSchema,
+  type GroupConfig,
+  groupConfigSchema,
   memberRecordSchema,
   parseRecord,
 } from "../store/records.js";
 import { primaryShard } from "./assignment.js";
+import { encodeDataRecord } from "./data-record-codec.js";
 import type { DataSource } from "./data-source.js";
+import { DataSourceError } from "./data-source-error.js";
+import { shardLocations } from "./shard-location.js";
 
 function validate(group: string, nodeId: string): void {
   const bad = checkName("group", group) ?? checkName("node_id", nodeId);
@@ -51,15 +55,36 @@ async function readAssignment(
   }
 }
 
-/** GetShardInfo, answered from etcd so any replica (follower or leader) can serve it. */
+/** The group config, or undefined when it is missing or unreadable (no locations then). */
+async function readGroupConfig(
+  client: Etcd3,
+  keys: KeyLayout,
+  group: string,
+): Promise<GroupConfig | undefined> {
+  try {
+    const raw = await client.get(keys.config(group)).string();
+    return raw === null ? undefined : parseRecord(groupConfigSchema, keys.config(group), raw);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * GetShardInfo, answered from etcd so any replica (follower or leader) can serve it, with the
+ * data location of each owned shard when the group's data lives outside the RM.
+ */
 export async function getShardInfo(
   client: Etcd3,
   keys: KeyLayout,
   req: GetShardInfoRequest,
 ): Promise<GetShardInfoResponse> {
   validate(req.group, req.nodeId);
-  const a = await readAssignment(client, keys, req.group);
+  const [a, config] = await Promise.all([
+    readAssignment(client, keys, req.group),
+    readGroupConfig(client, keys, req.group),
+  ]);
   if (a === undefined) return create(GetShardInfoResponseSchema, { shardId: -1 });
+  const shards = a.owners[req.nodeId] ?? [];
   return create(GetShardInfoResponseSchema, {
     totalShards: a.totalShards,
     shardId: primaryShard(a.owners, req.nodeId),
@@ -68,6 +93,7 @@ export async function getShardInfo(
     phase: a.phase === "active" ? AssignmentPhase.ACTIVE : AssignmentPhase.PENDING,
     strategy: a.strategy,
     leaderEpoch: BigInt(a.leaderEpoch),
+    locations: shardLocations(config, shards, a.totalShards),
   });
 }
 
@@ -84,7 +110,7 @@ export async function fetchShardData(
   source: DataSource,
   req: FetchShardDataRequest,
   signal: AbortSignal,
-  write: (rec: DataRecord) => Promise<void>,
+  write: (rec: DataRecord | Uint8Array) => Promise<void> | undefined,
 ): Promise<void> {
   validate(req.group, req.nodeId);
   if (req.batchSize > 1000)
@@ -129,12 +155,15 @@ export async function fetchShardData(
   };
   await checkMember();
   let checkedAt = performance.now();
+  const options = { afterId: req.afterId, pageSize, signal };
+  // A page at a time where the source reads in pages: each record is written without an
+  // await unless the stream pushes back (HTTP/2 flow control), and ownership is re-checked
+  // between pages at most every 500 ms.
+  const pages =
+    source.readPages?.(req.group, req.shardId, totalShards, options) ??
+    singles(source.read(req.group, req.shardId, totalShards, options));
   try {
-    for await (const rec of source.read(req.group, req.shardId, totalShards, {
-      afterId: req.afterId,
-      pageSize,
-      signal,
-    })) {
+    for await (const page of pages) {
       if (performance.now() - checkedAt > ownershipRecheckMs) {
         const now = await check();
         if (now !== totalShards)
@@ -142,22 +171,38 @@ export async function fetchShardData(
         await checkMember();
         checkedAt = performance.now();
       }
-      await write(create(DataRecordSchema, { id: rec.id, payload: rec.payload }));
+      for (const rec of page) {
+        const pending = write(encodeDataRecord(rec.id, rec.payload));
+        if (pending !== undefined) await pending;
+      }
     }
   } catch (e) {
-    throw dataReadStatus(e);
+    throw dataSourceStatus(e);
   }
 }
 
+async function* singles<T>(items: AsyncIterable<T>): AsyncIterable<readonly T[]> {
+  for await (const item of items) yield [item];
+}
+
 /**
- * The status a failed read ends the stream with: a bad layout record is INTERNAL (an
- * operator must fix it), anything else from the source is UNAVAILABLE (retry, resuming
- * with `after_id`).
+ * The status a failed data call ends with: a bad layout record is INTERNAL (an operator
+ * must fix it); a data source that is misconfigured or refuses the replica's credentials is
+ * FAILED_PRECONDITION (an operator must fix the group config or the secret; retrying cannot
+ * help); anything else from the source is UNAVAILABLE (retry; a read resumes with `after_id`).
  */
-function dataReadStatus(e: unknown): StatusError {
+export function dataSourceStatus(e: unknown): StatusError {
   if (e instanceof StatusError) return e;
   const message = e instanceof Error ? e.message : String(e);
   if (e instanceof CoordinatorError && e.code === "invalid_data")
     return new StatusError(status.INTERNAL, `data of this group is unreadable: ${message}`);
-  return new StatusError(status.UNAVAILABLE, `data read failed: ${message}`);
+  if (e instanceof CoordinatorError && e.code === "invalid_config")
+    return new StatusError(status.FAILED_PRECONDITION, message);
+  // `x-shard-data-error` tells a data source's failure apart from a lost shard (which is
+  // FAILED_PRECONDITION too, with `x-shard-version`).
+  const md = new Metadata();
+  if (e instanceof DataSourceError) md.set("x-shard-data-error", e.code);
+  if (e instanceof DataSourceError && (e.code === "invalid_config" || e.code === "bad_credentials"))
+    return new StatusError(status.FAILED_PRECONDITION, message, md);
+  return new StatusError(status.UNAVAILABLE, `data source failed: ${message}`, md);
 }

@@ -64,6 +64,13 @@ export type AssignmentRecord = z.infer<typeof assignmentRecordSchema>;
 export const groupConfigSchema = z.object({
   strategy: z.enum(strategyNames as unknown as ["modulo", "sticky"]).optional(),
   shards: z.number().int().min(1).max(65_536).optional(),
+  /**
+   * Where the group's records live (FetchShardData, PutShardData): absent for the built-in
+   * etcd source, else e.g. `{"kind":"postgres","table":"items","passwordEnv":"PG_PASSWORD"}`.
+   * Validated by sharding/data-source-config.ts when a data call uses it, not here: a bad data
+   * source fails the group's data calls, never its membership.
+   */
+  dataSource: z.unknown().optional(),
 });
 export type GroupConfig = z.infer<typeof groupConfigSchema>;
 

@@ -22,7 +22,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shard/v1/shard.proto.
  */
 export const file_shard_v1_shard: GenFile = /*@__PURE__*/
-  fileDesc("ChRzaGFyZC92MS9zaGFyZC5wcm90bxIIc2hhcmQudjEiowIKDVdvcmtlck1lc3NhZ2USCwoDc2VxGAEgASgEEg8KB2Fja19zZXEYAiABKAQSIAoFaGVsbG8YCiABKAsyDy5zaGFyZC52MS5IZWxsb0gAEigKCWhlYXJ0YmVhdBgLIAEoCzITLnNoYXJkLnYxLkhlYXJ0YmVhdEgAEiQKB3JlbGVhc2UYDCABKAsyES5zaGFyZC52MS5SZWxlYXNlSAASKwoLdGFza191cGRhdGUYDSABKAsyFC5zaGFyZC52MS5UYXNrVXBkYXRlSAASKwoLY29tbWFuZF9hY2sYDiABKAsyFC5zaGFyZC52MS5Db21tYW5kQWNrSAASIAoFbGVhdmUYDyABKAsyDy5zaGFyZC52MS5MZWF2ZUgAQgYKBGtpbmQi+gEKBUhlbGxvEg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAkSFQoNc2Vzc2lvbl90b2tlbhgDIAEoCRIrCgZsYWJlbHMYBCADKAsyGy5zaGFyZC52MS5IZWxsby5MYWJlbHNFbnRyeRIQCghjYXBhY2l0eRgFIAEoDRIaChJsYXN0X2tub3duX3ZlcnNpb24YBiABKAQSGAoQcnVubmluZ190YXNrX2lkcxgHIAMoCRIWCg5jbGllbnRfdmVyc2lvbhgIIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIscBCglIZWFydGJlYXQSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIMCgRsb2FkGAMgASgBEhMKC2NwdV9wZXJjZW50GAQgASgBEhgKEG1lbW9yeV9yc3NfYnl0ZXMYBSABKAQSGwoTZXZlbnRfbG9vcF9kZWxheV9tcxgGIAEoARIVCg1ydW5uaW5nX3Rhc2tzGAcgASgNEhQKDHF1ZXVlX2xlbmd0aBgIIAEoDRIWCg5ydW5uaW5nX3NoYXJkcxgJIAEoDSItCgdSZWxlYXNlEg8KB3ZlcnNpb24YASABKAQSEQoJc2hhcmRfaWRzGAIgAygNIsEBCgpUYXNrVXBkYXRlEg8KB3Rhc2tfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy5zaGFyZC52MS5UYXNrU3RhdGUSDwoHYXR0ZW1wdBgDIAEoDRIPCgdtZXNzYWdlGAQgASgJEhAKCHByb2dyZXNzGAUgASgBEg4KBnJlc3VsdBgGIAEoDBIWCglyZXRyeWFibGUYByABKAhIAIgBARIUCgxsZWFkZXJfZXBvY2gYCCABKARCDAoKX3JldHJ5YWJsZSI9CgpDb21tYW5kQWNrEhIKCmNvbW1hbmRfaWQYASABKAQSCgoCb2sYAiABKAgSDwoHbWVzc2FnZRgDIAEoCSIoCgVMZWF2ZRIOCgZyZWFzb24YASABKAkSDwoHcmVzdGFydBgCIAEoCCKSAgoSQ29vcmRpbmF0b3JNZXNzYWdlEgsKA3NlcRgBIAEoBBIPCgdhY2tfc2VxGAIgASgEEiQKB3dlbGNvbWUYCiABKAsyES5zaGFyZC52MS5XZWxjb21lSAASLwoNaGVhcnRiZWF0X2FjaxgLIAEoCzIWLnNoYXJkLnYxLkhlYXJ0YmVhdEFja0gAEioKCmFzc2lnbm1lbnQYDCABKAsyFC5zaGFyZC52MS5Bc3NpZ25tZW50SAASJgoEdGFzaxgNIAEoCzIWLnNoYXJkLnYxLlRhc2tEaXNwYXRjaEgAEisKB2NvbW1hbmQYDiABKAsyGC5zaGFyZC52MS5Db250cm9sQ29tbWFuZEgAQgYKBGtpbmQi1AEKB1dlbGNvbWUSFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIUCgxsZWFkZXJfZXBvY2gYAiABKAQSEQoJbGVhZGVyX2lkGAMgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgEIAEoDRIaChJzZXNzaW9uX3RpbWVvdXRfbXMYBSABKA0SDwoHcmVzdW1lZBgGIAEoCBIoCgphc3NpZ25tZW50GAcgASgLMhQuc2hhcmQudjEuQXNzaWdubWVudBITCgtpbmNhcm5hdGlvbhgIIAEoBCKnAQoKQXNzaWdubWVudBIPCgd2ZXJzaW9uGAEgASgEEigKBXBoYXNlGAIgASgOMhkuc2hhcmQudjEuQXNzaWdubWVudFBoYXNlEhQKDHRvdGFsX3NoYXJkcxgDIAEoDRIQCghzaGFyZF9pZBgEIAEoBRIOCgZzaGFyZHMYBSADKA0SEAoIc3RyYXRlZ3kYBiABKAkSFAoMbGVhZGVyX2Vwb2NoGAcgASgEIr8CCgxIZWFydGJlYXRBY2sSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIQCghhY2NlcHRlZBgDIAEoCBIPCgdtZXNzYWdlGAQgASgJEhQKDHRvdGFsX3NoYXJkcxgFIAEoDRIQCghzaGFyZF9pZBgGIAEoBRIOCgZzaGFyZHMYByADKA0SFQoNc2hhcmRfdmVyc2lvbhgIIAEoBBIoCgVwaGFzZRgJIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIOCgZhY3RpdmUYCiABKAgSFAoMbGVhZGVyX2Vwb2NoGAsgASgEEhUKDWhlYXJ0YmVhdF9zZXEYDCABKAQSGgoSc2Vzc2lvbl90aW1lb3V0X21zGA0gASgNEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgOIAEoDSLmAQoMVGFza0Rpc3BhdGNoEg8KB3Rhc2tfaWQYASABKAkSEAoIc2hhcmRfaWQYAiABKA0SDwoHYXR0ZW1wdBgDIAEoDRIPCgdwYXlsb2FkGAQgASgMEhQKDGxlYWRlcl9lcG9jaBgFIAEoBBISCgp0aW1lb3V0X21zGAYgASgNEhAKCHByaW9yaXR5GAcgASgNEhQKDG1heF9hdHRlbXB0cxgIIAEoDRIRCglwbGFjZW1lbnQYCSABKA0SFQoNc2hhcmRfdmVyc2lvbhgKIAEoBBIVCg1jcmVhdGVkX2F0X21zGAsgASgDIqMBCg5Db250cm9sQ29tbWFuZBISCgpjb21tYW5kX2lkGAEgASgEEiMKBGtpbmQYAiABKA4yFS5zaGFyZC52MS5Db21tYW5kS2luZBIPCgd0YXNrX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0SFAoMbGVhZGVyX2Vwb2NoGAUgASgEEg4KBnJlYXNvbhgGIAEoCRIQCghjYXBhY2l0eRgHIAEoDSI1ChNHZXRTaGFyZEluZm9SZXF1ZXN0Eg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAkisQEKFEdldFNoYXJkSW5mb1Jlc3BvbnNlEhQKDHRvdGFsX3NoYXJkcxgBIAEoDRIQCghzaGFyZF9pZBgCIAEoBRIPCgd2ZXJzaW9uGAMgASgEEg4KBnNoYXJkcxgEIAMoDRIoCgVwaGFzZRgFIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIQCghzdHJhdGVneRgGIAEoCRIUCgxsZWFkZXJfZXBvY2gYByABKAQihgEKFUZldGNoU2hhcmREYXRhUmVxdWVzdBINCgVncm91cBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhAKCHNoYXJkX2lkGAMgASgNEhIKCmJhdGNoX3NpemUYBCABKA0SEAoIYWZ0ZXJfaWQYBSABKAkSFQoNc2Vzc2lvbl90b2tlbhgGIAEoCSIpCgpEYXRhUmVjb3JkEgoKAmlkGAEgASgJEg8KB3BheWxvYWQYAiABKAwqbgoPQXNzaWdubWVudFBoYXNlEiAKHEFTU0lHTk1FTlRfUEhBU0VfVU5TUEVDSUZJRUQQABIcChhBU1NJR05NRU5UX1BIQVNFX1BFTkRJTkcQARIbChdBU1NJR05NRU5UX1BIQVNFX0FDVElWRRACKrwBCglUYXNrU3RhdGUSGgoWVEFTS19TVEFURV9VTlNQRUNJRklFRBAAEhUKEVRBU0tfU1RBVEVfUVVFVUVEEAESFgoSVEFTS19TVEFURV9SVU5OSU5HEAISGAoUVEFTS19TVEFURV9TVUNDRUVERUQQAxIVChFUQVNLX1NUQVRFX0ZBSUxFRBAEEhgKFFRBU0tfU1RBVEVfQ0FOQ0VMTEVEEAUSGQoVVEFTS19TVEFURV9ESVNQQVRDSEVEEAYqsQEKC0NvbW1hbmRLaW5kEhwKGENPTU1BTkRfS0lORF9VTlNQRUNJRklFRBAAEhYKEkNPTU1BTkRfS0lORF9QQVVTRRABEhcKE0NPTU1BTkRfS0lORF9SRVNVTUUQAhIWChJDT01NQU5EX0tJTkRfRFJBSU4QAxIcChhDT01NQU5EX0tJTkRfQ0FOQ0VMX1RBU0sQBBIdChlDT01NQU5EX0tJTkRfU0VUX0NBUEFDSVRZEAUy9gEKDFNoYXJkU2VydmljZRJMCg9IZWFydGJlYXRTdHJlYW0SFy5zaGFyZC52MS5Xb3JrZXJNZXNzYWdlGhwuc2hhcmQudjEuQ29vcmRpbmF0b3JNZXNzYWdlKAEwARJNCgxHZXRTaGFyZEluZm8SHS5zaGFyZC52MS5HZXRTaGFyZEluZm9SZXF1ZXN0Gh4uc2hhcmQudjEuR2V0U2hhcmRJbmZvUmVzcG9uc2USSQoORmV0Y2hTaGFyZERhdGESHy5zaGFyZC52MS5GZXRjaFNoYXJkRGF0YVJlcXVlc3QaFC5zaGFyZC52MS5EYXRhUmVjb3JkMAFiBnByb3RvMw");
+  fileDesc("ChRzaGFyZC92MS9zaGFyZC5wcm90bxIIc2hhcmQudjEiowIKDVdvcmtlck1lc3NhZ2USCwoDc2VxGAEgASgEEg8KB2Fja19zZXEYAiABKAQSIAoFaGVsbG8YCiABKAsyDy5zaGFyZC52MS5IZWxsb0gAEigKCWhlYXJ0YmVhdBgLIAEoCzITLnNoYXJkLnYxLkhlYXJ0YmVhdEgAEiQKB3JlbGVhc2UYDCABKAsyES5zaGFyZC52MS5SZWxlYXNlSAASKwoLdGFza191cGRhdGUYDSABKAsyFC5zaGFyZC52MS5UYXNrVXBkYXRlSAASKwoLY29tbWFuZF9hY2sYDiABKAsyFC5zaGFyZC52MS5Db21tYW5kQWNrSAASIAoFbGVhdmUYDyABKAsyDy5zaGFyZC52MS5MZWF2ZUgAQgYKBGtpbmQi+gEKBUhlbGxvEg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAkSFQoNc2Vzc2lvbl90b2tlbhgDIAEoCRIrCgZsYWJlbHMYBCADKAsyGy5zaGFyZC52MS5IZWxsby5MYWJlbHNFbnRyeRIQCghjYXBhY2l0eRgFIAEoDRIaChJsYXN0X2tub3duX3ZlcnNpb24YBiABKAQSGAoQcnVubmluZ190YXNrX2lkcxgHIAMoCRIWCg5jbGllbnRfdmVyc2lvbhgIIAEoCRotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIscBCglIZWFydGJlYXQSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIMCgRsb2FkGAMgASgBEhMKC2NwdV9wZXJjZW50GAQgASgBEhgKEG1lbW9yeV9yc3NfYnl0ZXMYBSABKAQSGwoTZXZlbnRfbG9vcF9kZWxheV9tcxgGIAEoARIVCg1ydW5uaW5nX3Rhc2tzGAcgASgNEhQKDHF1ZXVlX2xlbmd0aBgIIAEoDRIWCg5ydW5uaW5nX3NoYXJkcxgJIAEoDSItCgdSZWxlYXNlEg8KB3ZlcnNpb24YASABKAQSEQoJc2hhcmRfaWRzGAIgAygNIsEBCgpUYXNrVXBkYXRlEg8KB3Rhc2tfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy5zaGFyZC52MS5UYXNrU3RhdGUSDwoHYXR0ZW1wdBgDIAEoDRIPCgdtZXNzYWdlGAQgASgJEhAKCHByb2dyZXNzGAUgASgBEg4KBnJlc3VsdBgGIAEoDBIWCglyZXRyeWFibGUYByABKAhIAIgBARIUCgxsZWFkZXJfZXBvY2gYCCABKARCDAoKX3JldHJ5YWJsZSI9CgpDb21tYW5kQWNrEhIKCmNvbW1hbmRfaWQYASABKAQSCgoCb2sYAiABKAgSDwoHbWVzc2FnZRgDIAEoCSIoCgVMZWF2ZRIOCgZyZWFzb24YASABKAkSDwoHcmVzdGFydBgCIAEoCCKSAgoSQ29vcmRpbmF0b3JNZXNzYWdlEgsKA3NlcRgBIAEoBBIPCgdhY2tfc2VxGAIgASgEEiQKB3dlbGNvbWUYCiABKAsyES5zaGFyZC52MS5XZWxjb21lSAASLwoNaGVhcnRiZWF0X2FjaxgLIAEoCzIWLnNoYXJkLnYxLkhlYXJ0YmVhdEFja0gAEioKCmFzc2lnbm1lbnQYDCABKAsyFC5zaGFyZC52MS5Bc3NpZ25tZW50SAASJgoEdGFzaxgNIAEoCzIWLnNoYXJkLnYxLlRhc2tEaXNwYXRjaEgAEisKB2NvbW1hbmQYDiABKAsyGC5zaGFyZC52MS5Db250cm9sQ29tbWFuZEgAQgYKBGtpbmQi1AEKB1dlbGNvbWUSFQoNc2Vzc2lvbl90b2tlbhgBIAEoCRIUCgxsZWFkZXJfZXBvY2gYAiABKAQSEQoJbGVhZGVyX2lkGAMgASgJEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgEIAEoDRIaChJzZXNzaW9uX3RpbWVvdXRfbXMYBSABKA0SDwoHcmVzdW1lZBgGIAEoCBIoCgphc3NpZ25tZW50GAcgASgLMhQuc2hhcmQudjEuQXNzaWdubWVudBITCgtpbmNhcm5hdGlvbhgIIAEoBCLXAQoKQXNzaWdubWVudBIPCgd2ZXJzaW9uGAEgASgEEigKBXBoYXNlGAIgASgOMhkuc2hhcmQudjEuQXNzaWdubWVudFBoYXNlEhQKDHRvdGFsX3NoYXJkcxgDIAEoDRIQCghzaGFyZF9pZBgEIAEoBRIOCgZzaGFyZHMYBSADKA0SEAoIc3RyYXRlZ3kYBiABKAkSFAoMbGVhZGVyX2Vwb2NoGAcgASgEEi4KCWxvY2F0aW9ucxgIIAMoCzIbLnNoYXJkLnYxLlNoYXJkRGF0YUxvY2F0aW9uIkwKEVNoYXJkRGF0YUxvY2F0aW9uEhAKCHNoYXJkX2lkGAEgASgNEgwKBGtpbmQYAiABKAkSFwoPZGVzY3JpcHRvcl9qc29uGAMgASgJIr8CCgxIZWFydGJlYXRBY2sSDwoHbm9kZV9pZBgBIAEoCRIKCgJ0cxgCIAEoAxIQCghhY2NlcHRlZBgDIAEoCBIPCgdtZXNzYWdlGAQgASgJEhQKDHRvdGFsX3NoYXJkcxgFIAEoDRIQCghzaGFyZF9pZBgGIAEoBRIOCgZzaGFyZHMYByADKA0SFQoNc2hhcmRfdmVyc2lvbhgIIAEoBBIoCgVwaGFzZRgJIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIOCgZhY3RpdmUYCiABKAgSFAoMbGVhZGVyX2Vwb2NoGAsgASgEEhUKDWhlYXJ0YmVhdF9zZXEYDCABKAQSGgoSc2Vzc2lvbl90aW1lb3V0X21zGA0gASgNEh0KFWhlYXJ0YmVhdF9pbnRlcnZhbF9tcxgOIAEoDSLmAQoMVGFza0Rpc3BhdGNoEg8KB3Rhc2tfaWQYASABKAkSEAoIc2hhcmRfaWQYAiABKA0SDwoHYXR0ZW1wdBgDIAEoDRIPCgdwYXlsb2FkGAQgASgMEhQKDGxlYWRlcl9lcG9jaBgFIAEoBBISCgp0aW1lb3V0X21zGAYgASgNEhAKCHByaW9yaXR5GAcgASgNEhQKDG1heF9hdHRlbXB0cxgIIAEoDRIRCglwbGFjZW1lbnQYCSABKA0SFQoNc2hhcmRfdmVyc2lvbhgKIAEoBBIVCg1jcmVhdGVkX2F0X21zGAsgASgDIqMBCg5Db250cm9sQ29tbWFuZBISCgpjb21tYW5kX2lkGAEgASgEEiMKBGtpbmQYAiABKA4yFS5zaGFyZC52MS5Db21tYW5kS2luZBIPCgd0YXNrX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0SFAoMbGVhZGVyX2Vwb2NoGAUgASgEEg4KBnJlYXNvbhgGIAEoCRIQCghjYXBhY2l0eRgHIAEoDSI1ChNHZXRTaGFyZEluZm9SZXF1ZXN0Eg0KBWdyb3VwGAEgASgJEg8KB25vZGVfaWQYAiABKAki4QEKFEdldFNoYXJkSW5mb1Jlc3BvbnNlEhQKDHRvdGFsX3NoYXJkcxgBIAEoDRIQCghzaGFyZF9pZBgCIAEoBRIPCgd2ZXJzaW9uGAMgASgEEg4KBnNoYXJkcxgEIAMoDRIoCgVwaGFzZRgFIAEoDjIZLnNoYXJkLnYxLkFzc2lnbm1lbnRQaGFzZRIQCghzdHJhdGVneRgGIAEoCRIUCgxsZWFkZXJfZXBvY2gYByABKAQSLgoJbG9jYXRpb25zGAggAygLMhsuc2hhcmQudjEuU2hhcmREYXRhTG9jYXRpb24ihgEKFUZldGNoU2hhcmREYXRhUmVxdWVzdBINCgVncm91cBgBIAEoCRIPCgdub2RlX2lkGAIgASgJEhAKCHNoYXJkX2lkGAMgASgNEhIKCmJhdGNoX3NpemUYBCABKA0SEAoIYWZ0ZXJfaWQYBSABKAkSFQoNc2Vzc2lvbl90b2tlbhgGIAEoCSIpCgpEYXRhUmVjb3JkEgoKAmlkGAEgASgJEg8KB3BheWxvYWQYAiABKAwiTQoRUHV0U2hhcmREYXRhRXJyb3ISDQoFaW5kZXgYASABKAQSCgoCaWQYAiABKAkSDAoEY29kZRgDIAEoBRIPCgdtZXNzYWdlGAQgASgJIqwBChRQdXRTaGFyZERhdGFSZXNwb25zZRIQCghyZWNlaXZlZBgBIAEoBBIPCgd3cml0dGVuGAIgASgEEhEKCXVuY2hhbmdlZBgDIAEoBBIQCghyZWplY3RlZBgEIAEoBBIrCgZlcnJvcnMYBSADKAsyGy5zaGFyZC52MS5QdXRTaGFyZERhdGFFcnJvchIPCgdiYXRjaGVzGAYgASgEEg4KBnNvdXJjZRgHIAEoCSpuCg9Bc3NpZ25tZW50UGhhc2USIAocQVNTSUdOTUVOVF9QSEFTRV9VTlNQRUNJRklFRBAAEhwKGEFTU0lHTk1FTlRfUEhBU0VfUEVORElORxABEhsKF0FTU0lHTk1FTlRfUEhBU0VfQUNUSVZFEAIqvAEKCVRhc2tTdGF0ZRIaChZUQVNLX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRVEFTS19TVEFURV9RVUVVRUQQARIWChJUQVNLX1NUQVRFX1JVTk5JTkcQAhIYChRUQVNLX1NUQVRFX1NVQ0NFRURFRBADEhUKEVRBU0tfU1RBVEVfRkFJTEVEEAQSGAoUVEFTS19TVEFURV9DQU5DRUxMRUQQBRIZChVUQVNLX1NUQVRFX0RJU1BBVENIRUQQBiqxAQoLQ29tbWFuZEtpbmQSHAoYQ09NTUFORF9LSU5EX1VOU1BFQ0lGSUVEEAASFgoSQ09NTUFORF9LSU5EX1BBVVNFEAESFwoTQ09NTUFORF9LSU5EX1JFU1VNRRACEhYKEkNPTU1BTkRfS0lORF9EUkFJThADEhwKGENPTU1BTkRfS0lORF9DQU5DRUxfVEFTSxAEEh0KGUNPTU1BTkRfS0lORF9TRVRfQ0FQQUNJVFkQBTK+AgoMU2hhcmRTZXJ2aWNlEkwKD0hlYXJ0YmVhdFN0cmVhbRIXLnNoYXJkLnYxLldvcmtlck1lc3NhZ2UaHC5zaGFyZC52MS5Db29yZGluYXRvck1lc3NhZ2UoATABEk0KDEdldFNoYXJkSW5mbxIdLnNoYXJkLnYxLkdldFNoYXJkSW5mb1JlcXVlc3QaHi5zaGFyZC52MS5HZXRTaGFyZEluZm9SZXNwb25zZRJJCg5GZXRjaFNoYXJkRGF0YRIfLnNoYXJkLnYxLkZldGNoU2hhcmREYXRhUmVxdWVzdBoULnNoYXJkLnYxLkRhdGFSZWNvcmQwARJGCgxQdXRTaGFyZERhdGESFC5zaGFyZC52MS5EYXRhUmVjb3JkGh4uc2hhcmQudjEuUHV0U2hhcmREYXRhUmVzcG9uc2UoAWIGcHJvdG8z");
 
 /**
  * Everything a worker sends on HeartbeatStream.
@@ -634,6 +634,15 @@ export type Assignment = Message<"shard.v1.Assignment"> & {
    * @generated from field: uint64 leader_epoch = 7;
    */
   leaderEpoch: bigint;
+
+  /**
+   * Where the records of each shard in `shards` live, for jobs that read them
+   * directly (only for sources outside the RM, such as PostgreSQL; empty for
+   * the built-in etcd source: read it with FetchShardData).
+   *
+   * @generated from field: repeated shard.v1.ShardDataLocation locations = 8;
+   */
+  locations: ShardDataLocation[];
 };
 
 /**
@@ -642,6 +651,45 @@ export type Assignment = Message<"shard.v1.Assignment"> & {
  */
 export const AssignmentSchema: GenMessage<Assignment> = /*@__PURE__*/
   messageDesc(file_shard_v1_shard, 9);
+
+/**
+ * Where one owned shard's records live, for a job that reads them straight
+ * from the store instead of through FetchShardData (see docs/data.md).
+ *
+ * @generated from message shard.v1.ShardDataLocation
+ */
+export type ShardDataLocation = Message<"shard.v1.ShardDataLocation"> & {
+  /**
+   * The shard this location is for.
+   *
+   * @generated from field: uint32 shard_id = 1;
+   */
+  shardId: number;
+
+  /**
+   * The source kind: "postgres".
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * The location as a JSON document of a stable, versioned shape per kind
+   * (docs/data.md). For "postgres": {"version":1, "kind", "host", "port",
+   * "database", "table", "idColumn", "payloadColumn", "keyColumn", "shard",
+   * "totalShards", "predicate", "query"}. It never carries credentials.
+   *
+   * @generated from field: string descriptor_json = 3;
+   */
+  descriptorJson: string;
+};
+
+/**
+ * Describes the message shard.v1.ShardDataLocation.
+ * Use `create(ShardDataLocationSchema)` to create a new message.
+ */
+export const ShardDataLocationSchema: GenMessage<ShardDataLocation> = /*@__PURE__*/
+  messageDesc(file_shard_v1_shard, 10);
 
 /**
  * Answer to one Heartbeat.
@@ -754,7 +802,7 @@ export type HeartbeatAck = Message<"shard.v1.HeartbeatAck"> & {
  * Use `create(HeartbeatAckSchema)` to create a new message.
  */
 export const HeartbeatAckSchema: GenMessage<HeartbeatAck> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 10);
+  messageDesc(file_shard_v1_shard, 11);
 
 /**
  * A task for this worker: run it once and report the outcome with TaskUpdate for this
@@ -849,7 +897,7 @@ export type TaskDispatch = Message<"shard.v1.TaskDispatch"> & {
  * Use `create(TaskDispatchSchema)` to create a new message.
  */
 export const TaskDispatchSchema: GenMessage<TaskDispatch> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 11);
+  messageDesc(file_shard_v1_shard, 12);
 
 /**
  * A control command for this worker.
@@ -913,7 +961,7 @@ export type ControlCommand = Message<"shard.v1.ControlCommand"> & {
  * Use `create(ControlCommandSchema)` to create a new message.
  */
 export const ControlCommandSchema: GenMessage<ControlCommand> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 12);
+  messageDesc(file_shard_v1_shard, 13);
 
 /**
  * Request of GetShardInfo.
@@ -941,7 +989,7 @@ export type GetShardInfoRequest = Message<"shard.v1.GetShardInfoRequest"> & {
  * Use `create(GetShardInfoRequestSchema)` to create a new message.
  */
 export const GetShardInfoRequestSchema: GenMessage<GetShardInfoRequest> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 13);
+  messageDesc(file_shard_v1_shard, 14);
 
 /**
  * Response of GetShardInfo.
@@ -997,6 +1045,14 @@ export type GetShardInfoResponse = Message<"shard.v1.GetShardInfoResponse"> & {
    * @generated from field: uint64 leader_epoch = 7;
    */
   leaderEpoch: bigint;
+
+  /**
+   * Where the records of each shard in `shards` live, for direct reads (empty
+   * for the built-in etcd source).
+   *
+   * @generated from field: repeated shard.v1.ShardDataLocation locations = 8;
+   */
+  locations: ShardDataLocation[];
 };
 
 /**
@@ -1004,7 +1060,7 @@ export type GetShardInfoResponse = Message<"shard.v1.GetShardInfoResponse"> & {
  * Use `create(GetShardInfoResponseSchema)` to create a new message.
  */
 export const GetShardInfoResponseSchema: GenMessage<GetShardInfoResponse> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 14);
+  messageDesc(file_shard_v1_shard, 15);
 
 /**
  * Request of FetchShardData.
@@ -1060,7 +1116,7 @@ export type FetchShardDataRequest = Message<"shard.v1.FetchShardDataRequest"> & 
  * Use `create(FetchShardDataRequestSchema)` to create a new message.
  */
 export const FetchShardDataRequestSchema: GenMessage<FetchShardDataRequest> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 15);
+  messageDesc(file_shard_v1_shard, 16);
 
 /**
  * One record of a shard's data.
@@ -1088,7 +1144,114 @@ export type DataRecord = Message<"shard.v1.DataRecord"> & {
  * Use `create(DataRecordSchema)` to create a new message.
  */
 export const DataRecordSchema: GenMessage<DataRecord> = /*@__PURE__*/
-  messageDesc(file_shard_v1_shard, 16);
+  messageDesc(file_shard_v1_shard, 17);
+
+/**
+ * One record a PutShardData call rejected.
+ *
+ * @generated from message shard.v1.PutShardDataError
+ */
+export type PutShardDataError = Message<"shard.v1.PutShardDataError"> & {
+  /**
+   * The record's position in the call, from 0.
+   *
+   * @generated from field: uint64 index = 1;
+   */
+  index: bigint;
+
+  /**
+   * Its id (at most the first 128 characters).
+   *
+   * @generated from field: string id = 2;
+   */
+  id: string;
+
+  /**
+   * The gRPC status code that applies to it: INVALID_ARGUMENT for a bad id,
+   * RESOURCE_EXHAUSTED for a record over the per-record limit.
+   *
+   * @generated from field: int32 code = 3;
+   */
+  code: number;
+
+  /**
+   * Why, for people.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message shard.v1.PutShardDataError.
+ * Use `create(PutShardDataErrorSchema)` to create a new message.
+ */
+export const PutShardDataErrorSchema: GenMessage<PutShardDataError> = /*@__PURE__*/
+  messageDesc(file_shard_v1_shard, 18);
+
+/**
+ * Answer of PutShardData, sent once every accepted record is committed.
+ *
+ * @generated from message shard.v1.PutShardDataResponse
+ */
+export type PutShardDataResponse = Message<"shard.v1.PutShardDataResponse"> & {
+  /**
+   * Records received.
+   *
+   * @generated from field: uint64 received = 1;
+   */
+  received: bigint;
+
+  /**
+   * Records stored: new ids, and ids whose payload changed (the etcd source
+   * counts every accepted record here).
+   *
+   * @generated from field: uint64 written = 2;
+   */
+  written: bigint;
+
+  /**
+   * Records whose id was already stored with the same payload (PostgreSQL).
+   *
+   * @generated from field: uint64 unchanged = 3;
+   */
+  unchanged: bigint;
+
+  /**
+   * Records rejected (see `errors`).
+   *
+   * @generated from field: uint64 rejected = 4;
+   */
+  rejected: bigint;
+
+  /**
+   * The first rejected records (at most 10), in order.
+   *
+   * @generated from field: repeated shard.v1.PutShardDataError errors = 5;
+   */
+  errors: PutShardDataError[];
+
+  /**
+   * Write batches (transactions or statements) the records went in.
+   *
+   * @generated from field: uint64 batches = 6;
+   */
+  batches: bigint;
+
+  /**
+   * The group's data source: "etcd" or "postgres".
+   *
+   * @generated from field: string source = 7;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message shard.v1.PutShardDataResponse.
+ * Use `create(PutShardDataResponseSchema)` to create a new message.
+ */
+export const PutShardDataResponseSchema: GenMessage<PutShardDataResponse> = /*@__PURE__*/
+  messageDesc(file_shard_v1_shard, 19);
 
 /**
  * Where a version stands in the cooperative handoff.
@@ -1278,7 +1441,8 @@ export const ShardService: GenService<{
   },
   /**
    * The records of one shard, streamed in batches to that shard's owner in an
-   * active version; anyone else gets FAILED_PRECONDITION.
+   * active version; anyone else gets FAILED_PRECONDITION. A request sent with
+   * `grpc-encoding: gzip` gets its records gzipped (messages of 1 KiB and more).
    *
    * @generated from rpc shard.v1.ShardService.FetchShardData
    */
@@ -1286,6 +1450,25 @@ export const ShardService: GenService<{
     methodKind: "server_streaming";
     input: typeof FetchShardDataRequestSchema;
     output: typeof DataRecordSchema;
+  },
+  /**
+   * Producers stream records into a group's dataset, served by any replica. The
+   * group is named by the call metadata `x-shard-group` (required); for the
+   * built-in etcd source, `x-shard-expected-records` (the record count, to size
+   * a new layout) and `x-shard-buckets` (its bucket count) are optional. Writes
+   * are batched and idempotent by id (writing an id again stores the last
+   * payload sent); the answer comes once every accepted record is committed.
+   * A record with a bad id or over the per-record limit is rejected alone and
+   * reported in the answer; a call past the per-call limits ends with
+   * RESOURCE_EXHAUSTED (what it committed so far stays: resend, it is
+   * idempotent); a store that fails ends it with UNAVAILABLE.
+   *
+   * @generated from rpc shard.v1.ShardService.PutShardData
+   */
+  putShardData: {
+    methodKind: "client_streaming";
+    input: typeof DataRecordSchema;
+    output: typeof PutShardDataResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_shard_v1_shard, 0);
