@@ -26,6 +26,7 @@ import {
   primaryShard,
   type StrategyName,
 } from "../sharding/assignment.js";
+import { shardLocations } from "../sharding/shard-location.js";
 import { backoffDelayMs } from "../store/backoff.js";
 import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
 import type { EtcdHealth } from "../store/etcd-health.js";
@@ -376,6 +377,8 @@ export class Group implements TaskMembership {
       shards: [...shards],
       strategy: a.strategy,
       leaderEpoch: BigInt(a.leaderEpoch),
+      // Where each owned shard's data can be read directly (a database source), if anywhere.
+      locations: shardLocations(this.#config, shards, a.totalShards),
     };
     this.#views.set(nodeId, { record: a, held, view });
     return view;
@@ -1038,6 +1041,8 @@ export class Group implements TaskMembership {
         }
       }
       this.#scheduleRebalance("config_changed");
+      // A new data source changes the locations in every view, even when no shard moves.
+      if (this.#state === "serving") this.#broadcast();
       return;
     }
     if (key === keys.control(group)) {
@@ -1156,6 +1161,8 @@ export class Group implements TaskMembership {
     }
     this.#undegrade("config_invalid");
     this.#config = config ?? {};
+    // Views carry the data locations the config's source gives.
+    this.#views.clear();
   }
 
   #effectiveConfig(): { strategy: StrategyName; shards: number } | undefined {
