@@ -64,6 +64,7 @@ describe("slow reader", () => {
         new Promise((r) => setTimeout(() => r("timeout"), 30_000)),
       ]);
       clearInterval(pump);
+      if (outcome !== "closed") console.log(leader.logs.map((l) => JSON.stringify(l)).join("\n"));
       expect(outcome).toBe("closed");
       await leader.waitForLog(
         (l) => l.event === "stream_closed" && l.node === "slow" && l.code === "RESOURCE_EXHAUSTED",

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { putShardData } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
 import { withParentDeathSignal } from "./harness/parent-death-signal.js";
 import { trackChild } from "./harness/process-registry.js";
@@ -24,8 +25,13 @@ describe("the SDK README example", () => {
     writeFileSync(join(dir, "example.ts"), example ?? "");
 
     const c = await startCluster(env);
-    const put = (id: string) =>
-      env.client.put(`${c.namespace}/groups/billing/data/${id}`).value(`payload of ${id}`);
+    // Records go in the way a producer puts them: PutShardData through the leader.
+    const put = async (id: string) => {
+      const summary = await putShardData("billing", [{ id, payload: `payload of ${id}` }], {
+        coordinators: c.addresses,
+      });
+      expect(summary.written).toBe(1);
+    };
     for (const id of ["a-1", "a-2", "a-3"]) await put(id);
 
     const cmd = withParentDeathSignal(process.execPath, [join(dir, "example.ts")]);

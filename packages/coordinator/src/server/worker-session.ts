@@ -176,9 +176,12 @@ export class WorkerSession {
    * holds the Node HTTP/2 stream as `call.stream`.
    */
   #reset(): void {
-    const inner = (
-      this.#call as unknown as { call?: { stream?: { closed?: boolean; close?: (code: number) => void } } }
-    ).call;
+    // grpc-js keeps the HTTP/2 stream on its base call; server interceptors (gzip-responses)
+    // wrap that call in ServerInterceptingCalls linked by `nextCall`, so walk down to it.
+    type Inner = { stream?: { closed?: boolean; close?: (code: number) => void }; nextCall?: Inner };
+    let inner = (this.#call as unknown as { call?: Inner }).call;
+    for (let depth = 0; inner !== undefined && inner.stream === undefined && depth < 8; depth++)
+      inner = inner.nextCall;
     const stream = inner?.stream;
     if (stream !== undefined && stream.closed !== true && typeof stream.close === "function")
       stream.close(http2.NGHTTP2_CANCEL);
