@@ -403,6 +403,63 @@ describe("PostgreSQL data source through the RM", () => {
     }
   });
 
+  it("the SDK worker: shardLocation() for its running shards as GetShardInfo gives them, gzip by its compression option, a refused source as failed_precondition", async () => {
+    await configure("pg-e", {}, 1);
+    const leader = await rm.waitForLeader();
+    const text = (i: number) => JSON.stringify({ i, note: "compressible ".repeat(300) });
+    await putShardData("pg-e", records(300, text), { coordinators: [leader.address] });
+    const readAll = async (compression: "none" | "gzip", nodeId: string) => {
+      const worker = await connectWorker({
+        coordinators: [proxy.address],
+        group: "pg-e",
+        nodeId,
+        compression,
+      });
+      try {
+        for (let i = 0; i < 200 && worker.assignment.running.length < 1; i++) await sleep(50);
+        expect(worker.assignment.running).toEqual([0]);
+        const loc = worker.shardLocation(0);
+        const info = await getShardLocations({ coordinators: [leader.address], group: "pg-e", nodeId });
+        expect(loc).toBeDefined();
+        expect(loc).toEqual(info.locations.get(0));
+        expect(loc).toMatchObject({ kind: "postgres", shard: 0, totalShards: 1 });
+        expect(worker.shardLocation(1)).toBeUndefined(); // not ours
+        proxy.reset();
+        const out: string[] = [];
+        for await (const r of worker.fetchShardData(0, { batchSize: 100 }))
+          out.push(new TextDecoder().decode(r.payload));
+        return { out, bytes: proxy.bytes.toClient };
+      } finally {
+        await worker.close();
+      }
+    };
+    const plain = await readAll("none", "sdk-plain");
+    const zipped = await readAll("gzip", "sdk-zip");
+    expect(plain.out.length).toBe(300);
+    expect(zipped.out).toEqual(plain.out);
+    console.log(`SDK gzip: ${plain.bytes} bytes plain, ${zipped.bytes} gzipped`);
+    expect(plain.bytes / zipped.bytes).toBeGreaterThan(3);
+
+    // The source refuses the coordinators' credentials: not a lost shard, an operator's problem.
+    await configure("pg-e", { passwordFile: undefined, passwordEnv: "SHARD_TEST_NOT_SET" }, 1);
+    const worker = await connectWorker({ coordinators: rm.addresses, group: "pg-e", nodeId: "sdk-bad" });
+    try {
+      for (let i = 0; i < 200 && worker.assignment.running.length < 1; i++) await sleep(50);
+      const err = await (async () => {
+        for await (const _ of worker.fetchShardData(0)) {
+          // nothing comes
+        }
+      })().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toMatchObject({ name: "WorkerError", code: "failed_precondition" });
+      expect(String(err)).toMatch(/bad_credentials/);
+    } finally {
+      await worker.close();
+    }
+  });
+
   it("fails data calls of a group whose credentials are refused at once, with a clear status", async () => {
     await configure("pg-bad", { passwordFile: undefined, passwordEnv: "SHARD_TEST_NOT_SET" });
     const leader = await rm.waitForLeader();

@@ -1,6 +1,7 @@
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ShardService } from "@org/proto";
+import { type DataCompression, dataTransportCompression } from "./compression.js";
 import { GuardedSessionManager } from "./guarded-session-manager.js";
 
 /**
@@ -10,17 +11,31 @@ import { GuardedSessionManager } from "./guarded-session-manager.js";
  */
 export class CoordinatorClients {
   readonly #pingIntervalMs: number;
+  readonly #compression: DataCompression;
   readonly #entries = new Map<
     string,
-    { manager: GuardedSessionManager; client: Client<typeof ShardService> }
+    { manager: GuardedSessionManager; client: Client<typeof ShardService>; data: Client<typeof ShardService> }
   >();
 
-  constructor(pingIntervalMs: number) {
+  constructor(pingIntervalMs: number, compression: DataCompression = "none") {
     this.#pingIntervalMs = pingIntervalMs;
+    this.#compression = compression;
   }
 
   /** The client of `target` (`host:port`), created on first use. */
   client(target: string): Client<typeof ShardService> {
+    return this.#entry(target).client;
+  }
+
+  /**
+   * The client for data calls to `target`: the same connection, with the worker's
+   * `compression` (a transport of its own, so heartbeats never carry a `grpc-encoding`).
+   */
+  dataClient(target: string): Client<typeof ShardService> {
+    return this.#entry(target).data;
+  }
+
+  #entry(target: string) {
     let entry = this.#entries.get(target);
     if (entry === undefined) {
       const baseUrl = `http://${target}`;
@@ -31,10 +46,22 @@ export class CoordinatorClients {
         idleConnectionTimeoutMs: 60_000,
       });
       const transport = createGrpcTransport({ baseUrl, sessionManager: manager });
-      entry = { manager, client: createClient(ShardService, transport) };
+      const client = createClient(ShardService, transport);
+      const data =
+        this.#compression === "none"
+          ? client
+          : createClient(
+              ShardService,
+              createGrpcTransport({
+                baseUrl,
+                sessionManager: manager,
+                ...dataTransportCompression(this.#compression),
+              }),
+            );
+      entry = { manager, client, data };
       this.#entries.set(target, entry);
     }
-    return entry.client;
+    return entry;
   }
 
   /** Drops the connection to `target` (and its streams): the next call opens a fresh one. */

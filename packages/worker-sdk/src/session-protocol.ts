@@ -6,6 +6,7 @@ import type { AssignmentView } from "./ownership.js";
 import { RunnerSet } from "./runner-set.js";
 import type { SessionPort, SessionRunner, WelcomeInfo } from "./session-runner.js";
 import { SessionState } from "./session-state.js";
+import { type ShardLocation, ShardLocations } from "./shard-location.js";
 import type { StreamHandler } from "./stream-attempt.js";
 import { StreamAbort } from "./stream-failure.js";
 import { viewOfAck, viewOfAssignment } from "./wire-view.js";
@@ -44,6 +45,9 @@ export class SessionProtocol {
   /** Whether runners were last told `confirmed` (and not `fenced` since). */
   #confirmed = false;
   #retiring = false;
+  /** Data locations of the last Assignment delivered (acks carry none), with its version. */
+  readonly #locations = new ShardLocations();
+  #locationsVersion = -1;
 
   constructor(o: ResolvedWorkerOptions, hub: EventHub, hooks: ProtocolHooks, port: SessionPort) {
     this.#o = o;
@@ -189,6 +193,7 @@ export class SessionProtocol {
       resumed: w.resumed,
       incarnation: info.incarnation,
     });
+    if (d.view !== undefined && w.assignment !== undefined) this.#noteLocations(w.assignment);
     if (d.view !== undefined) this.#deliver(d.view, now, false);
     if (d.confirm) this.#confirm(now);
     return undefined;
@@ -215,8 +220,22 @@ export class SessionProtocol {
   #assignment(target: string, a: Assignment, now: number): StreamAbort | undefined {
     const d = this.#state.assignment(viewOfAssignment(a));
     if (d.stale !== undefined) return this.#rejectStale(target, d.stale);
+    if (d.view !== undefined) this.#noteLocations(a);
     if (d.view !== undefined) this.#deliver(d.view, now, false);
     return undefined;
+  }
+
+  #noteLocations(a: Assignment): void {
+    this.#locations.update(a.locations);
+    this.#locationsVersion = Number(a.version);
+  }
+
+  /**
+   * Where `shard`'s records live, as the assignment of `version` announced it; undefined
+   * when that assignment announced none (the built-in source) or a later one is in force.
+   */
+  shardLocation(shard: number, version: number): ShardLocation | undefined {
+    return version === this.#locationsVersion ? this.#locations.get(shard) : undefined;
   }
 
   #setInterval(ms: number): void {

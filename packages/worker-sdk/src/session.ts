@@ -7,6 +7,7 @@ import { ReplicaPicker } from "./replica-picker.js";
 import { probeReplica } from "./replica-probe.js";
 import { SessionProtocol } from "./session-protocol.js";
 import type { Outbound, SessionPort, SessionRunner } from "./session-runner.js";
+import type { ShardLocation } from "./shard-location.js";
 import { sleep } from "./sleep.js";
 import { StreamAttempt } from "./stream-attempt.js";
 import { classifyStreamError, type StreamFailure } from "./stream-failure.js";
@@ -49,7 +50,7 @@ export class Session implements SessionPort {
     this.#o = o;
     this.#hub = hub;
     this.#onFatal = onFatal;
-    this.#clients = new CoordinatorClients(o.pingIntervalMs);
+    this.#clients = new CoordinatorClients(o.pingIntervalMs, o.compression);
     this.#protocol = new SessionProtocol(
       o,
       hub,
@@ -120,6 +121,16 @@ export class Session implements SessionPort {
   /** The replica the session talks to (or is about to). */
   get target(): string {
     return this.#picker.target;
+  }
+
+  /** The client for data calls (the worker's compression) to `target`. */
+  dataClient(target: string): Client<typeof ShardService> {
+    return this.#clients.dataClient(target);
+  }
+
+  /** See {@link SessionProtocol.shardLocation}. */
+  shardLocation(shard: number, version: number): ShardLocation | undefined {
+    return this.#protocol.shardLocation(shard, version);
   }
 
   get sessionToken(): string {

@@ -1,4 +1,5 @@
 import { type BackoffOptions, defaultBackoff } from "./backoff.js";
+import type { DataCompression } from "./compression.js";
 import { WorkerError } from "./errors.js";
 import type { StabilityWindow } from "./ownership.js";
 
@@ -37,6 +38,12 @@ export interface WorkerOptions {
   readonly connectTimeoutMs?: number;
   /** HTTP/2 PING interval on the connection, in ms. @default 10000 */
   readonly pingIntervalMs?: number;
+  /**
+   * Compression of {@link Worker.fetchShardData} (the request goes with `grpc-encoding: gzip`,
+   * so the coordinator gzips the records it streams back). Heartbeats are never compressed.
+   * Worth it for text-like payloads on a slow network; see docs/data.md. @default "none"
+   */
+  readonly compression?: DataCompression;
   /** Called with one object per event (for logs); never throws into the SDK. */
   readonly onLog?: (entry: Readonly<Record<string, unknown>>) => void;
 }
@@ -54,6 +61,7 @@ export interface ResolvedWorkerOptions {
   readonly backoff: BackoffOptions;
   readonly connectTimeoutMs: number;
   readonly pingIntervalMs: number;
+  readonly compression: DataCompression;
   readonly onLog: (entry: Readonly<Record<string, unknown>>) => void;
 }
 
@@ -64,6 +72,11 @@ function positive(name: string, v: number | undefined, dflt: number, min = 0): n
   if (!Number.isFinite(v) || v < min)
     throw new WorkerError("invalid_options", `${name} must be a number >= ${min}, got ${v}`);
   return v;
+}
+
+function compressionOption(v: DataCompression | undefined): DataCompression {
+  if (v === undefined || v === "none" || v === "gzip") return v ?? "none";
+  throw new WorkerError("invalid_options", `compression must be "none" or "gzip", got ${JSON.stringify(v)}`);
 }
 
 /** Checks and completes options once, so nothing later sees a partial configuration. */
@@ -110,6 +123,7 @@ export function resolveWorkerOptions(o: WorkerOptions): ResolvedWorkerOptions {
     },
     connectTimeoutMs: positive("connectTimeoutMs", o.connectTimeoutMs, 30_000, 1),
     pingIntervalMs: positive("pingIntervalMs", o.pingIntervalMs, 10_000, 1000),
+    compression: compressionOption(o.compression),
     onLog: o.onLog ?? (() => undefined),
   };
 }

@@ -3,6 +3,7 @@ import type { DataRecord } from "@org/proto";
 import { backoffDelay } from "./backoff.js";
 import { WorkerError } from "./errors.js";
 import { Session } from "./session.js";
+import type { ShardLocation } from "./shard-location.js";
 import { ShardRunner } from "./shard-runner.js";
 import { sleep } from "./sleep.js";
 import {
@@ -104,6 +105,30 @@ export class Worker implements AsyncDisposable {
   }
 
   /**
+   * Where `shard`'s records live when the group's data source is outside the coordinators
+   * (PostgreSQL), so a job can read its shard straight from the database instead of through
+   * {@link fetchShardData}: fewer hops, and the replicas never carry the bytes, at the price of
+   * giving workers database credentials (docs/data.md weighs both). Undefined when the shard
+   * is not running here (not owned, not active, or the session fenced) or the group uses the
+   * built-in source. The descriptor never carries credentials.
+   *
+   * @example
+   * ```ts
+   * await worker.runShards(async (shard, signal) => {
+   *   const loc = worker.shardLocation(shard);
+   *   if (loc?.kind === "postgres") await readRows(pool, loc.query, signal);
+   *   else for await (const rec of worker.fetchShardData(shard, { signal })) process(rec);
+   * });
+   * ```
+   */
+  shardLocation(shard: number | Shard): ShardLocation | undefined {
+    const id = typeof shard === "number" ? shard : shard.id;
+    const a = this.#shards.assignment;
+    if (!a.running.includes(id)) return undefined;
+    return this.#session.shardLocation(id, a.version);
+  }
+
+  /**
    * Runs `handler` for every shard this worker owns, starting each when its version is
    * active and aborting its signal the moment the shard is lost (or the session fenced).
    * Resolves when the worker closes and every handler has returned; rejects instead with the
@@ -125,7 +150,9 @@ export class Worker implements AsyncDisposable {
   /**
    * Streams the records of `shard` (HTTP/2 flow control: the server produces only as fast as
    * you consume). After a transient failure it resumes after the last record received. Fails
-   * with `WorkerError("not_owner")` when the shard is not ours in an active version.
+   * with `WorkerError("not_owner")` when the shard is not ours in an active version, and with
+   * `failed_precondition` when the group's data source is misconfigured or refuses the
+   * coordinators' credentials (an operator must act; retrying cannot help).
    */
   async *fetchShardData(
     shard: number | Shard,
@@ -139,7 +166,7 @@ export class Worker implements AsyncDisposable {
         : AbortSignal.any([options.signal, this.#closing.signal]);
     for (let attempt = 0; ; attempt++) {
       try {
-        const stream = this.#session.client(this.#session.target).fetchShardData(
+        const stream = this.#session.dataClient(this.#session.target).fetchShardData(
           {
             group: this.#o.group,
             nodeId: this.#o.nodeId,
@@ -159,6 +186,11 @@ export class Worker implements AsyncDisposable {
       } catch (e) {
         if (signal.aborted) throw new WorkerError("closed", "fetch aborted", { cause: e });
         const ce = ConnectError.from(e);
+        const dataError = ce.metadata.get("x-shard-data-error");
+        if (ce.code === Code.FailedPrecondition && dataError !== null)
+          throw new WorkerError("failed_precondition", `data source (${dataError}): ${ce.rawMessage}`, {
+            cause: ce,
+          });
         if (ce.code === Code.FailedPrecondition || ce.code === Code.PermissionDenied) {
           throw new WorkerError("not_owner", ce.rawMessage, { cause: ce });
         }

@@ -196,11 +196,13 @@ export function dataSourceStatus(e: unknown): StatusError {
   const message = e instanceof Error ? e.message : String(e);
   if (e instanceof CoordinatorError && e.code === "invalid_data")
     return new StatusError(status.INTERNAL, `data of this group is unreadable: ${message}`);
-  if (e instanceof CoordinatorError && e.code === "invalid_config")
-    return new StatusError(status.FAILED_PRECONDITION, message);
   // `x-shard-data-error` tells a data source's failure apart from a lost shard (which is
   // FAILED_PRECONDITION too, with `x-shard-version`).
   const md = new Metadata();
+  if (e instanceof CoordinatorError && e.code === "invalid_config") {
+    md.set("x-shard-data-error", "invalid_config");
+    return new StatusError(status.FAILED_PRECONDITION, message, md);
+  }
   if (e instanceof DataSourceError) md.set("x-shard-data-error", e.code);
   if (e instanceof DataSourceError && (e.code === "invalid_config" || e.code === "bad_credentials"))
     return new StatusError(status.FAILED_PRECONDITION, message, md);
