@@ -1,5 +1,5 @@
 /**
- * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data ...] [--json] [--smoke]
+ * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data|coldstart ...] [--json] [--smoke]
  *
  * Prints the machine line first, then one table per measurement (or, with --json, one JSON
  * object per row). --smoke runs a reduced version of each (~30 s in all) so CI can check that
@@ -7,6 +7,7 @@
  */
 import { parseArgs } from "node:util";
 import { benchChurn } from "./bench-churn.js";
+import { benchColdStart } from "./bench-coldstart.js";
 import { benchData } from "./bench-data.js";
 import { benchDetection } from "./bench-detection.js";
 import { benchEtcdCost } from "./bench-etcd-cost.js";
@@ -22,6 +23,7 @@ const benches: Record<string, (rep: Reporter, smoke: boolean) => Promise<void>> 
   detection: benchDetection,
   churn: benchChurn,
   data: benchData,
+  coldstart: benchColdStart,
 };
 
 const { positionals, values } = parseArgs({

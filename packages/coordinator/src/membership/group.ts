@@ -138,6 +138,26 @@ const sameLabels = (a: Readonly<Record<string, string>>, b: Readonly<Record<stri
   JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
 
 // Deadline keys besides node ids (`~` cannot appear in a node id).
+/** New members written per transaction (etcd's --max-txn-ops defaults to 128). */
+const membersPerTxn = 100;
+/** New members written per batch (their lease grants run concurrently). */
+const maxJoinBatch = 1000;
+
+/** A brand-new member's Hello, waiting for its batch to be written. */
+interface PendingJoin {
+  readonly session: WorkerSession;
+  readonly nodeId: string;
+  readonly labels: Record<string, string>;
+  readonly capacity: number;
+  readonly token: string;
+  readonly runsAfter: number;
+  readonly waiting: boolean;
+  readonly done: {
+    resolve(r: StreamStatus | undefined): void;
+    reject(e: unknown): void;
+  };
+}
+
 const REBALANCE = "~rebalance";
 const HANDOFF = "~handoff";
 const ADOPT = "~adopt";
@@ -160,6 +180,9 @@ export class Group implements TaskMembership {
   readonly #debounce: Debounce;
   readonly #degraded = new Map<DegradedReason, string>();
   readonly #adoptions = new Set<string>();
+  /** Brand-new members waiting for their batch to be written (a twin Hello is refused). */
+  readonly #joining = new Map<string, PendingJoin>();
+  #joinFlushQueued = false;
   #assignment: AssignmentRecord | undefined;
   /** What members run is not known: views are held and the next version awaits everyone. */
   #ownershipUnknown = false;
@@ -393,11 +416,21 @@ export class Group implements TaskMembership {
   // ---- stream events ------------------------------------------------------------------
 
   /** Admits, resumes or refuses a Hello; returns a refusal status, or undefined when welcomed. */
-  join(session: WorkerSession, hello: Hello): Promise<StreamStatus | undefined> {
-    return this.#serial(async () => {
+  async join(session: WorkerSession, hello: Hello): Promise<StreamStatus | undefined> {
+    const decided = await this.#serial(() => this.#decideJoin(session, hello));
+    // A brand-new member waits, outside the serial queue, for the batch that writes it
+    // (boxed: an async step returning the promise itself would wait for it, a deadlock).
+    return decided !== undefined && "batched" in decided ? await decided.batched : decided;
+  }
+
+  #decideJoin(
+    session: WorkerSession,
+    hello: Hello,
+  ): Promise<StreamStatus | undefined | { batched: Promise<StreamStatus | undefined> }> {
+    return (async (): Promise<StreamStatus | undefined | { batched: Promise<StreamStatus | undefined> }> => {
       if (this.#state !== "serving") return unavailable("leadership is changing; retry");
       if (!this.#ctx.holds()) return unavailable("this replica no longer leads; reconnect to the leader");
-      const { options, group, keeper, log } = this.#ctx;
+      const { options, group, log } = this.#ctx;
       const settings = this.#ctx.settings();
       const now = this.#ctx.now();
       const nodeId = hello.nodeId;
@@ -417,7 +450,7 @@ export class Group implements TaskMembership {
         presentedHash: presented,
         sessionTimeoutMs: settings.fenceMs,
       });
-      if (decision.kind === "duplicate") {
+      if (decision.kind === "duplicate" || this.#joining.has(nodeId)) {
         return {
           code: status.ALREADY_EXISTS,
           details: `node ${nodeId} already has a live stream in group ${group}; only its session token may take it over (is a second process running with this node id?)`,
@@ -513,31 +546,125 @@ export class Group implements TaskMembership {
         });
         if (capacityChanged) this.#scheduleRebalance("capacity_changed");
       } else {
-        const { leaseId } = await keeper.grant(options.memberLeaseTtlSec);
-        const record: MemberRecord = {
-          nodeId,
+        // A brand-new member: written with the others that arrive meanwhile (one lease grant
+        // each, one transaction per 100 members), so a fresh deployment's burst of Hellos is
+        // not one grant and one transaction after another.
+        return {
+          batched: this.#enqueueJoin({ session, nodeId, labels, capacity, token, runsAfter, waiting }),
+        };
+      }
+      return this.#welcomeNew(session, nodeId, token, waiting, now);
+    })();
+  }
+
+  #welcomeNew(
+    session: WorkerSession,
+    nodeId: string,
+    token: string,
+    waiting: boolean,
+    now: number,
+  ): StreamStatus | undefined {
+    const member = this.#members.get(nodeId);
+    if (member === undefined) return unavailable("membership changed; retry");
+    if (!this.#welcome(session, member, token, false)) return unavailable("leadership lost");
+    this.#standingCommands(nodeId);
+    this.#scheduleMember(member, now);
+    if (!waiting) this.#ctx.tasks?.kick(this.#ctx.group);
+    return undefined;
+  }
+
+  #enqueueJoin(j: Omit<PendingJoin, "done">): Promise<StreamStatus | undefined> {
+    return new Promise<StreamStatus | undefined>((resolve, reject) => {
+      const entry: PendingJoin = { ...j, done: { resolve, reject } };
+      this.#joining.set(j.nodeId, entry);
+      if (!this.#joinFlushQueued) {
+        this.#joinFlushQueued = true;
+        // Behind every step already queued: Hellos that arrived meanwhile join this batch.
+        void this.#serial(() => this.#flushJoins());
+      }
+    });
+  }
+
+  /** Writes every queued new member: leases granted concurrently, puts in a few transactions. */
+  async #flushJoins(): Promise<void> {
+    this.#joinFlushQueued = false;
+    const batch = [...this.#joining.values()].slice(0, maxJoinBatch);
+    if (this.#joining.size > batch.length) {
+      this.#joinFlushQueued = true;
+      void this.#serial(() => this.#flushJoins());
+    }
+    const settle = (j: PendingJoin, r: StreamStatus | undefined | Error) => {
+      this.#joining.delete(j.nodeId);
+      if (r instanceof Error) j.done.reject(r);
+      else j.done.resolve(r);
+    };
+    if (this.#state !== "serving" || !this.#ctx.holds()) {
+      for (const j of batch) settle(j, unavailable("this replica no longer leads; reconnect to the leader"));
+      return;
+    }
+    // A stream that ended while queued is not written at all.
+    const live = batch.filter((j) => {
+      if (j.session.closed) settle(j, unavailable("stream ended before it was admitted"));
+      return !j.session.closed;
+    });
+    if (live.length === 0) return;
+    const { options, group, keeper, keys, store, log } = this.#ctx;
+    const granted = await Promise.allSettled(live.map(() => keeper.grant(options.memberLeaseTtlSec)));
+    const writes: { j: PendingJoin; leaseId: string; record: MemberRecord }[] = [];
+    for (const [i, j] of live.entries()) {
+      const g = granted[i];
+      if (g?.status !== "fulfilled") {
+        settle(j, CoordinatorError.from(g?.status === "rejected" ? g.reason : "lease grant failed"));
+        continue;
+      }
+      writes.push({
+        j,
+        leaseId: g.value.leaseId,
+        record: {
+          nodeId: j.nodeId,
           group,
-          labels,
-          capacity,
+          labels: j.labels,
+          capacity: j.capacity,
           joinedAt: new Date().toISOString(),
           replica: options.id,
-          sessionHash: sha256(token),
+          sessionHash: sha256(j.token),
           incarnation: 1,
-          state: waiting ? "waiting" : "active",
-        };
-        try {
-          await this.#putMember(record, leaseId);
-        } catch (e) {
-          void keeper.revoke(leaseId).catch(() => undefined);
-          throw e;
+          state: j.waiting ? "waiting" : "active",
+        },
+      });
+    }
+    const chunks: (typeof writes)[] = [];
+    for (let i = 0; i < writes.length; i += membersPerTxn) chunks.push(writes.slice(i, i + membersPerTxn));
+    const committed = await Promise.allSettled(
+      chunks.map((c) =>
+        store.commit(
+          ...c.map((w) =>
+            store.client
+              .put(keys.member(group, w.record.nodeId))
+              .value(JSON.stringify(w.record))
+              .lease(w.leaseId),
+          ),
+        ),
+      ),
+    );
+    const now = this.#ctx.now();
+    for (const [i, chunk] of chunks.entries()) {
+      const r = committed[i];
+      if (r?.status !== "fulfilled") {
+        for (const w of chunk) {
+          void keeper.revoke(w.leaseId).catch(() => undefined);
+          settle(w.j, CoordinatorError.from(r?.status === "rejected" ? r.reason : "write failed"));
         }
+        continue;
+      }
+      for (const { j, leaseId, record } of chunk) {
         const fresh: GroupMember = {
           record,
           leaseId,
-          session,
+          session: j.session,
           lastHeard: now,
           lastAckSentAt: now,
-          priorFenceUntil: runsAfter,
+          priorFenceUntil: j.runsAfter,
           stoppedAt: undefined,
           shownRunnable: false,
           // Spread keep-alives over the interval: members that joined in one burst would
@@ -548,27 +675,22 @@ export class Group implements TaskMembership {
           corrupt: undefined,
           load: { ...noLoad },
         };
-        this.#members.set(nodeId, fresh);
+        this.#members.set(j.nodeId, fresh);
         this.#byLease.set(leaseId, fresh);
-        this.#tombstones.delete(nodeId);
+        this.#tombstones.delete(j.nodeId);
         this.#ctx.metrics?.memberJoined(group, "new");
         log.info({
           event: "member_joined",
           group,
-          node: nodeId,
+          node: j.nodeId,
           members: this.#members.size,
-          waitMs: waiting ? Math.round(runsAfter - now) : 0,
+          waitMs: j.waiting ? Math.round(j.runsAfter - now) : 0,
+          batch: writes.length,
         });
         this.#scheduleRebalance("join");
+        settle(j, this.#welcomeNew(j.session, j.nodeId, j.token, j.waiting, now));
       }
-      const member = this.#members.get(nodeId);
-      if (member === undefined) return unavailable("membership changed; retry");
-      if (!this.#welcome(session, member, token, false)) return unavailable("leadership lost");
-      this.#standingCommands(nodeId);
-      this.#scheduleMember(member, now);
-      if (!waiting) this.#ctx.tasks?.kick(group);
-      return undefined;
-    });
+    }
   }
 
   /** Records that the live incarnation is being shown what it may run, if it may run now. */
