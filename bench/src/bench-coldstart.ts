@@ -66,16 +66,28 @@ export async function benchColdStart(rep: Reporter, smoke: boolean): Promise<voi
           ms: number;
         };
         const connectedAt = performance.now();
-        const written = await leader.waitForLog(
-          (l) => l.event === "version_written" && l.group === "cold" && l.members === n,
-          30_000,
-          fromLog,
-        );
-        const active = await leader.waitForLog(
-          (l) => l.event === "version_active" && l.group === "cold" && l.version === written.version,
-          30_000,
-          fromLog,
-        );
+        const written = await leader
+          .waitForLog(
+            (l) => l.event === "version_written" && l.group === "cold" && l.members === n,
+            30_000,
+            fromLog,
+          )
+          .catch((e: unknown) => {
+            const seen = leader.logs
+              .slice(fromLog)
+              .filter((l) => l.event === "version_written" || l.event === "member_joined")
+              .map((l) => `${l.event} members=${String(l.members)} batch=${String(l.batch)}`);
+            throw new Error(`${String(e)}\n${seen.slice(-20).join("\n")}`);
+          });
+        // A version nobody must release first is written active (no version_active line).
+        const active =
+          written.phase === "active"
+            ? written
+            : await leader.waitForLog(
+                (l) => l.event === "version_active" && l.group === "cold" && l.version === written.version,
+                30_000,
+                fromLog,
+              );
         const joined = leader.logs
           .slice(fromLog)
           .filter((l) => l.event === "member_joined" && l.group === "cold");
