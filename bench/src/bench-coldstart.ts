@@ -77,7 +77,14 @@ export async function benchColdStart(rep: Reporter, smoke: boolean): Promise<voi
               .slice(fromLog)
               .filter((l) => l.event === "version_written" || l.event === "member_joined")
               .map((l) => `${l.event} members=${String(l.members)} batch=${String(l.batch)}`);
-            throw new Error(`${String(e)}\n${seen.slice(-20).join("\n")}`);
+            const byEvent = new Map<string, number>();
+            for (const l of leader.logs.slice(fromLog)) {
+              const k = `${String(l.event)}${l.code === undefined ? "" : ` ${String(l.code)}: ${String(l.details)}`}`;
+              byEvent.set(k, (byEvent.get(k) ?? 0) + 1);
+            }
+            throw new Error(
+              `${String(e)}\nwelcomed ${connected.connected} in ${connected.ms} ms\n${seen.slice(-5).join("\n")}\n${[...byEvent].map(([k, v]) => `${v} x ${k}`).join("\n")}`,
+            );
           });
         // A version nobody must release first is written active (no version_active line).
         const active =
