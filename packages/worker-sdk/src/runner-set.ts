@@ -34,6 +34,11 @@ export class RunnerSet {
     for (const r of this.#runners) r.task?.(dispatch);
   }
 
+  /** Every runner's held task ids (for Hello). */
+  heldTaskIds(): string[] {
+    return this.#runners.flatMap((r) => r.heldTaskIds?.() ?? []);
+  }
+
   /** The runners' figures, summed. */
   load(): Required<HeartbeatLoad> {
     const sum = { runningShards: 0, runningTasks: 0, queueLength: 0 };

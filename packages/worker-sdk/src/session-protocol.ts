@@ -128,7 +128,7 @@ export class SessionProtocol {
       labels: { ...o.labels },
       capacity: o.capacity,
       lastKnownVersion: BigInt(this.#lastKnownVersion),
-      runningTaskIds: [],
+      runningTaskIds: this.#runners.heldTaskIds(),
       clientVersion,
     };
   }

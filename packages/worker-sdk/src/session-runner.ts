@@ -59,4 +59,6 @@ export interface SessionRunner {
   command?(command: ControlCommand): { ok: boolean; message: string } | undefined;
   /** A task dispatched to this worker. */
   task?(dispatch: TaskDispatch): void;
+  /** Task ids for the next Hello's `running_task_ids`: what this runner still holds. */
+  heldTaskIds?(): readonly string[];
 }

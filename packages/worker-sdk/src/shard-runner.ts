@@ -2,6 +2,7 @@ import { shardOf } from "@org/proto";
 import { WorkerError } from "./errors.js";
 import { type AssignmentView, Ownership, type OwnershipActions } from "./ownership.js";
 import type { HeartbeatLoad, SessionPort, SessionRunner, WelcomeInfo } from "./session.js";
+import type { ShardStanding } from "./task-slots.js";
 import type { EventHub, Shard, ShardHandler, WorkerAssignment } from "./worker-event.js";
 import type { ResolvedWorkerOptions } from "./worker-options.js";
 
@@ -54,6 +55,18 @@ export class ShardRunner implements SessionRunner {
     const total = this.#ownership.runningTotalShards;
     if (total === 0) return false;
     return this.#ownership.runs(shardOf(taskId, total), total);
+  }
+
+  /**
+   * Where `shardId` stands for a task dispatched under assignment `version`: running here,
+   * not (yet) running but possibly ours, or given to someone else in a view at least as new.
+   */
+  standing(shardId: number, version: number): ShardStanding {
+    const total = this.#ownership.runningTotalShards;
+    if (total > 0 && this.#ownership.runs(shardId, total)) return "runs";
+    const v = this.#ownership.latest;
+    if (v === undefined || v.version < version) return "wait";
+    return v.shards.includes(shardId) ? "wait" : "lost";
   }
 
   /** Starts running `handler` for every owned shard; resolves once {@link close} was called. */

@@ -75,6 +75,28 @@ export type WorkerEventBody =
   | { readonly type: "shard_stopped"; readonly shard: Shard }
   | { readonly type: "shard_stop_overdue"; readonly shard: Shard }
   | { readonly type: "released"; readonly version: number }
+  | { readonly type: "task_started"; readonly taskId: string; readonly attempt: number }
+  | {
+      /** An attempt ended here and was reported (`cancelled` also when it was given back unstarted). */
+      readonly type: "task_finished";
+      readonly taskId: string;
+      readonly attempt: number;
+      readonly state: "succeeded" | "failed" | "cancelled";
+    }
+  | {
+      /** The leader set this worker's task slots (SET_CAPACITY); they are in force already. */
+      readonly type: "capacity_changed";
+      readonly capacity: number;
+      readonly reason: string;
+    }
+  | {
+      /**
+       * An operator drained this worker (DRAIN): the leader gives it no new shards or tasks.
+       * Finish what runs and call `close()` when you are ready to go.
+       */
+      readonly type: "drain_requested";
+      readonly reason: string;
+    }
   | { readonly type: "closed"; readonly error: Error | undefined };
 
 /** What happens to a worker, as data (see `Worker.events`); `at` is the wall-clock time in ms. */

@@ -6,6 +6,8 @@ import { Session } from "./session.js";
 import type { ShardLocation } from "./shard-location.js";
 import { ShardRunner } from "./shard-runner.js";
 import { sleep } from "./sleep.js";
+import type { TaskHandler } from "./task-handler.js";
+import { TaskRunner } from "./task-runner.js";
 import {
   EventHub,
   type Shard,
@@ -14,6 +16,9 @@ import {
   type WorkerEvent,
 } from "./worker-event.js";
 import { type ResolvedWorkerOptions, resolveWorkerOptions, type WorkerOptions } from "./worker-options.js";
+
+/** How long a dispatch waits for runTasks before it is given back, in ms. */
+const taskHandlerGraceMs = 5000;
 
 /**
  * A member of a worker group. Create it with {@link connectWorker}.
@@ -31,6 +36,7 @@ export class Worker implements AsyncDisposable {
   readonly #hub: EventHub;
   readonly #session: Session;
   readonly #shards: ShardRunner;
+  readonly #tasks: TaskRunner;
   readonly #closing = new AbortController();
   #closed: Promise<Error | undefined> | undefined;
   #closeError: Error | undefined;
@@ -46,7 +52,15 @@ export class Worker implements AsyncDisposable {
       void this.close();
     });
     this.#shards = new ShardRunner(options, this.#hub, this.#session);
+    this.#tasks = new TaskRunner(
+      { slots: options.capacity, handlerGraceMs: taskHandlerGraceMs },
+      this.#hub,
+      this.#session,
+      this.#shards,
+    );
+    // The shard runner first: a task runner's check of a shard sees the same view applied.
     this.#session.attach(this.#shards);
+    this.#session.attach(this.#tasks);
   }
 
   /** @internal Starts the connection loop; resolves on the first Welcome. */
@@ -145,6 +159,37 @@ export class Worker implements AsyncDisposable {
   runShards(handler: ShardHandler): Promise<void> {
     if (this.#closing.signal.aborted) return Promise.reject(new WorkerError("closed", "worker is closed"));
     return this.#shards.run(handler);
+  }
+
+  /**
+   * Runs `handler` for every task the leader dispatches to this worker, at most `capacity`
+   * (the option; an operator's SET_CAPACITY changes it) at once. Each attempt is reported
+   * running, then succeeded (the returned bytes or string are the result), failed (a thrown
+   * error; a `TaskError` with `retryable: false` fails the task for good) or cancelled (its
+   * signal aborted: cancel, timeout, self-fence, shard loss, close). Resolves when the worker
+   * closes and every handler has returned; rejects with the {@link WorkerError} that ended
+   * the worker, if one did.
+   *
+   * Call it soon after {@link connectWorker}: a dispatch waits at most 5 s for a handler,
+   * then is given back to the leader (which retries it elsewhere, counting an attempt).
+   *
+   * @example
+   * ```ts
+   * await worker.runTasks(async (task, signal) => {
+   *   const input = new TextDecoder().decode(task.payload);
+   *   task.progress(0.5, "halfway");
+   *   return await render(input, { signal }); // a Uint8Array or a string
+   * });
+   * ```
+   */
+  runTasks(handler: TaskHandler): Promise<void> {
+    if (this.#closing.signal.aborted) return Promise.reject(new WorkerError("closed", "worker is closed"));
+    return this.#tasks.run(handler);
+  }
+
+  /** Task slots in force (the `capacity` option until an operator's SET_CAPACITY). */
+  get taskSlots(): number {
+    return this.#tasks.slots;
   }
 
   /**
@@ -252,13 +297,16 @@ export class Worker implements AsyncDisposable {
       // From here on nothing may start again, whatever the leader says.
       this.#session.retire();
       this.#shards.retire(performance.now());
-      await this.#shards.idle();
-      // Every handler returned: the leader may hand our shards on at once.
+      this.#tasks.retire();
+      await Promise.all([this.#shards.idle(), this.#tasks.idle()]);
+      // Every handler returned (and each task's outcome was sent): the leader may hand our
+      // shards and tasks on at once.
       const restart = options.restart === true && this.#closeError === undefined;
       await this.#session.leave(restart ? "close({ restart: true })" : "close()", restart);
       this.#closing.abort(new WorkerError("closed", "worker closed"));
       await this.#session.close();
       this.#shards.close(this.#closeError);
+      this.#tasks.close(this.#closeError);
       this.#hub.emit({ type: "closed", error: this.#closeError });
       this.#hub.close();
       return this.#closeError;

@@ -18,6 +18,7 @@ import { groupConfigSchema, parseRecord } from "../store/records.js";
 import { type ControlChange, changeControl, requestRepair, setClusterSettings } from "./admin-commands.js";
 import { discoverCoordinators, uploadShardData } from "./data-upload.js";
 import { formatStatus, readStatus } from "./status-report.js";
+import { addTaskCommands } from "./task-commands.js";
 
 // Exit codes: 0 ok, 1 runtime failure, 2 invalid usage or settings (one clear line on stderr).
 const usageError = (message: string): never => {
@@ -528,6 +529,8 @@ program
       return control(o, { kind: "capacity", node: o.node, capacity: n });
     },
   );
+
+addTaskCommands(program, { etcdOption, nsOption, usageError });
 
 try {
   await program.parseAsync(process.argv);

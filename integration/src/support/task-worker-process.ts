@@ -1,0 +1,77 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { withParentDeathSignal } from "../harness/parent-death-signal.js";
+import { trackChild } from "../harness/process-registry.js";
+import { ArrivalWaiter } from "./arrival-waiter.js";
+
+/** The example task worker (built by `pnpm build`): a real worker process running tasks with the SDK. */
+export const taskWorkerScript = fileURLToPath(
+  new URL("../../../examples/dist/task-worker.js", import.meta.url),
+);
+
+/** One JSON line the worker printed: `t` is its wall clock in ms. */
+export interface TaskWorkerEvent {
+  readonly t: number;
+  readonly node: string;
+  readonly event: "connected" | "task_start" | "task_end" | "closed";
+  readonly task?: string;
+  readonly attempt?: number;
+  readonly outcome?: string;
+}
+
+/** A task-worker process whose event lines are collected as they arrive; SIGKILL-able. */
+export class TaskWorkerProcess {
+  readonly events: TaskWorkerEvent[] = [];
+  readonly stderr: string[] = [];
+  readonly exited: Promise<number | null>;
+  readonly #child: ChildProcess;
+  readonly #waiter = new ArrivalWaiter<TaskWorkerEvent>(this.events);
+
+  constructor(args: { node: string; group: string; coordinators: readonly string[]; capacity?: number }) {
+    const cmd = withParentDeathSignal(process.execPath, [
+      taskWorkerScript,
+      "--node",
+      args.node,
+      "--group",
+      args.group,
+      "--coordinators",
+      args.coordinators.join(","),
+      "--capacity",
+      String(args.capacity ?? 1),
+    ]);
+    this.#child = spawn(cmd.command, [...cmd.args], { stdio: ["ignore", "pipe", "pipe"] });
+    trackChild(this.#child);
+    this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
+    createInterface({ input: this.#child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      try {
+        this.events.push(JSON.parse(line) as TaskWorkerEvent);
+      } catch {
+        this.stderr.push(line);
+      }
+      this.#waiter.arrived();
+    });
+    createInterface({ input: this.#child.stderr as NodeJS.ReadableStream }).on("line", (l) =>
+      this.stderr.push(l),
+    );
+  }
+
+  waitFor(pred: (e: TaskWorkerEvent) => boolean, timeoutMs = 15_000): Promise<TaskWorkerEvent> {
+    return this.#waiter.waitFor(
+      pred,
+      timeoutMs,
+      0,
+      () => `last events: ${JSON.stringify(this.events.slice(-5))} ${this.stderr.slice(-5).join("\n")}`,
+    );
+  }
+
+  get running(): boolean {
+    return this.#child.exitCode === null && this.#child.signalCode === null;
+  }
+
+  /** SIGKILL; resolves when the process is gone. */
+  async kill(): Promise<void> {
+    if (this.running && this.#child.pid !== undefined) process.kill(this.#child.pid, "SIGKILL");
+    await this.exited;
+  }
+}
