@@ -6,6 +6,8 @@ import { CoordinatorError } from "../errors.js";
 import { Election, type Leadership } from "../leadership/election.js";
 import { LeaderWatch } from "../leadership/leader-watch.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
+import { ReplicaHealthService } from "../server/health-service.js";
+import { addReflectionService } from "../server/reflection-service.js";
 import { RefusalLog } from "../server/refusal-log.js";
 import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
@@ -87,6 +89,9 @@ export class Replica {
   #source: DataSourceRegistry | undefined;
   readonly #refusals: RefusalLog;
   readonly #unary: UnaryLimiter;
+  /** `grpc.health.v1.Health` on the gRPC port, following role and etcd state. */
+  readonly #grpcHealth = new ReplicaHealthService();
+  #offEtcdState: (() => void) | undefined;
 
   private constructor(options: ReplicaOptions, log: Logger) {
     this.options = options;
@@ -144,7 +149,8 @@ export class Replica {
           maxStreamsPerConnection: options.maxStreamsPerConnection,
           log: r.#log,
           // TaskService: the leader's tasks; a follower refuses naming the leader, as for streams.
-          register: (server) =>
+          // Health and reflection beside them (see health-service.ts, reflection-service.ts).
+          register: (server) => {
             addTaskService(
               server,
               () => {
@@ -153,7 +159,10 @@ export class Replica {
                 return { leader: r.#leaderAddress() };
               },
               { signal: r.#stop.signal, log: r.#log, limits: options.tasks },
-            ),
+            );
+            r.#grpcHealth.addToServer(server);
+            addReflectionService(server);
+          },
         },
       );
     } catch (e) {
@@ -161,6 +170,8 @@ export class Replica {
       throw e;
     }
     r.#role = "follower";
+    r.#offEtcdState = r.#health.onStateChange(() => r.#syncHealth());
+    r.#syncHealth();
     r.#loop = Promise.all([r.#campaignLoop(), r.#probeLoop()]).then(() => undefined);
     return r;
   }
@@ -211,6 +222,18 @@ export class Replica {
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
     };
+  }
+
+  /** The gRPC health statuses now reported, by service (`""`: the replica as a whole). */
+  get grpcHealth(): Readonly<Record<string, string>> {
+    return this.#grpcHealth.statuses;
+  }
+
+  /** Tells the gRPC health service the current role and etcd state. */
+  #syncHealth(): void {
+    // Once close() has begun the replica serves nothing, whatever its loops still do.
+    const role = this.#stop.signal.aborted ? "stopped" : this.#role;
+    this.#grpcHealth.update({ role, etcdConnected: this.#health.state === "connected" });
   }
 
   /** The leader's address to name in a refusal; never ourselves (we may be between terms). */
@@ -388,6 +411,7 @@ export class Replica {
       if (this.#stop.signal.aborted) throw new CoordinatorError("closed", "replica stopping");
       this.#leader = leader;
       this.#role = "leader";
+      this.#syncHealth();
       this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });
       await new Promise<void>((resolve) => {
         if (leadership.signal.aborted) resolve();
@@ -397,6 +421,7 @@ export class Replica {
     } finally {
       this.#leader = undefined;
       if (this.#role === "leader") this.#role = "follower";
+      this.#syncHealth();
       if (leader !== undefined) {
         this.#writes += leader.store.writes;
         await leader.close();
@@ -414,6 +439,9 @@ export class Replica {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#stop.abort(new CoordinatorError("closed", "replica stopping"));
+      // Health watchers (load balancers) hear NOT_SERVING before the port closes.
+      this.#offEtcdState?.();
+      this.#syncHealth();
       const leadership = this.#leadership;
       if (leadership !== undefined) await leadership.resign();
       await this.#loop?.catch(() => undefined);
