@@ -3,9 +3,10 @@ import type { CoordinatorMessage } from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
-import { Election, type Leadership } from "../leadership/election.js";
+import { Election, type Leadership, parseLeaderInfo } from "../leadership/election.js";
 import { LeaderWatch } from "../leadership/leader-watch.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
+import type { GroupSnapshot } from "../membership/group.js";
 import { ReplicaHealthService } from "../server/health-service.js";
 import { addReflectionService } from "../server/reflection-service.js";
 import { RefusalLog } from "../server/refusal-log.js";
@@ -21,6 +22,7 @@ import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
 import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { addTaskService } from "../tasks/task-grpc.js";
+import type { TaskQueue } from "../tasks/task-queue.js";
 import { Leader } from "./leader.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { ReplicaOptions } from "./replica-options.js";
@@ -92,6 +94,8 @@ export class Replica {
   /** `grpc.health.v1.Health` on the gRPC port, following role and etcd state. */
   readonly #grpcHealth = new ReplicaHealthService();
   #offEtcdState: (() => void) | undefined;
+  /** When this replica last became leader (epoch ms). */
+  #leaderSince = 0;
 
   private constructor(options: ReplicaOptions, log: Logger) {
     this.options = options;
@@ -176,6 +180,11 @@ export class Replica {
     return r;
   }
 
+  /** This replica's id (`--id`). */
+  get id(): string {
+    return this.options.id;
+  }
+
   get role(): ReplicaRole {
     return this.#role;
   }
@@ -222,6 +231,84 @@ export class Replica {
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
     };
+  }
+
+  /**
+   * The address of this replica's HTTP listener as others reach it (the wildcard host of
+   * `--http-listen` replaced by the advertised gRPC host), written in its election value so
+   * that followers' consoles find the leader's feed. Empty when HTTP is off.
+   */
+  get httpAdvertise(): string {
+    const listen = this.options.httpListen;
+    if (listen === "") return "";
+    const i = listen.lastIndexOf(":");
+    const host = listen.slice(0, i);
+    if (host !== "0.0.0.0" && host !== "[::]" && host !== "::" && host !== "") return listen;
+    const a = this.options.advertise;
+    return `${a.slice(0, a.lastIndexOf(":"))}:${listen.slice(i + 1)}`;
+  }
+
+  #httpInfo(): { http?: string } {
+    const http = this.httpAdvertise;
+    return http === "" ? {} : { http };
+  }
+
+  /** The leader as this replica's watch sees it (with its console address), or undefined. */
+  knownLeader():
+    | { readonly id: string; readonly address: string; readonly http: string | null; readonly epoch: number }
+    | undefined {
+    const view = this.#watch?.view;
+    if (view?.info === undefined) return undefined;
+    return { id: view.info.id, address: view.info.address, http: view.info.http ?? null, epoch: view.epoch };
+  }
+
+  /**
+   * What the console needs from the leader's memory, or undefined while this replica does
+   * not lead: its epoch and since when, each group's snapshot and its loaded task queue.
+   */
+  leaderState():
+    | {
+        readonly epoch: number;
+        readonly since: number;
+        readonly groups: readonly {
+          readonly snapshot: GroupSnapshot;
+          readonly tasks: Pick<TaskQueue, "counts" | "latestFailures"> | undefined;
+        }[];
+      }
+    | undefined {
+    const leader = this.#leader;
+    const leadership = this.#leadership;
+    if (leader === undefined || leadership === undefined || this.#role !== "leader") return undefined;
+    return {
+      epoch: leadership.epoch,
+      since: this.#leaderSince,
+      groups: [...leader.groups.values()].map((g) => ({
+        snapshot: g.snapshot(),
+        tasks: leader.tasks.loaded(g.name),
+      })),
+    };
+  }
+
+  /**
+   * Every replica campaigning, from the election prefix (one etcd range read): the lowest
+   * create revision leads. Values that are not ours are skipped.
+   */
+  async candidates(): Promise<{ id: string; address: string; http: string | null; revision: number }[]> {
+    const res = await this.#health.call("console_candidates", () =>
+      this.#client.getAll().prefix(this.#keys.electionPrefix).sort("Create", "Ascend").exec(),
+    );
+    const out: { id: string; address: string; http: string | null; revision: number }[] = [];
+    for (const kv of res.kvs) {
+      const info = parseLeaderInfo(kv.value.toString());
+      if (info !== undefined)
+        out.push({
+          id: info.id,
+          address: info.address,
+          http: info.http ?? null,
+          revision: Number(kv.create_revision),
+        });
+    }
+    return out;
   }
 
   /** The gRPC health statuses now reported, by service (`""`: the replica as a whole). */
@@ -309,7 +396,7 @@ export class Replica {
         client: this.#client,
         keys: this.#keys,
         log: this.#log,
-        self: { id: this.options.id, address: this.options.advertise },
+        self: { id: this.options.id, address: this.options.advertise, ...this.#httpInfo() },
         ttlSec: this.options.leaderTtlSec,
         health: this.#health,
         onRevokeFailed: (leaseId) => {
@@ -411,6 +498,7 @@ export class Replica {
       if (this.#stop.signal.aborted) throw new CoordinatorError("closed", "replica stopping");
       this.#leader = leader;
       this.#role = "leader";
+      this.#leaderSince = Date.now();
       this.#syncHealth();
       this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });
       await new Promise<void>((resolve) => {

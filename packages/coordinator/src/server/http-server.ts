@@ -1,14 +1,38 @@
+import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Gauge } from "prom-client";
+import { ConsoleFeed } from "../console/console-feed.js";
 import type { Replica } from "../replica/replica.js";
+
+/** The console's static files (`console/`, built by `pnpm build`), read once at start. */
+const consoleAssets: readonly { path: string; file: string; type: string }[] = [
+  { path: "/", file: "index.html", type: "text/html; charset=utf-8" },
+  { path: "/console.css", file: "console.css", type: "text/css; charset=utf-8" },
+  { path: "/console.js", file: "dist/app.js", type: "text/javascript; charset=utf-8" },
+];
+const consoleDir = new URL("../../console/", import.meta.url);
+
+async function loadConsoleAssets(log: Logger): Promise<Map<string, { body: Buffer; type: string }>> {
+  const out = new Map<string, { body: Buffer; type: string }>();
+  for (const a of consoleAssets) {
+    try {
+      out.set(a.path, { body: await readFile(new URL(a.file, consoleDir)), type: a.type });
+    } catch (e) {
+      log.warn({ event: "console_asset_missing", file: a.file, err: String(e) });
+    }
+  }
+  return out;
+}
 
 /**
  * Health, Prometheus metrics and a JSON status view on one small HTTP server:
  * `GET /healthz` (200 while the process serves, etcd or not), `GET /readyz` (200 while
  * etcd answers and the replica knows the leader; 503 with the reason otherwise),
  * `GET /metrics` (the replica's registry, see `createMetrics`, plus process metrics and the
- * gauges below), `GET /status` (role, leader, etcd connection, groups).
+ * gauges below), `GET /status` (role, leader, etcd connection, groups), and the console:
+ * `GET /` (a page, its script and style) and `GET /events` (its live feed, see
+ * {@link ConsoleFeed}). `close()` ends the feed's streams before the server.
  */
 export async function startHttpServer(
   replica: Replica,
@@ -63,9 +87,11 @@ export async function startHttpServer(
     labelNames: ["group"],
     registers: [registry],
   });
+  const assets = await loadConsoleAssets(log);
+  const feed = ConsoleFeed.start(replica, { log });
   const server: Server = createServer((req, res) => {
     void (async () => {
-      const url = req.url ?? "/";
+      const url = (req.url ?? "/").split("?")[0] ?? "/";
       if (req.method !== "GET") {
         res.writeHead(405).end();
         return;
@@ -89,6 +115,12 @@ export async function startHttpServer(
         res
           .writeHead(200, { "content-type": "application/json" })
           .end(`${JSON.stringify(replica.status(), null, 2)}\n`);
+      } else if (url === "/events") {
+        feed.attach(req, res);
+      } else if (assets.has(url)) {
+        const a = assets.get(url);
+        if (a !== undefined)
+          res.writeHead(200, { "content-type": a.type, "cache-control": "no-cache" }).end(a.body);
       } else {
         res.writeHead(404).end();
       }
@@ -107,11 +139,13 @@ export async function startHttpServer(
   log.info({ event: "http_listening", listen, port });
   return {
     port,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await feed.close();
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+    },
   };
 }
 
