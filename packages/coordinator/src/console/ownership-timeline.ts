@@ -24,13 +24,18 @@ export class OwnershipTimeline {
     at: number,
   ): readonly (readonly TimelineSegment[])[] {
     const old = this.#groups.get(group) ?? [];
+    const recent = (segs: readonly TimelineSegment[] | undefined) =>
+      (segs ?? []).filter((s) => s.to >= at - this.windowMs);
     const next: TimelineSegment[][] = owners.map((owner, shard) => {
-      const segs = (old[shard] ?? []).filter((s) => s.to >= at - this.windowMs);
+      const segs = recent(old[shard]);
       const last = segs.at(-1);
       if (last !== undefined && last.owner === owner) segs[segs.length - 1] = { ...last, to: at };
       else segs.push({ owner, from: last?.to ?? at, to: at });
       return segs;
     });
+    // Shards the group no longer has (a modulo group shrank) keep their past until it ages out.
+    for (let shard = owners.length; shard < old.length; shard++) next.push(recent(old[shard]));
+    while (next.length > owners.length && next.at(-1)?.length === 0) next.pop();
     this.#groups.set(group, next);
     return next;
   }
