@@ -21,9 +21,10 @@ const esc = (v: unknown): string => String(v).replace(/[&<>"']/g, (c) => `&#${c.
 
 /** A stable colour per owner, so a shard's row reads as one colour per owner. */
 function colour(owner: string): string {
-  let h = 0;
-  for (let i = 0; i < owner.length; i++) h = (h * 31 + owner.charCodeAt(i)) >>> 0;
-  return `hsl(${h % 360} 55% 45%)`;
+  // FNV-1a, so ids differing in one character get far-apart hues.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < owner.length; i++) h = Math.imul(h ^ owner.charCodeAt(i), 0x01000193) >>> 0;
+  return `hsl(${h % 360} 60% ${40 + ((h >>> 9) % 3) * 8}%)`;
 }
 
 const ago = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
@@ -59,8 +60,11 @@ function memberRow(m: ConsoleMember): string {
 }
 
 function timeline(g: ConsoleGroup, at: number, windowMs: number): string {
-  const start = at - windowMs;
-  const pct = (t: number) => (Math.max(0, t - start) / windowMs) * 100;
+  // The axis spans the history there is (at least a minute), up to the window.
+  const earliest = Math.min(at, ...g.timeline.flatMap((segs) => segs.map((s) => s.from)));
+  const spanMs = Math.min(windowMs, Math.max(60_000, at - earliest));
+  const start = at - spanMs;
+  const pct = (t: number) => (Math.max(0, t - start) / spanMs) * 100;
   const row = (segs: readonly TimelineSegment[], shard: number) =>
     `<div class="tl-row" title="shard ${shard}" data-testid="timeline-${esc(g.group)}-${shard}">${segs
       .map(
@@ -73,7 +77,7 @@ function timeline(g: ConsoleGroup, at: number, windowMs: number): string {
     .sort();
   return `<div class="legend">${owners.map((o) => `<span><i style="background:${colour(o)}"></i>${esc(o)}</span>`).join("")}<span class="muted">hatched: no owner (handoff)</span></div>
 <div class="timeline">${g.timeline.map(row).join("")}</div>
-<div class="tl-axis"><span>−${Math.round(windowMs / 60000)} min</span><span>now</span></div>`;
+<div class="tl-axis"><span>−${Math.round(spanMs / 1000)} s</span><span>now</span></div>`;
 }
 
 function renderGroup(g: ConsoleGroup, v: ConsoleView): string {

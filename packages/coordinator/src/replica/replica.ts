@@ -492,6 +492,7 @@ export class Replica {
         holds: fence,
         onDeposed: deposed,
         health: this.#health,
+        metrics: this.#metrics,
       });
       if (leadership.signal.aborted) throw leadership.signal.reason;
       // close() may have run while we were being elected: it found no leadership to resign.
@@ -499,6 +500,7 @@ export class Replica {
       this.#leader = leader;
       this.#role = "leader";
       this.#leaderSince = Date.now();
+      this.#metrics.elected();
       this.#syncHealth();
       this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });
       await new Promise<void>((resolve) => {

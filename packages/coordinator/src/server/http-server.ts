@@ -89,6 +89,24 @@ export async function startHttpServer(
   });
   const assets = await loadConsoleAssets(log);
   const feed = ConsoleFeed.start(replica, { log });
+  const degraded = new Gauge({
+    name: "shard_group_degraded",
+    help: "1 while a group is degraded (an invalid record or config it cannot apply), by reason (leader only)",
+    labelNames: ["group", "reason"],
+    registers: [registry],
+  });
+  const pending = new Gauge({
+    name: "shard_group_pending",
+    help: "1 while a group's latest version is pending (a handoff in flight) (leader only)",
+    labelNames: ["group"],
+    registers: [registry],
+  });
+  const connected = new Gauge({
+    name: "shard_group_connected_members",
+    help: "Members of each group with a live stream to this leader (leader only)",
+    labelNames: ["group"],
+    registers: [registry],
+  });
   const server: Server = createServer((req, res) => {
     void (async () => {
       const url = (req.url ?? "/").split("?")[0] ?? "/";
@@ -104,11 +122,13 @@ export async function startHttpServer(
           .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
           .end(ready ? `${reason}\n` : `not ready: ${reason}\n`);
       } else if (url === "/metrics") {
-        members.reset();
-        version.reset();
+        for (const gauge of [members, version, degraded, pending, connected]) gauge.reset();
         for (const g of replica.status().groups) {
           members.set({ group: g.group }, g.members.length);
+          connected.set({ group: g.group }, g.members.filter((m) => m.connected).length);
           version.set({ group: g.group }, g.assignment?.version ?? 0);
+          pending.set({ group: g.group }, g.assignment?.phase === "pending" ? 1 : 0);
+          for (const reason of Object.keys(g.degraded)) degraded.set({ group: g.group, reason }, 1);
         }
         res.writeHead(200, { "content-type": registry.contentType }).end(await registry.metrics());
       } else if (url === "/status") {
