@@ -5,6 +5,8 @@
 #   - PostgreSQL (Debian's postgresql) when no `initdb` is on PATH or under
 #     /usr/lib/postgresql/*/bin: the PostgreSQL data source's tests, drills and benchmark
 #     start throwaway servers from those binaries (integration/src/harness/postgres-server.ts);
+#   - chromium and promtool (Debian's chromium and prometheus) when missing: the console's
+#     browser test and the alert-rule checks;
 #   - a Node 24 runtime from the npm registry (package `node`) into .tools/ when the
 #     machine's node is older than 22 (vitest, connect-node and testcontainers need 22+);
 #   - the pnpm version pinned in package.json's `packageManager`, into .tools/.
@@ -49,6 +51,18 @@ if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb 
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true; fi
+fi
+
+# The console's browser test drives Debian's chromium (playwright-core downloads no browser);
+# the alert rules are checked with Prometheus' own promtool (Debian's prometheus package; its
+# service is not used).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  log "chromium or promtool not found: installing Debian's chromium and prometheus"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 fi
 
 export PATH="$TOOLS/node_modules/.bin:$PATH"

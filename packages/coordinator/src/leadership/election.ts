@@ -12,6 +12,8 @@ import { LeaseKeeper } from "./lease-keeper.js";
 export interface LeaderInfo {
   readonly id: string;
   readonly address: string;
+  /** The HTTP address of its console and `/status` (absent: none, or an older replica). */
+  readonly http?: string;
 }
 
 /** Parses an election value; undefined when it is not ours (an operator's `etcdctl elect`, say). */
@@ -20,8 +22,9 @@ export function parseLeaderInfo(raw: string | undefined): LeaderInfo | undefined
   try {
     const v: unknown = JSON.parse(raw);
     if (typeof v === "object" && v !== null) {
-      const { id, address } = v as Record<string, unknown>;
-      if (typeof id === "string" && typeof address === "string") return { id, address };
+      const { id, address, http } = v as Record<string, unknown>;
+      if (typeof id === "string" && typeof address === "string")
+        return typeof http === "string" && http !== "" ? { id, address, http } : { id, address };
     }
   } catch {
     // not JSON

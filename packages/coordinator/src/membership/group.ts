@@ -101,6 +101,8 @@ export interface GroupMetricsSink {
   versionActivated(group: string, pendingMs: number): void;
   /** A loser released its shards. */
   released(group: string): void;
+  /** Time between two heartbeats of one member as the leader heard them (ms). */
+  heartbeatGap?(group: string, ms: number): void;
 }
 
 /** Why a group is degraded: one entry per kind of problem, cleared when it is resolved. */
@@ -754,6 +756,7 @@ export class Group implements TaskMembership {
       return;
     }
     const now = this.#ctx.now();
+    this.#ctx.metrics?.heartbeatGap?.(this.#ctx.group, now - m.lastHeard);
     m.lastHeard = now;
     m.heardSinceKeepAlive = true;
     const l = m.load;

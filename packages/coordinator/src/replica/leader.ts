@@ -6,7 +6,7 @@ import type { CoordinatorError } from "../errors.js";
 import type { Leadership } from "../leadership/election.js";
 import { FencedStore } from "../leadership/fenced-store.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
-import { Group, type GroupContext } from "../membership/group.js";
+import { Group, type GroupContext, type GroupMetricsSink } from "../membership/group.js";
 import type { SessionHost, StreamStatus, WorkerSession } from "../server/worker-session.js";
 import type { EtcdHealth } from "../store/etcd-health.js";
 import type { KeyLayout } from "../store/keys.js";
@@ -30,6 +30,8 @@ export interface LeaderOptions {
   readonly onDeposed: (e: CoordinatorError) => void;
   /** The replica's etcd health: times and counts every fenced write, logs failures once. */
   readonly health?: EtcdHealth;
+  /** Where the groups count joins, removals, versions and releases (replica/metrics.ts). */
+  readonly metrics?: GroupMetricsSink;
 }
 
 /** Groups read from etcd at once while a leadership starts. */
@@ -214,6 +216,7 @@ export class Leader implements SessionHost {
       leaderStart: this.#startedAt,
       tasks: this.#dispatcher,
       ...(this.#o.health === undefined ? {} : { health: this.#o.health }),
+      ...(this.#o.metrics === undefined ? {} : { metrics: this.#o.metrics }),
       keys,
       client,
       store: this.#store,

@@ -1,4 +1,5 @@
 import { Counter, Histogram, Registry } from "prom-client";
+import type { GroupMetricsSink } from "../membership/group.js";
 import type { EtcdErrorKind } from "../store/etcd-errors.js";
 import type { EtcdMetricsSink } from "../store/etcd-health.js";
 
@@ -9,6 +10,19 @@ import type { EtcdMetricsSink } from "../store/etcd-health.js";
  * - `shard_etcd_errors_total{op,kind}`: failed etcd calls by operation and
  *   {@link EtcdErrorKind} (`nospace`, `compacted`, `unavailable`, `too_large`, `auth`, `other`).
  * - `shard_etcd_request_duration_seconds{op}`: latency of etcd calls, failed ones included.
+ *
+ * - `shard_member_joins_total{group,kind}`: joins (`new`, `incarnation`, `resumed`).
+ * - `shard_member_removals_total{group,reason}`: removals; `reason` is `leave` for a clean
+ *   leave, anything else (`session_timeout`, `release_timeout`, `lease_expired`,
+ *   `restart_grace_expired`) is an expulsion.
+ * - `shard_versions_written_total{group,phase}` and `shard_version_pending_seconds{group}`
+ *   (how long a version waited for its releases before activating).
+ * - `shard_releases_total{group}`: losers that released their shards.
+ * - `shard_heartbeat_gap_seconds{group}`: time between two heartbeats of one member as the
+ *   leader hears them; its p99 well above the heartbeat interval means acks are late (a
+ *   slow network, a stalled worker or a stalled leader), the step before expulsions.
+ * - `shard_leader_elections_total`: terms this replica started leading (summed over the
+ *   replicas, the elections of the cluster: flapping shows here).
  *
  * `op` is a short fixed name per call site (`campaign`, `lease_grant`, `leader_read`,
  * `fenced_commit`, ...), never a key or a group, so the series stay few.
@@ -21,8 +35,10 @@ import type { EtcdMetricsSink } from "../store/etcd-health.js";
  * await metrics.registry.metrics(); // the text exposition
  * ```
  */
-export interface Metrics extends EtcdMetricsSink {
+export interface Metrics extends EtcdMetricsSink, GroupMetricsSink {
   readonly registry: Registry;
+  /** Counts a term this replica started leading. */
+  elected(): void;
   readonly etcdErrors: Counter<"op" | "kind">;
   readonly etcdRequestDuration: Histogram<"op">;
 }
@@ -44,8 +60,72 @@ export function createMetrics(): Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
     registers: [registry],
   });
+  const joins = new Counter({
+    name: "shard_member_joins_total",
+    help: "Members that joined, by group and kind (new, incarnation, resumed)",
+    labelNames: ["group", "kind"] as const,
+    registers: [registry],
+  });
+  const removals = new Counter({
+    name: "shard_member_removals_total",
+    help: "Members removed, by group and reason (leave; any other reason is an expulsion)",
+    labelNames: ["group", "reason"] as const,
+    registers: [registry],
+  });
+  const versions = new Counter({
+    name: "shard_versions_written_total",
+    help: "Assignment versions written, by group and phase",
+    labelNames: ["group", "phase"] as const,
+    registers: [registry],
+  });
+  const pending = new Histogram({
+    name: "shard_version_pending_seconds",
+    help: "Time a pending version waited for releases before it became active",
+    labelNames: ["group"] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [registry],
+  });
+  const releases = new Counter({
+    name: "shard_releases_total",
+    help: "Shard releases received from members losing shards, by group",
+    labelNames: ["group"] as const,
+    registers: [registry],
+  });
+  const gaps = new Histogram({
+    name: "shard_heartbeat_gap_seconds",
+    help: "Time between two heartbeats of one member as the leader hears them",
+    labelNames: ["group"] as const,
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30],
+    registers: [registry],
+  });
+  const elections = new Counter({
+    name: "shard_leader_elections_total",
+    help: "Terms this replica started leading",
+    registers: [registry],
+  });
   return {
     registry,
+    elected() {
+      elections.inc();
+    },
+    memberJoined(group, kind) {
+      joins.inc({ group, kind });
+    },
+    memberRemoved(group, why) {
+      removals.inc({ group, reason: why });
+    },
+    versionWritten(group, phase) {
+      versions.inc({ group, phase });
+    },
+    versionActivated(group, pendingMs) {
+      pending.observe({ group }, pendingMs / 1000);
+    },
+    released(group) {
+      releases.inc({ group });
+    },
+    heartbeatGap(group, ms) {
+      gaps.observe({ group }, ms / 1000);
+    },
     etcdErrors,
     etcdRequestDuration,
     etcdError(op: string, kind: EtcdErrorKind) {

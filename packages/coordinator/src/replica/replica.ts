@@ -3,9 +3,12 @@ import type { CoordinatorMessage } from "@org/proto";
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
-import { Election, type Leadership } from "../leadership/election.js";
+import { Election, type Leadership, parseLeaderInfo } from "../leadership/election.js";
 import { LeaderWatch } from "../leadership/leader-watch.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
+import type { GroupSnapshot } from "../membership/group.js";
+import { ReplicaHealthService } from "../server/health-service.js";
+import { addReflectionService } from "../server/reflection-service.js";
 import { RefusalLog } from "../server/refusal-log.js";
 import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
@@ -19,6 +22,7 @@ import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
 import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { addTaskService } from "../tasks/task-grpc.js";
+import type { TaskQueue } from "../tasks/task-queue.js";
 import { Leader } from "./leader.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { ReplicaOptions } from "./replica-options.js";
@@ -87,6 +91,11 @@ export class Replica {
   #source: DataSourceRegistry | undefined;
   readonly #refusals: RefusalLog;
   readonly #unary: UnaryLimiter;
+  /** `grpc.health.v1.Health` on the gRPC port, following role and etcd state. */
+  readonly #grpcHealth = new ReplicaHealthService();
+  #offEtcdState: (() => void) | undefined;
+  /** When this replica last became leader (epoch ms). */
+  #leaderSince = 0;
 
   private constructor(options: ReplicaOptions, log: Logger) {
     this.options = options;
@@ -144,7 +153,8 @@ export class Replica {
           maxStreamsPerConnection: options.maxStreamsPerConnection,
           log: r.#log,
           // TaskService: the leader's tasks; a follower refuses naming the leader, as for streams.
-          register: (server) =>
+          // Health and reflection beside them (see health-service.ts, reflection-service.ts).
+          register: (server) => {
             addTaskService(
               server,
               () => {
@@ -153,7 +163,10 @@ export class Replica {
                 return { leader: r.#leaderAddress() };
               },
               { signal: r.#stop.signal, log: r.#log, limits: options.tasks },
-            ),
+            );
+            r.#grpcHealth.addToServer(server);
+            addReflectionService(server);
+          },
         },
       );
     } catch (e) {
@@ -161,8 +174,15 @@ export class Replica {
       throw e;
     }
     r.#role = "follower";
+    r.#offEtcdState = r.#health.onStateChange(() => r.#syncHealth());
+    r.#syncHealth();
     r.#loop = Promise.all([r.#campaignLoop(), r.#probeLoop()]).then(() => undefined);
     return r;
+  }
+
+  /** This replica's id (`--id`). */
+  get id(): string {
+    return this.options.id;
   }
 
   get role(): ReplicaRole {
@@ -211,6 +231,96 @@ export class Replica {
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
     };
+  }
+
+  /**
+   * The address of this replica's HTTP listener as others reach it (the wildcard host of
+   * `--http-listen` replaced by the advertised gRPC host), written in its election value so
+   * that followers' consoles find the leader's feed. Empty when HTTP is off.
+   */
+  get httpAdvertise(): string {
+    const listen = this.options.httpListen;
+    if (listen === "") return "";
+    const i = listen.lastIndexOf(":");
+    const host = listen.slice(0, i);
+    if (host !== "0.0.0.0" && host !== "[::]" && host !== "::" && host !== "") return listen;
+    const a = this.options.advertise;
+    return `${a.slice(0, a.lastIndexOf(":"))}:${listen.slice(i + 1)}`;
+  }
+
+  #httpInfo(): { http?: string } {
+    const http = this.httpAdvertise;
+    return http === "" ? {} : { http };
+  }
+
+  /** The leader as this replica's watch sees it (with its console address), or undefined. */
+  knownLeader():
+    | { readonly id: string; readonly address: string; readonly http: string | null; readonly epoch: number }
+    | undefined {
+    const view = this.#watch?.view;
+    if (view?.info === undefined) return undefined;
+    return { id: view.info.id, address: view.info.address, http: view.info.http ?? null, epoch: view.epoch };
+  }
+
+  /**
+   * What the console needs from the leader's memory, or undefined while this replica does
+   * not lead: its epoch and since when, each group's snapshot and its loaded task queue.
+   */
+  leaderState():
+    | {
+        readonly epoch: number;
+        readonly since: number;
+        readonly groups: readonly {
+          readonly snapshot: GroupSnapshot;
+          readonly tasks: Pick<TaskQueue, "counts" | "latestFailures"> | undefined;
+        }[];
+      }
+    | undefined {
+    const leader = this.#leader;
+    const leadership = this.#leadership;
+    if (leader === undefined || leadership === undefined || this.#role !== "leader") return undefined;
+    return {
+      epoch: leadership.epoch,
+      since: this.#leaderSince,
+      groups: [...leader.groups.values()].map((g) => ({
+        snapshot: g.snapshot(),
+        tasks: leader.tasks.loaded(g.name),
+      })),
+    };
+  }
+
+  /**
+   * Every replica campaigning, from the election prefix (one etcd range read): the lowest
+   * create revision leads. Values that are not ours are skipped.
+   */
+  async candidates(): Promise<{ id: string; address: string; http: string | null; revision: number }[]> {
+    const res = await this.#health.call("console_candidates", () =>
+      this.#client.getAll().prefix(this.#keys.electionPrefix).sort("Create", "Ascend").exec(),
+    );
+    const out: { id: string; address: string; http: string | null; revision: number }[] = [];
+    for (const kv of res.kvs) {
+      const info = parseLeaderInfo(kv.value.toString());
+      if (info !== undefined)
+        out.push({
+          id: info.id,
+          address: info.address,
+          http: info.http ?? null,
+          revision: Number(kv.create_revision),
+        });
+    }
+    return out;
+  }
+
+  /** The gRPC health statuses now reported, by service (`""`: the replica as a whole). */
+  get grpcHealth(): Readonly<Record<string, string>> {
+    return this.#grpcHealth.statuses;
+  }
+
+  /** Tells the gRPC health service the current role and etcd state. */
+  #syncHealth(): void {
+    // Once close() has begun the replica serves nothing, whatever its loops still do.
+    const role = this.#stop.signal.aborted ? "stopped" : this.#role;
+    this.#grpcHealth.update({ role, etcdConnected: this.#health.state === "connected" });
   }
 
   /** The leader's address to name in a refusal; never ourselves (we may be between terms). */
@@ -286,7 +396,7 @@ export class Replica {
         client: this.#client,
         keys: this.#keys,
         log: this.#log,
-        self: { id: this.options.id, address: this.options.advertise },
+        self: { id: this.options.id, address: this.options.advertise, ...this.#httpInfo() },
         ttlSec: this.options.leaderTtlSec,
         health: this.#health,
         onRevokeFailed: (leaseId) => {
@@ -382,12 +492,16 @@ export class Replica {
         holds: fence,
         onDeposed: deposed,
         health: this.#health,
+        metrics: this.#metrics,
       });
       if (leadership.signal.aborted) throw leadership.signal.reason;
       // close() may have run while we were being elected: it found no leadership to resign.
       if (this.#stop.signal.aborted) throw new CoordinatorError("closed", "replica stopping");
       this.#leader = leader;
       this.#role = "leader";
+      this.#leaderSince = Date.now();
+      this.#metrics.elected();
+      this.#syncHealth();
       this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });
       await new Promise<void>((resolve) => {
         if (leadership.signal.aborted) resolve();
@@ -397,6 +511,7 @@ export class Replica {
     } finally {
       this.#leader = undefined;
       if (this.#role === "leader") this.#role = "follower";
+      this.#syncHealth();
       if (leader !== undefined) {
         this.#writes += leader.store.writes;
         await leader.close();
@@ -414,6 +529,9 @@ export class Replica {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#stop.abort(new CoordinatorError("closed", "replica stopping"));
+      // Health watchers (load balancers) hear NOT_SERVING before the port closes.
+      this.#offEtcdState?.();
+      this.#syncHealth();
       const leadership = this.#leadership;
       if (leadership !== undefined) await leadership.resign();
       await this.#loop?.catch(() => undefined);

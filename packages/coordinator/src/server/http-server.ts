@@ -1,14 +1,38 @@
+import { readFile } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Gauge } from "prom-client";
+import { ConsoleFeed } from "../console/console-feed.js";
 import type { Replica } from "../replica/replica.js";
+
+/** The console's static files (`console/`, built by `pnpm build`), read once at start. */
+const consoleAssets: readonly { path: string; file: string; type: string }[] = [
+  { path: "/", file: "index.html", type: "text/html; charset=utf-8" },
+  { path: "/console.css", file: "console.css", type: "text/css; charset=utf-8" },
+  { path: "/console.js", file: "dist/app.js", type: "text/javascript; charset=utf-8" },
+];
+const consoleDir = new URL("../../console/", import.meta.url);
+
+async function loadConsoleAssets(log: Logger): Promise<Map<string, { body: Buffer; type: string }>> {
+  const out = new Map<string, { body: Buffer; type: string }>();
+  for (const a of consoleAssets) {
+    try {
+      out.set(a.path, { body: await readFile(new URL(a.file, consoleDir)), type: a.type });
+    } catch (e) {
+      log.warn({ event: "console_asset_missing", file: a.file, err: String(e) });
+    }
+  }
+  return out;
+}
 
 /**
  * Health, Prometheus metrics and a JSON status view on one small HTTP server:
  * `GET /healthz` (200 while the process serves, etcd or not), `GET /readyz` (200 while
  * etcd answers and the replica knows the leader; 503 with the reason otherwise),
  * `GET /metrics` (the replica's registry, see `createMetrics`, plus process metrics and the
- * gauges below), `GET /status` (role, leader, etcd connection, groups).
+ * gauges below), `GET /status` (role, leader, etcd connection, groups), and the console:
+ * `GET /` (a page, its script and style) and `GET /events` (its live feed, see
+ * {@link ConsoleFeed}). `close()` ends the feed's streams before the server.
  */
 export async function startHttpServer(
   replica: Replica,
@@ -63,9 +87,29 @@ export async function startHttpServer(
     labelNames: ["group"],
     registers: [registry],
   });
+  const assets = await loadConsoleAssets(log);
+  const feed = ConsoleFeed.start(replica, { log });
+  const degraded = new Gauge({
+    name: "shard_group_degraded",
+    help: "1 while a group is degraded (an invalid record or config it cannot apply), by reason (leader only)",
+    labelNames: ["group", "reason"],
+    registers: [registry],
+  });
+  const pending = new Gauge({
+    name: "shard_group_pending",
+    help: "1 while a group's latest version is pending (a handoff in flight) (leader only)",
+    labelNames: ["group"],
+    registers: [registry],
+  });
+  const connected = new Gauge({
+    name: "shard_group_connected_members",
+    help: "Members of each group with a live stream to this leader (leader only)",
+    labelNames: ["group"],
+    registers: [registry],
+  });
   const server: Server = createServer((req, res) => {
     void (async () => {
-      const url = req.url ?? "/";
+      const url = (req.url ?? "/").split("?")[0] ?? "/";
       if (req.method !== "GET") {
         res.writeHead(405).end();
         return;
@@ -78,17 +122,25 @@ export async function startHttpServer(
           .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
           .end(ready ? `${reason}\n` : `not ready: ${reason}\n`);
       } else if (url === "/metrics") {
-        members.reset();
-        version.reset();
+        for (const gauge of [members, version, degraded, pending, connected]) gauge.reset();
         for (const g of replica.status().groups) {
           members.set({ group: g.group }, g.members.length);
+          connected.set({ group: g.group }, g.members.filter((m) => m.connected).length);
           version.set({ group: g.group }, g.assignment?.version ?? 0);
+          pending.set({ group: g.group }, g.assignment?.phase === "pending" ? 1 : 0);
+          for (const reason of Object.keys(g.degraded)) degraded.set({ group: g.group, reason }, 1);
         }
         res.writeHead(200, { "content-type": registry.contentType }).end(await registry.metrics());
       } else if (url === "/status") {
         res
           .writeHead(200, { "content-type": "application/json" })
           .end(`${JSON.stringify(replica.status(), null, 2)}\n`);
+      } else if (url === "/events") {
+        feed.attach(req, res);
+      } else if (assets.has(url)) {
+        const a = assets.get(url);
+        if (a !== undefined)
+          res.writeHead(200, { "content-type": a.type, "cache-control": "no-cache" }).end(a.body);
       } else {
         res.writeHead(404).end();
       }
@@ -107,11 +159,13 @@ export async function startHttpServer(
   log.info({ event: "http_listening", listen, port });
   return {
     port,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await feed.close();
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+    },
   };
 }
 

@@ -55,6 +55,7 @@ export class EtcdHealth {
   // Errors already counted by call(), so failed() does not count them twice.
   readonly #counted = new WeakSet<object>();
   readonly #onConnected = new Set<() => void>();
+  readonly #onState = new Set<(state: EtcdConnectionState) => void>();
   #state: EtcdConnectionState = "connecting";
   #since: number;
   #lastError: { op: string; kind: EtcdErrorKind; message: string; at: number } | undefined;
@@ -110,6 +111,15 @@ export class EtcdHealth {
   onConnected(fn: () => void): () => void {
     this.#onConnected.add(fn);
     return () => this.#onConnected.delete(fn);
+  }
+
+  /**
+   * Calls `fn` with the new state at each change of {@link EtcdHealth.state} (the gRPC
+   * health service follows it). Returns the unsubscribe function.
+   */
+  onStateChange(fn: (state: EtcdConnectionState) => void): () => void {
+    this.#onState.add(fn);
+    return () => this.#onState.delete(fn);
   }
 
   /**
@@ -177,6 +187,7 @@ export class EtcdHealth {
   #enter(state: EtcdConnectionState): void {
     this.#state = state;
     this.#since = this.#now();
+    for (const fn of [...this.#onState]) fn(state);
   }
 
   #count(op: string, err: unknown, kind: EtcdErrorKind = classifyEtcdError(err)): void {

@@ -146,6 +146,8 @@ export class TaskQueue {
   #totalShards = 0;
   #maxSeq = 0;
   #sortedUnfinished: string[] | undefined;
+  /** The last few failures replayed, newest last (for the console). */
+  readonly #failures: { id: string; worker: string | null; error: string }[] = [];
 
   constructor(o: TaskQueueOptions) {
     this.#o = o;
@@ -163,6 +165,15 @@ export class TaskQueue {
   /** Tasks in memory per state (finished ones: only those still in memory). */
   counts(): Readonly<Record<TaskStateName, number>> {
     return Object.fromEntries(this.#counts) as Record<TaskStateName, number>;
+  }
+
+  /** The latest failed tasks replayed (at most 10), newest first. */
+  latestFailures(): readonly {
+    readonly id: string;
+    readonly worker: string | null;
+    readonly error: string;
+  }[] {
+    return [...this.#failures].reverse();
   }
 
   /** The next submission sequence number (above every one replayed so far). */
@@ -334,6 +345,10 @@ export class TaskQueue {
     const r = e.record;
     this.#counts.set(r.state, (this.#counts.get(r.state) ?? 0) + 1);
     if (isFinalState(r.state)) {
+      if (r.state === "failed" && !this.#failures.some((f) => f.id === r.id)) {
+        this.#failures.push({ id: r.id, worker: r.worker, error: r.error?.message ?? "" });
+        if (this.#failures.length > 10) this.#failures.shift();
+      }
       this.#finished.add(r.id);
       while (this.#finished.size > this.#o.recentFinished) {
         const oldest = this.#finished.values().next().value as string;

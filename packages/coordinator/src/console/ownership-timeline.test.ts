@@ -1,0 +1,35 @@
+import { describe, expect, it } from "vitest";
+import { OwnershipTimeline } from "./ownership-timeline.js";
+
+describe("OwnershipTimeline", () => {
+  it("extends a segment while the owner stays, opens a gap and a new one on a handoff", () => {
+    const t = new OwnershipTimeline(60_000);
+    t.record("g", ["a", "b"], 1000);
+    t.record("g", ["a", "b"], 2000);
+    t.record("g", ["a", null], 3000);
+    const tl = t.record("g", ["a", "a"], 4000);
+    expect(tl[0]).toEqual([{ owner: "a", from: 1000, to: 4000 }]);
+    expect(tl[1]).toEqual([
+      { owner: "b", from: 1000, to: 2000 },
+      { owner: null, from: 2000, to: 3000 },
+      { owner: "a", from: 3000, to: 4000 },
+    ]);
+  });
+
+  it("forgets what is older than the window and keeps removed shards until they age out", () => {
+    const t = new OwnershipTimeline(10_000);
+    t.record("g", ["a", "b"], 0);
+    t.record("g", ["c", "b"], 5000);
+    let tl = t.record("g", ["c"], 12_000);
+    expect(tl[0]).toEqual([{ owner: "c", from: 0, to: 12_000 }]);
+    expect(tl[1]).toEqual([{ owner: "b", from: 0, to: 5000 }]);
+    tl = t.record("g", ["c"], 20_000);
+    expect(tl).toHaveLength(1);
+  });
+
+  it("adopts a timeline relayed from the leader and continues it", () => {
+    const t = new OwnershipTimeline(60_000);
+    t.adopt("g", [[{ owner: "a", from: 0, to: 1000 }]]);
+    expect(t.record("g", ["a"], 2000)).toEqual([[{ owner: "a", from: 0, to: 2000 }]]);
+  });
+});

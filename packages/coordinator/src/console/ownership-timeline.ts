@@ -1,0 +1,55 @@
+import type { TimelineSegment } from "./console-view.js";
+
+/**
+ * Who ran each shard of each group over the last `windowMs`, as segments of one owner (or
+ * `null`, a gap: the shard is being handed off). Fed once per console tick with the owners
+ * at that moment; consecutive equal owners extend one segment, so a steady group costs one
+ * segment per shard however long it runs.
+ *
+ * A follower records the timelines it relays too (see {@link OwnershipTimeline.adopt}), so
+ * that when it becomes leader the history survives the failover.
+ */
+export class OwnershipTimeline {
+  readonly windowMs: number;
+  readonly #groups = new Map<string, TimelineSegment[][]>();
+
+  constructor(windowMs: number) {
+    this.windowMs = windowMs;
+  }
+
+  /** Records the owner of every shard of `group` at `at` (epoch ms); returns the group's timeline. */
+  record(
+    group: string,
+    owners: readonly (string | null)[],
+    at: number,
+  ): readonly (readonly TimelineSegment[])[] {
+    const old = this.#groups.get(group) ?? [];
+    const recent = (segs: readonly TimelineSegment[] | undefined) =>
+      (segs ?? []).filter((s) => s.to >= at - this.windowMs);
+    const next: TimelineSegment[][] = owners.map((owner, shard) => {
+      const segs = recent(old[shard]);
+      const last = segs.at(-1);
+      if (last !== undefined && last.owner === owner) segs[segs.length - 1] = { ...last, to: at };
+      else segs.push({ owner, from: last?.to ?? at, to: at });
+      return segs;
+    });
+    // Shards the group no longer has (a modulo group shrank) keep their past until it ages out.
+    for (let shard = owners.length; shard < old.length; shard++) next.push(recent(old[shard]));
+    while (next.length > owners.length && next.at(-1)?.length === 0) next.pop();
+    this.#groups.set(group, next);
+    return next;
+  }
+
+  /** Takes over timelines built elsewhere (the previous leader's, relayed to this follower). */
+  adopt(group: string, timeline: readonly (readonly TimelineSegment[])[]): void {
+    this.#groups.set(
+      group,
+      timeline.map((segs) => segs.map((s) => ({ ...s }))),
+    );
+  }
+
+  /** Forgets the groups not named (deleted groups). */
+  retain(groups: ReadonlySet<string>): void {
+    for (const g of this.#groups.keys()) if (!groups.has(g)) this.#groups.delete(g);
+  }
+}
