@@ -2,6 +2,7 @@ import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ShardService } from "@org/proto";
 import { GuardedSessionManager } from "./guarded-session-manager.js";
+import { plaintextTransport, type ResolvedTransportSecurity } from "./transport-security.js";
 
 /**
  * One gRPC client per coordinator replica, each over its own HTTP/2 connection (connect-node's
@@ -15,22 +16,33 @@ export class CoordinatorClients {
     { manager: GuardedSessionManager; client: Client<typeof ShardService> }
   >();
 
-  constructor(pingIntervalMs: number) {
+  readonly #security: ResolvedTransportSecurity;
+
+  constructor(pingIntervalMs: number, security: ResolvedTransportSecurity = plaintextTransport) {
     this.#pingIntervalMs = pingIntervalMs;
+    this.#security = security;
   }
 
   /** The client of `target` (`host:port`), created on first use. */
   client(target: string): Client<typeof ShardService> {
     let entry = this.#entries.get(target);
     if (entry === undefined) {
-      const baseUrl = `http://${target}`;
-      const manager = new GuardedSessionManager(baseUrl, {
-        pingIntervalMs: this.#pingIntervalMs,
-        pingTimeoutMs: Math.max(2000, this.#pingIntervalMs / 2),
-        pingIdleConnection: true,
-        idleConnectionTimeoutMs: 60_000,
+      const baseUrl = `${this.#security.scheme}://${target}`;
+      const manager = new GuardedSessionManager(
+        baseUrl,
+        {
+          pingIntervalMs: this.#pingIntervalMs,
+          pingTimeoutMs: Math.max(2000, this.#pingIntervalMs / 2),
+          pingIdleConnection: true,
+          idleConnectionTimeoutMs: 60_000,
+        },
+        this.#security.sessionOptions,
+      );
+      const transport = createGrpcTransport({
+        baseUrl,
+        sessionManager: manager,
+        interceptors: this.#security.interceptors,
       });
-      const transport = createGrpcTransport({ baseUrl, sessionManager: manager });
       entry = { manager, client: createClient(ShardService, transport) };
       this.#entries.set(target, entry);
     }

@@ -47,6 +47,7 @@ export { TaskClientError } from "./task-client-error.js";
 export type { TaskClientOptions } from "./task-client-options.js";
 export type { TaskFailureInfo, TaskInfo, TaskInput, TaskPlacementKind, TaskState } from "./task-info.js";
 export { isFinalTaskState } from "./task-info.js";
+export type { TlsClientOptions, TransportSecurityOptions } from "./transport-security.js";
 export { connectWorker, Worker } from "./worker.js";
 export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker-event.js";
 export type { WorkerOptions } from "./worker-options.js";

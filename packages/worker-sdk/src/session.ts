@@ -49,7 +49,7 @@ export class Session implements SessionPort {
     this.#o = o;
     this.#hub = hub;
     this.#onFatal = onFatal;
-    this.#clients = new CoordinatorClients(o.pingIntervalMs);
+    this.#clients = new CoordinatorClients(o.pingIntervalMs, o.security);
     this.#protocol = new SessionProtocol(
       o,
       hub,
@@ -207,7 +207,7 @@ export class Session implements SessionPort {
       if (this.#picker.isSuspect(target)) {
         // It failed to answer us before: check that it answers at all before waiting on it.
         const probeMs = this.#probeTimeoutMs();
-        if (await probeReplica(target, probeMs, signal)) this.#picker.answered(target);
+        if (await probeReplica(target, probeMs, signal, this.#o.security)) this.#picker.answered(target);
         else {
           if (signal.aborted) break;
           const message = `no answer to an HTTP/2 PING within ${probeMs} ms`;
@@ -288,6 +288,7 @@ export class Session implements SessionPort {
       probeTimeoutMs: () => this.#probeTimeoutMs(),
       closing: this.#closing.signal,
       log: (entry) => this.#hub.log(entry),
+      security: this.#o.security,
     });
     this.#stream = stream;
     try {

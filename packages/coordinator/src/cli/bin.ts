@@ -46,7 +46,29 @@ program
   .description("run a replica (the default command)")
   .addOption(etcdOption())
   .addOption(
-    new Option("--listen <host:port>", "gRPC listen address").env("RM_LISTEN").default("0.0.0.0:50051"),
+    new Option(
+      "--listen <host:port>",
+      "gRPC listen address; plaintext only on loopback unless --insecure (default: 127.0.0.1:50051, 0.0.0.0:50051 with TLS or --insecure)",
+    ).env("RM_LISTEN"),
+  )
+  .addOption(
+    new Option(
+      "--tls-cert <file>",
+      "PEM certificate chain of the gRPC listener (reloaded when it changes)",
+    ).env("RM_TLS_CERT"),
+  )
+  .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert").env("RM_TLS_KEY"))
+  .addOption(
+    new Option(
+      "--tls-client-ca <file>",
+      "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)",
+    ).env("RM_TLS_CLIENT_CA"),
+  )
+  .addOption(
+    new Option(
+      "--insecure",
+      "allow plaintext gRPC and HTTP listeners on non-loopback addresses (anyone reaching them can join, read and submit)",
+    ).env("RM_INSECURE"),
   )
   .addOption(
     new Option(
@@ -158,7 +180,11 @@ program
       .env("RM_TASK_RETENTION")
       .default("3600000"),
   )
-  .action(async (o: Record<string, string | undefined>) => {
+  .action(async (flags: Record<string, string | boolean | undefined>) => {
+    // Every flag is a string but --insecure (a switch).
+    const o = Object.fromEntries(
+      Object.entries(flags).filter((e): e is [string, string] => typeof e[1] === "string"),
+    ) as Record<string, string | undefined>;
     let options: ReturnType<typeof resolveReplicaOptions>;
     try {
       options = resolveReplicaOptions({
@@ -183,6 +209,10 @@ program
         shards: o.shards,
         httpListen: o.httpListen,
         maxMessageBytes: o.maxMessageBytes,
+        tlsCertFile: o.tlsCert,
+        tlsKeyFile: o.tlsKey,
+        tlsClientCaFile: o.tlsClientCa,
+        insecure: flags.insecure === true || flags.insecure === "true",
         tasks: {
           maxTaskBytes: o.maxTaskBytes,
           maxQueuedTasks: o.maxQueuedTasks,
@@ -196,7 +226,14 @@ program
     log.info({ event: "replica_starting", options: { ...options } });
     // Neither waits for etcd: both listeners are up at once, and while etcd cannot be reached
     // /readyz says why and the replica logs each retry (see Replica).
-    const replica = await Replica.start(options, log);
+    let replica: Replica;
+    try {
+      replica = await Replica.start(options, log);
+    } catch (e) {
+      // Unreadable or mismatched TLS files: one line, exit 2, no retry.
+      if (e instanceof CoordinatorError && e.code === "invalid_config") return usageError(e.message);
+      throw e;
+    }
     const http =
       options.httpListen === "" ? undefined : await startHttpServer(replica, options.httpListen, log);
     let stopping = false;

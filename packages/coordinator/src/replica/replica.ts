@@ -8,6 +8,7 @@ import { LeaderWatch } from "../leadership/leader-watch.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
 import { RefusalLog } from "../server/refusal-log.js";
 import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
+import { ReloadingServerCredentials, type TlsSummary } from "../server/tls-credentials.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
 import { WorkerSession } from "../server/worker-session.js";
 import { DataSourceRegistry } from "../sharding/data-source-registry.js";
@@ -39,6 +40,14 @@ export interface ReplicaStatus {
   /** `live` while the leader view is read and watched; `retrying` while it is re-established. */
   readonly leaderWatch: "live" | "retrying";
   readonly groups: ReturnType<import("../membership/group.js").Group["snapshot"]>[];
+  /**
+   * How the gRPC listener is protected: the certificate served (no secret), and `insecure`
+   * when plaintext was allowed beyond loopback with `--insecure`.
+   */
+  readonly security: {
+    readonly tls: TlsSummary | null;
+    readonly insecure: boolean;
+  };
 }
 
 /** What `/readyz` answers: ready, or not and why (one line). */
@@ -87,6 +96,7 @@ export class Replica {
   #source: DataSourceRegistry | undefined;
   readonly #refusals: RefusalLog;
   readonly #unary: UnaryLimiter;
+  #tls: ReloadingServerCredentials | undefined;
 
   private constructor(options: ReplicaOptions, log: Logger) {
     this.options = options;
@@ -107,7 +117,21 @@ export class Replica {
    */
   static async start(options: ReplicaOptions, log: Logger): Promise<Replica> {
     const r = new Replica(options, log);
+    if (options.insecure)
+      log.warn({
+        event: "insecure",
+        msg: "--insecure: plaintext listeners may bind non-loopback addresses; anyone who reaches them can join groups, read shard data and submit tasks",
+      });
     try {
+      if (options.tlsCertFile !== "")
+        r.#tls = ReloadingServerCredentials.create(
+          {
+            certFile: options.tlsCertFile,
+            keyFile: options.tlsKeyFile,
+            clientCaFile: options.tlsClientCaFile === "" ? undefined : options.tlsClientCaFile,
+          },
+          log,
+        );
       r.#watch = LeaderWatch.start({ client: r.#client, keys: r.#keys, log: r.#log, health: r.#health });
       // Each group's data source, by its config. The built-in etcd source has its own etcd
       // client: a page of oversized records must never trip the breaker or the receive limit
@@ -140,6 +164,7 @@ export class Replica {
         },
         {
           listen: options.listen,
+          credentials: r.#tls,
           maxMessageBytes: options.maxMessageBytes,
           maxStreamsPerConnection: options.maxStreamsPerConnection,
           log: r.#log,
@@ -210,6 +235,7 @@ export class Replica {
       etcd: this.#health.snapshot(),
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
+      security: { tls: this.#tls?.summary ?? null, insecure: this.options.insecure },
     };
   }
 
@@ -418,6 +444,7 @@ export class Replica {
       if (leadership !== undefined) await leadership.resign();
       await this.#loop?.catch(() => undefined);
       await this.#server?.close();
+      this.#tls?.close();
       await this.#watch?.close();
       await this.#source?.close();
       this.#revoker.close();

@@ -68,6 +68,8 @@ export interface ShardServerOptions {
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one client connection may open. */
   readonly maxStreamsPerConnection: number;
   readonly log: Logger;
+  /** TLS (see tls-credentials.ts); plaintext when absent. */
+  readonly credentials?: ServerCredentials | undefined;
   /** Adds further services (TaskService) to the same server before it binds. */
   readonly register?: (server: Server) => void;
 }
@@ -260,11 +262,11 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
   });
   o.register?.(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(o.listen, ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(o.listen, o.credentials ?? ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     );
   });
-  o.log.info({ event: "grpc_listening", listen: o.listen, port });
+  o.log.info({ event: "grpc_listening", listen: o.listen, port, tls: o.credentials?._isSecure() === true });
   let closed: Promise<void> | undefined;
   return {
     port,
