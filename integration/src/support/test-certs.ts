@@ -89,7 +89,16 @@ export class TestCa {
         : []),
     ];
     await run("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyFile]);
-    await run("openssl", ["req", "-new", "-key", keyFile, "-subj", `/CN=${subject.cn}`, "-out", csrFile]);
+    await run("openssl", [
+      "req",
+      "-new",
+      "-key",
+      keyFile,
+      "-subj",
+      `/CN=${subject.cn.replace(/\//g, "\\/")}`,
+      "-out",
+      csrFile,
+    ]);
     const serial = this.#serial++;
     if (subject.expired === true) {
       // `openssl x509 -req` cannot backdate; `openssl ca` can, with a minimal config.

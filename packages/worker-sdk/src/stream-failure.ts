@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { WorkerErrorCode } from "./errors.js";
+import { WorkerError, type WorkerErrorCode } from "./errors.js";
 
 /**
  * Why one HeartbeatStream attempt ended, as the connect loop needs it: whether to follow a
@@ -41,6 +41,20 @@ export class StreamAbort extends Error {
 
 /** Node's error code for a peer that does not speak HTTP/2 (an HTTP/1.1 server, any other protocol). */
 const notHttp2 = new Set(["ERR_HTTP2_ERROR", "ERR_HTTP2_SESSION_ERROR", "ERR_HTTP2_STREAM_ERROR"]);
+
+/**
+ * The WorkerError for a refusal of our credentials (`unauthenticated`, `permission_denied`)
+ * or a failed TLS handshake (`tls_failed`); undefined for anything else. Unary calls use it
+ * so that these never become a retry or a vague `unavailable`.
+ */
+export function authFailure(ce: ConnectError): WorkerError | undefined {
+  if (ce.code === Code.Unauthenticated)
+    return new WorkerError("unauthenticated", ce.rawMessage, { cause: ce });
+  if (ce.code === Code.PermissionDenied)
+    return new WorkerError("permission_denied", ce.rawMessage, { cause: ce });
+  const tls = tlsFailure(ce.cause ?? ce);
+  return tls === undefined ? undefined : new WorkerError("tls_failed", tls, { cause: ce });
+}
 
 /**
  * Whether `e` (or a cause of it) is a failed TLS handshake: OpenSSL's alerts and verify

@@ -5,6 +5,7 @@ import { CoordinatorError } from "../errors.js";
 import { createLogger } from "../logger.js";
 import { Replica } from "../replica/replica.js";
 import { resolveReplicaOptions } from "../replica/replica-options.js";
+import { newToken, type TokenRole, tokenRecordSchema, tokenRoles } from "../server/auth-tokens.js";
 import { startHttpServer } from "../server/http-server.js";
 import { checkName } from "../server/names.js";
 import { maxBuckets } from "../sharding/data-layout.js";
@@ -63,6 +64,14 @@ program
       "--tls-client-ca <file>",
       "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)",
     ).env("RM_TLS_CLIENT_CA"),
+  )
+  .addOption(
+    new Option(
+      "--auth <mode>",
+      "who may call: none, tokens (bearer tokens, see `coordinator auth token`) or mtls (client certificate identities)",
+    )
+      .env("RM_AUTH")
+      .default("none"),
   )
   .addOption(
     new Option(
@@ -213,6 +222,7 @@ program
         tlsKeyFile: o.tlsKey,
         tlsClientCaFile: o.tlsClientCa,
         insecure: flags.insecure === true || flags.insecure === "true",
+        auth: o.auth,
         tasks: {
           maxTaskBytes: o.maxTaskBytes,
           maxQueuedTasks: o.maxQueuedTasks,
@@ -565,6 +575,95 @@ program
       return control(o, { kind: "capacity", node: o.node, capacity: n });
     },
   );
+
+const auth = program
+  .command("auth")
+  .description("credentials of callers (replicas started with --auth tokens)");
+const token = auth
+  .command("token")
+  .description(
+    "bearer tokens per group, stored in etcd only as salted scrypt hashes (<ns>/auth/tokens/<group>/<id>); " +
+      "roles: worker (join, GetShardInfo, FetchShardData), submit (TaskService), admin (both, and PutShardData)",
+  );
+token
+  .command("create")
+  .description("make a token and print it once (it cannot be shown again: only its hash is kept)")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group the token is for")
+  .addOption(new Option("--role <role>", "what it allows").choices(tokenRoles).default("worker"))
+  .option("--description <text>", "a note shown by list (no secrets)")
+  .action(
+    async (o: { etcd: string; namespace: string; group: string; role: TokenRole; description?: string }) => {
+      const bad = checkName("group", o.group);
+      if (bad !== undefined) usageError(bad);
+      const keys = keyLayout(o.namespace);
+      const { token: secret, record } = await newToken(o.group, o.role, o.description);
+      const client = createEtcdClient(o.etcd.split(","));
+      try {
+        await client.put(keys.authToken(o.group, record.id)).value(JSON.stringify(record));
+      } finally {
+        client.close();
+      }
+      process.stderr.write(
+        `token ${record.id} created for group ${o.group}, role ${o.role}; it is shown once, keep it secret:\n`,
+      );
+      process.stdout.write(`${secret}\n`);
+    },
+  );
+token
+  .command("revoke")
+  .description("delete a token: replicas refuse it at once and end the streams it opened (UNAUTHENTICATED)")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .requiredOption("--id <id>", "the token id (from create or list)")
+  .action(async (o: { etcd: string; namespace: string; group: string; id: string }) => {
+    const bad = checkName("group", o.group);
+    if (bad !== undefined) usageError(bad);
+    if (!/^[a-f0-9]{16}$/.test(o.id)) usageError("--id must be the 16 hex characters list shows");
+    const client = createEtcdClient(o.etcd.split(","));
+    try {
+      const res = await client.delete().key(keyLayout(o.namespace).authToken(o.group, o.id)).exec();
+      if (res.deleted === "0") {
+        process.stderr.write(`coordinator: no token ${o.id} in group ${o.group}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(`token ${o.id} of group ${o.group} revoked\n`);
+    } finally {
+      client.close();
+    }
+  });
+token
+  .command("list")
+  .description(
+    "the tokens of a group (or of every group): id, role, creation time, description; never secrets",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .option("--group <group>", "only this group")
+  .option("--json", "print JSON lines")
+  .action(async (o: { etcd: string; namespace: string; group?: string; json?: boolean }) => {
+    const keys = keyLayout(o.namespace);
+    const prefix = o.group === undefined ? keys.authTokensPrefix : `${keys.authTokensPrefix}${o.group}/`;
+    const client = createEtcdClient(o.etcd.split(","));
+    try {
+      const all = await client.getAll().prefix(prefix).strings();
+      for (const raw of Object.values(all)) {
+        const r = tokenRecordSchema.safeParse(JSON.parse(raw));
+        if (!r.success) continue;
+        const { id, group, role, createdAt, description } = r.data;
+        process.stdout.write(
+          o.json
+            ? `${JSON.stringify({ id, group, role, createdAt, description })}\n`
+            : `${id}  ${group}  ${role}  ${createdAt}${description === undefined ? "" : `  ${description}`}\n`,
+        );
+      }
+    } finally {
+      client.close();
+    }
+  });
 
 try {
   await program.parseAsync(process.argv);

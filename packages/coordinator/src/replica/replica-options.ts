@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { CoordinatorError } from "../errors.js";
+import { type AuthMode, authModes } from "../server/authorizer.js";
 import { type StrategyName, strategyNames } from "../sharding/assignment.js";
 import { resolveTaskOptions, type TaskOptions, type TaskOptionsInput } from "../tasks/task-options.js";
 
@@ -73,6 +74,12 @@ export interface ReplicaOptions {
    * join groups and read data: logged as a warning at start and shown in /status. @default false
    */
   readonly insecure: boolean;
+  /**
+   * Who may call (see server/authorizer.ts): `none`, `tokens` (bearer tokens of
+   * `<ns>/auth/tokens/`) or `mtls` (client certificate identities; needs --tls-client-ca).
+   * @default "none"
+   */
+  readonly auth: AuthMode;
 }
 
 /** What a caller may pass: every field optional, strings accepted for numbers (flags, env). */
@@ -153,6 +160,18 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
   if (tlsClientCaFile !== "" && tlsCertFile === "")
     throw new CoordinatorError("invalid_config", "--tls-client-ca needs --tls-cert and --tls-key");
   const insecure = flag("insecure", pick("insecure"));
+  const authRaw = String(pick("auth") ?? "none");
+  if (!(authModes as readonly string[]).includes(authRaw))
+    throw new CoordinatorError(
+      "invalid_config",
+      `--auth must be one of ${authModes.join(", ")}, got ${JSON.stringify(authRaw)}`,
+    );
+  const auth = authRaw as AuthMode;
+  if (auth === "mtls" && tlsClientCaFile === "")
+    throw new CoordinatorError(
+      "invalid_config",
+      "--auth mtls needs --tls-client-ca (and --tls-cert, --tls-key)",
+    );
   const tls = tlsCertFile !== "";
   const listen = hostPort(
     "listen",
@@ -296,5 +315,6 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
     tlsKeyFile,
     tlsClientCaFile,
     insecure,
+    auth,
   };
 }
