@@ -94,6 +94,9 @@ export class RmProcess {
       o.id,
       "--namespace",
       o.namespace,
+      // A replica on a host of its own (a virtual network) listens beyond loopback: plaintext
+      // there needs the explicit flag (DESIGN.md, Security).
+      ...(this.host !== loopbackHost && !(o.args ?? []).includes("--tls-cert") ? ["--insecure"] : []),
       ...(o.args ?? []),
     ];
     const onHost = this.host.command(process.execPath, args);

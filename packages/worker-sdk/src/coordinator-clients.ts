@@ -3,6 +3,14 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { ShardService } from "@org/proto";
 import { type DataCompression, dataTransportCompression } from "./compression.js";
 import { GuardedSessionManager } from "./guarded-session-manager.js";
+import { plaintextTransport, type ResolvedTransportSecurity } from "./transport-security.js";
+
+interface Entry {
+  readonly manager: GuardedSessionManager;
+  readonly client: Client<typeof ShardService>;
+  /** Same connection, with the worker's data compression (the same client when none). */
+  readonly data: Client<typeof ShardService>;
+}
 
 /**
  * One gRPC client per coordinator replica, each over its own HTTP/2 connection (connect-node's
@@ -11,14 +19,17 @@ import { GuardedSessionManager } from "./guarded-session-manager.js";
  */
 export class CoordinatorClients {
   readonly #pingIntervalMs: number;
+  readonly #security: ResolvedTransportSecurity;
   readonly #compression: DataCompression;
-  readonly #entries = new Map<
-    string,
-    { manager: GuardedSessionManager; client: Client<typeof ShardService>; data: Client<typeof ShardService> }
-  >();
+  readonly #entries = new Map<string, Entry>();
 
-  constructor(pingIntervalMs: number, compression: DataCompression = "none") {
+  constructor(
+    pingIntervalMs: number,
+    security: ResolvedTransportSecurity = plaintextTransport,
+    compression: DataCompression = "none",
+  ) {
     this.#pingIntervalMs = pingIntervalMs;
+    this.#security = security;
     this.#compression = compression;
   }
 
@@ -35,28 +46,28 @@ export class CoordinatorClients {
     return this.#entry(target).data;
   }
 
-  #entry(target: string) {
+  #entry(target: string): Entry {
     let entry = this.#entries.get(target);
     if (entry === undefined) {
-      const baseUrl = `http://${target}`;
-      const manager = new GuardedSessionManager(baseUrl, {
-        pingIntervalMs: this.#pingIntervalMs,
-        pingTimeoutMs: Math.max(2000, this.#pingIntervalMs / 2),
-        pingIdleConnection: true,
-        idleConnectionTimeoutMs: 60_000,
-      });
-      const transport = createGrpcTransport({ baseUrl, sessionManager: manager });
-      const client = createClient(ShardService, transport);
+      const baseUrl = `${this.#security.scheme}://${target}`;
+      const manager = new GuardedSessionManager(
+        baseUrl,
+        {
+          pingIntervalMs: this.#pingIntervalMs,
+          pingTimeoutMs: Math.max(2000, this.#pingIntervalMs / 2),
+          pingIdleConnection: true,
+          idleConnectionTimeoutMs: 60_000,
+        },
+        this.#security.sessionOptions,
+      );
+      const common = { baseUrl, sessionManager: manager, interceptors: this.#security.interceptors };
+      const client = createClient(ShardService, createGrpcTransport(common));
       const data =
         this.#compression === "none"
           ? client
           : createClient(
               ShardService,
-              createGrpcTransport({
-                baseUrl,
-                sessionManager: manager,
-                ...dataTransportCompression(this.#compression),
-              }),
+              createGrpcTransport({ ...common, ...dataTransportCompression(this.#compression) }),
             );
       entry = { manager, client, data };
       this.#entries.set(target, entry);

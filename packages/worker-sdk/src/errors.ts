@@ -7,7 +7,13 @@
  *   Welcome: a duplicate deployment; after it: another process took the node id over, and this
  *   worker stopped every handler and closed);
  * - `invalid_argument`: the coordinator rejected the group or node id;
- * - `permission_denied`: the coordinator refused our credentials (UNAUTHENTICATED or PERMISSION_DENIED);
+ * - `unauthenticated`: the coordinator wants credentials we did not give, or refused them
+ *   (a missing, wrong or revoked token; UNAUTHENTICATED);
+ * - `permission_denied`: our credentials are valid but do not allow this group, node id or
+ *   call (PERMISSION_DENIED);
+ * - `tls_failed`: the TLS handshake failed: the replica's certificate is not trusted (unknown
+ *   CA, wrong name, expired), the replica refused our client certificate (or its absence), or
+ *   one side speaks TLS and the other plaintext. The message carries Node's reason;
  * - `not_coordinator`: a configured address is not a shard coordinator: it does not speak
  *   HTTP/2 (e.g. the replica's HTTP port, any HTTP/1.1 server) or serves no ShardService;
  * - `unavailable`: no coordinator welcomed us within `connectTimeoutMs` (the message names the
@@ -28,6 +34,8 @@ export type WorkerErrorCode =
   | "already_exists"
   | "invalid_argument"
   | "permission_denied"
+  | "unauthenticated"
+  | "tls_failed"
   | "not_coordinator"
   | "unavailable"
   | "failed_precondition"

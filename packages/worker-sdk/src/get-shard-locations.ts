@@ -3,9 +3,11 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { ShardService } from "@org/proto";
 import { WorkerError } from "./errors.js";
 import { ShardLocations } from "./shard-location.js";
+import { authFailure } from "./stream-failure.js";
+import { resolveTransportSecurity, type TransportSecurityOptions } from "./transport-security.js";
 
 /** Options of {@link getShardLocations}. */
-export interface GetShardLocationsOptions {
+export interface GetShardLocationsOptions extends TransportSecurityOptions {
   /** Coordinator addresses; any replica answers (from etcd). Tried in order. */
   readonly coordinators: readonly string[];
   readonly group: string;
@@ -35,11 +37,15 @@ export interface ShardLocationsInfo {
  */
 export async function getShardLocations(options: GetShardLocationsOptions): Promise<ShardLocationsInfo> {
   let last: unknown;
+  const security = resolveTransportSecurity(options);
   for (const target of options.coordinators) {
-    const baseUrl = `http://${target}`;
-    const manager = new Http2SessionManager(baseUrl);
+    const baseUrl = `${security.scheme}://${target}`;
+    const manager = new Http2SessionManager(baseUrl, undefined, security.sessionOptions);
     try {
-      const client = createClient(ShardService, createGrpcTransport({ baseUrl, sessionManager: manager }));
+      const client = createClient(
+        ShardService,
+        createGrpcTransport({ baseUrl, sessionManager: manager, interceptors: security.interceptors }),
+      );
       const res = await client.getShardInfo(
         { group: options.group, nodeId: options.nodeId },
         options.signal === undefined ? {} : { signal: options.signal },
@@ -55,6 +61,8 @@ export async function getShardLocations(options: GetShardLocationsOptions): Prom
     } catch (e) {
       last = e;
       const ce = ConnectError.from(e);
+      const refused = authFailure(ce);
+      if (refused !== undefined) throw refused;
       if (ce.code !== Code.Unavailable && ce.code !== Code.ResourceExhausted)
         throw new WorkerError(
           ce.code === Code.InvalidArgument ? "invalid_options" : "unavailable",

@@ -29,8 +29,8 @@ export class GuardedSessionManager implements NodeHttp2ClientSessionManager {
   readonly authority: string;
   readonly #inner: Http2SessionManager;
 
-  constructor(url: string, pingOptions?: PingOptions) {
-    this.#inner = new Http2SessionManager(url, pingOptions);
+  constructor(url: string, pingOptions?: PingOptions, sessionOptions?: http2.SecureClientSessionOptions) {
+    this.#inner = new Http2SessionManager(url, pingOptions, sessionOptions);
     this.authority = this.#inner.authority;
   }
 

@@ -50,6 +50,7 @@ export { TaskError } from "./task-error.js";
 export type { Task, TaskHandler, TaskPlacementName } from "./task-handler.js";
 export type { TaskFailureInfo, TaskInfo, TaskInput, TaskPlacementKind, TaskState } from "./task-info.js";
 export { isFinalTaskState } from "./task-info.js";
+export type { TlsClientOptions, TransportSecurityOptions } from "./transport-security.js";
 export { connectWorker, Worker } from "./worker.js";
 export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker-event.js";
 export type { WorkerOptions } from "./worker-options.js";

@@ -4,6 +4,8 @@ import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-no
 import { type DataRecord, DataRecordSchema, ShardService } from "@org/proto";
 import { type DataCompression, dataTransportCompression } from "./compression.js";
 import { WorkerError, type WorkerErrorCode } from "./errors.js";
+import { authFailure } from "./stream-failure.js";
+import { resolveTransportSecurity, type TransportSecurityOptions } from "./transport-security.js";
 
 /** One record to upload. A string payload is sent as its UTF-8 bytes. */
 export interface DataRecordInput {
@@ -12,7 +14,7 @@ export interface DataRecordInput {
 }
 
 /** Options of {@link putShardData}. */
-export interface PutShardDataOptions {
+export interface PutShardDataOptions extends TransportSecurityOptions {
   /** Coordinator addresses (`host:port`); any replica serves uploads. Tried in order until one answers. */
   readonly coordinators: readonly string[];
   /** Compress the upload. @default "none" */
@@ -64,6 +66,8 @@ function progressOf(e: ConnectError): string {
 function failure(e: unknown): WorkerError {
   if (e instanceof WorkerError) return e;
   const ce = ConnectError.from(e);
+  const refused = authFailure(ce);
+  if (refused !== undefined) return refused;
   const code: WorkerErrorCode =
     ce.code === Code.InvalidArgument || ce.code === Code.ResourceExhausted
       ? "invalid_argument"
@@ -102,6 +106,7 @@ export async function putShardData(
 ): Promise<PutShardDataSummary> {
   if (options.coordinators.length === 0)
     throw new WorkerError("invalid_options", "putShardData needs at least one coordinator");
+  const security = resolveTransportSecurity(options);
   const headers: Record<string, string> = { "x-shard-group": group };
   if (options.expectedRecords !== undefined)
     headers["x-shard-expected-records"] = String(options.expectedRecords);
@@ -119,14 +124,19 @@ export async function putShardData(
   }
   let last: unknown;
   for (const target of options.coordinators) {
-    const baseUrl = `http://${target}`;
-    const manager = new Http2SessionManager(baseUrl, { pingIntervalMs: 10_000, pingTimeoutMs: 5_000 });
+    const baseUrl = `${security.scheme}://${target}`;
+    const manager = new Http2SessionManager(
+      baseUrl,
+      { pingIntervalMs: 10_000, pingTimeoutMs: 5_000 },
+      security.sessionOptions,
+    );
     try {
       const client = createClient(
         ShardService,
         createGrpcTransport({
           baseUrl,
           sessionManager: manager,
+          interceptors: security.interceptors,
           ...dataTransportCompression(options.compression ?? "none"),
         }),
       );

@@ -1,4 +1,5 @@
 import * as http2 from "node:http2";
+import { plaintextTransport, type ResolvedTransportSecurity } from "./transport-security.js";
 
 /**
  * Whether the process at `target` answers an HTTP/2 PING within `timeoutMs`, on a connection
@@ -7,7 +8,12 @@ import * as http2 from "node:http2";
  * answers above that. Resolves false on any error, on timeout, or when `signal` aborts; never
  * rejects, and leaves nothing open behind it.
  */
-export function probeReplica(target: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+export function probeReplica(
+  target: string,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  security: ResolvedTransportSecurity = plaintextTransport,
+): Promise<boolean> {
   return new Promise((resolve) => {
     if (signal?.aborted) {
       resolve(false);
@@ -27,7 +33,7 @@ export function probeReplica(target: string, timeoutMs: number, signal?: AbortSi
     const timer = setTimeout(() => finish(false), timeoutMs);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      session = http2.connect(`http://${target}`);
+      session = http2.connect(`${security.scheme}://${target}`, security.sessionOptions);
     } catch {
       finish(false);
       return;

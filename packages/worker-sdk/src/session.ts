@@ -50,7 +50,7 @@ export class Session implements SessionPort {
     this.#o = o;
     this.#hub = hub;
     this.#onFatal = onFatal;
-    this.#clients = new CoordinatorClients(o.pingIntervalMs, o.compression);
+    this.#clients = new CoordinatorClients(o.pingIntervalMs, o.security, o.compression);
     this.#protocol = new SessionProtocol(
       o,
       hub,
@@ -218,7 +218,7 @@ export class Session implements SessionPort {
       if (this.#picker.isSuspect(target)) {
         // It failed to answer us before: check that it answers at all before waiting on it.
         const probeMs = this.#probeTimeoutMs();
-        if (await probeReplica(target, probeMs, signal)) this.#picker.answered(target);
+        if (await probeReplica(target, probeMs, signal, this.#o.security)) this.#picker.answered(target);
         else {
           if (signal.aborted) break;
           const message = `no answer to an HTTP/2 PING within ${probeMs} ms`;
@@ -299,6 +299,7 @@ export class Session implements SessionPort {
       probeTimeoutMs: () => this.#probeTimeoutMs(),
       closing: this.#closing.signal,
       log: (entry) => this.#hub.log(entry),
+      security: this.#o.security,
     });
     this.#stream = stream;
     try {

@@ -16,6 +16,7 @@ import { probeReplica } from "./replica-probe.js";
 import type { Outbound } from "./session-runner.js";
 import { StreamAbort } from "./stream-failure.js";
 import { StreamWatchdog } from "./stream-watchdog.js";
+import type { ResolvedTransportSecurity } from "./transport-security.js";
 
 /**
  * What the session makes of what one stream brings. Each message handler may return a
@@ -43,6 +44,8 @@ export interface StreamAttemptOptions {
   /** Aborts the stream when the worker closes. */
   readonly closing: AbortSignal;
   readonly log: (entry: Record<string, unknown>) => void;
+  /** For the liveness probe's own connection. */
+  readonly security?: ResolvedTransportSecurity;
 }
 
 /**
@@ -100,7 +103,7 @@ export class StreamAttempt {
       startedAt: helloSentAt,
       intervalMs: o.intervalMs,
       probeTimeoutMs: o.probeTimeoutMs,
-      probe: (ms) => probeReplica(o.target, ms, signal),
+      probe: (ms) => probeReplica(o.target, ms, signal, o.security),
       abort: (reason) => this.abort(reason),
       log: o.log,
     });

@@ -33,7 +33,7 @@ describe("classifyStreamError: statuses", () => {
     [Code.AlreadyExists, "ALREADY_EXISTS", "already_exists"],
     [Code.InvalidArgument, "INVALID_ARGUMENT", "invalid_argument"],
     [Code.PermissionDenied, "PERMISSION_DENIED", "permission_denied"],
-    [Code.Unauthenticated, "UNAUTHENTICATED", "permission_denied"],
+    [Code.Unauthenticated, "UNAUTHENTICATED", "unauthenticated"],
     [Code.Unimplemented, "UNIMPLEMENTED", "not_coordinator"],
   ] as const)("%s is fatal: %s -> %s", (code, name, fatal) => {
     const f = classifyStreamError(new ConnectError("x", code));

@@ -1,5 +1,5 @@
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { WorkerErrorCode } from "./errors.js";
+import { WorkerError, type WorkerErrorCode } from "./errors.js";
 
 /**
  * Why one HeartbeatStream attempt ended, as the connect loop needs it: whether to follow a
@@ -42,6 +42,38 @@ export class StreamAbort extends Error {
 /** Node's error code for a peer that does not speak HTTP/2 (an HTTP/1.1 server, any other protocol). */
 const notHttp2 = new Set(["ERR_HTTP2_ERROR", "ERR_HTTP2_SESSION_ERROR", "ERR_HTTP2_STREAM_ERROR"]);
 
+/**
+ * The WorkerError for a refusal of our credentials (`unauthenticated`, `permission_denied`)
+ * or a failed TLS handshake (`tls_failed`); undefined for anything else. Unary calls use it
+ * so that these never become a retry or a vague `unavailable`.
+ */
+export function authFailure(ce: ConnectError): WorkerError | undefined {
+  if (ce.code === Code.Unauthenticated)
+    return new WorkerError("unauthenticated", ce.rawMessage, { cause: ce });
+  if (ce.code === Code.PermissionDenied)
+    return new WorkerError("permission_denied", ce.rawMessage, { cause: ce });
+  const tls = tlsFailure(ce.cause ?? ce);
+  return tls === undefined ? undefined : new WorkerError("tls_failed", tls, { cause: ce });
+}
+
+/**
+ * Whether `e` (or a cause of it) is a failed TLS handshake: OpenSSL's alerts and verify
+ * results as Node reports them (`ERR_SSL_*`, `ERR_TLS_*`, `CERT_HAS_EXPIRED`,
+ * `UNABLE_TO_VERIFY_LEAF_SIGNATURE`, ...). Retrying does not fix these: the certificates or
+ * the configuration must change.
+ */
+export function tlsFailure(e: unknown): string | undefined {
+  for (let c: unknown = e, depth = 0; c !== undefined && c !== null && depth < 5; depth += 1) {
+    const code = nodeCode(c);
+    if (code !== undefined && tlsCodes.test(code)) return `${code}: ${(c as Error).message}`;
+    c = (c as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+const tlsCodes =
+  /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_(GET|VERIFY|DECRYPT)|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH|INVALID_CA|EPROTO$)/;
+
 function nodeCode(e: unknown): string | undefined {
   const code = (e as { code?: unknown } | undefined)?.code;
   return typeof code === "string" ? code : undefined;
@@ -78,6 +110,8 @@ export function classifyStreamError(e: unknown): StreamFailure {
       fatal = "invalid_argument";
       break;
     case Code.Unauthenticated:
+      fatal = "unauthenticated";
+      break;
     case Code.PermissionDenied:
       fatal = "permission_denied";
       break;
@@ -92,5 +126,8 @@ export function classifyStreamError(e: unknown): StreamFailure {
     default:
       break;
   }
+  const tls = fatal === undefined ? tlsFailure(ce.cause ?? e) : undefined;
+  if (tls !== undefined)
+    return { ...base, code: "TLS_FAILED", message: tls, fatal: "tls_failed", unresponsive: false };
   return { ...base, fatal, unresponsive: false };
 }

@@ -8,6 +8,11 @@
  * - `resource_exhausted`: the group's queue is full, or a payload is too large.
  * - `failed_precondition`: the task's state forbids it (cancelling a succeeded task).
  * - `unavailable`: no leader answered before the call's deadline.
+ * - `unauthenticated`: the coordinator wants credentials (a token or a client certificate) we
+ *   did not give, or refused them (a wrong or revoked token).
+ * - `permission_denied`: our credentials do not allow task calls in this group (the `submit`
+ *   right: a `submit` or `admin` token, a `shard-submit://<group>` certificate).
+ * - `tls_failed`: the TLS handshake failed (untrusted certificate, TLS on one side only).
  * - `closed`: the client was closed, or the caller's signal aborted.
  * - `internal`: anything else the coordinator reported.
  */
@@ -18,6 +23,9 @@ export type TaskClientErrorCode =
   | "resource_exhausted"
   | "failed_precondition"
   | "unavailable"
+  | "unauthenticated"
+  | "permission_denied"
+  | "tls_failed"
   | "closed"
   | "internal";
 

@@ -1,8 +1,13 @@
 import { type BackoffOptions, defaultBackoff } from "./backoff.js";
 import { TaskClientError } from "./task-client-error.js";
+import {
+  type ResolvedTransportSecurity,
+  resolveTransportSecurity,
+  type TransportSecurityOptions,
+} from "./transport-security.js";
 
 /** Options of {@link createTaskClient}. */
-export interface TaskClientOptions {
+export interface TaskClientOptions extends TransportSecurityOptions {
   /** Any coordinator replicas, as `host:port` (or `http://host:port`); the client finds the leader. */
   readonly coordinators: readonly string[];
   /** Aborting it closes the client (like `close()`). */
@@ -36,6 +41,7 @@ export interface ResolvedTaskClientOptions {
   readonly maxTasksPerRequest: number;
   readonly submitConcurrency: number;
   readonly onLog: (entry: Readonly<Record<string, unknown>>) => void;
+  readonly security: ResolvedTransportSecurity;
 }
 
 function num(name: string, v: number | undefined, dflt: number, min: number, integer = true): number {
@@ -71,5 +77,12 @@ export function resolveTaskClientOptions(o: TaskClientOptions): ResolvedTaskClie
     maxTasksPerRequest: num("maxTasksPerRequest", o.maxTasksPerRequest, 500, 1),
     submitConcurrency: num("submitConcurrency", o.submitConcurrency, 4, 1),
     onLog: o.onLog ?? (() => undefined),
+    security: (() => {
+      try {
+        return resolveTransportSecurity(o);
+      } catch (e) {
+        throw new TaskClientError("invalid_argument", (e as Error).message);
+      }
+    })(),
   };
 }

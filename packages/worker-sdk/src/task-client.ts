@@ -3,6 +3,7 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { TaskService } from "@org/proto";
 import { backoffDelay } from "./backoff.js";
+import { tlsFailure } from "./stream-failure.js";
 import { TaskClientError, type TaskClientErrorCode } from "./task-client-error.js";
 import {
   type ResolvedTaskClientOptions,
@@ -48,6 +49,8 @@ const statusCodes = new Map<Code, TaskClientErrorCode>([
   [Code.AlreadyExists, "already_exists"],
   [Code.ResourceExhausted, "resource_exhausted"],
   [Code.FailedPrecondition, "failed_precondition"],
+  [Code.Unauthenticated, "unauthenticated"],
+  [Code.PermissionDenied, "permission_denied"],
 ]);
 
 /** Codes worth another attempt (at the leader, or after a backoff); all calls here are idempotent. */
@@ -322,15 +325,23 @@ export class TaskClient implements AsyncDisposable {
     let entry = this.#managers.get(target);
     if (entry === undefined) {
       if (this.#closing.signal.aborted) throw new TaskClientError("closed", "task client closed");
-      const baseUrl = `http://${target}`;
-      const manager = new Http2SessionManager(baseUrl, {
-        pingIntervalMs: 10_000,
-        pingTimeoutMs: 5_000,
-        idleConnectionTimeoutMs: 60_000,
-      });
+      const { scheme, sessionOptions, interceptors } = this.#o.security;
+      const baseUrl = `${scheme}://${target}`;
+      const manager = new Http2SessionManager(
+        baseUrl,
+        {
+          pingIntervalMs: 10_000,
+          pingTimeoutMs: 5_000,
+          idleConnectionTimeoutMs: 60_000,
+        },
+        sessionOptions,
+      );
       entry = {
         manager,
-        client: createClient(TaskService, createGrpcTransport({ baseUrl, sessionManager: manager })),
+        client: createClient(
+          TaskService,
+          createGrpcTransport({ baseUrl, sessionManager: manager, interceptors }),
+        ),
       };
       this.#managers.set(target, entry);
     }
@@ -344,6 +355,9 @@ export class TaskClient implements AsyncDisposable {
   #onFailure(e: unknown, target: string, redirects: number): "redirect" | "retry" | TaskClientError {
     if (e instanceof TaskClientError) return e;
     const ce = ConnectError.from(e);
+    // A failed handshake does not heal by retrying: say so at once.
+    const tls = tlsFailure(ce.cause ?? e);
+    if (tls !== undefined) return new TaskClientError("tls_failed", tls, { cause: ce });
     if (!retryable.has(ce.code))
       return new TaskClientError(statusCodes.get(ce.code) ?? "internal", ce.rawMessage, { cause: ce });
     // ABORTED: the leader ended a watch that fell behind; resume there at once.

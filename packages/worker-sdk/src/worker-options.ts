@@ -2,9 +2,14 @@ import { type BackoffOptions, defaultBackoff } from "./backoff.js";
 import type { DataCompression } from "./compression.js";
 import { WorkerError } from "./errors.js";
 import type { StabilityWindow } from "./ownership.js";
+import {
+  type ResolvedTransportSecurity,
+  resolveTransportSecurity,
+  type TransportSecurityOptions,
+} from "./transport-security.js";
 
 /** Options of {@link connectWorker}. */
-export interface WorkerOptions {
+export interface WorkerOptions extends TransportSecurityOptions {
   /** Any coordinator replicas, as `host:port` (or `http://host:port`); the SDK finds the leader. */
   readonly coordinators: readonly string[];
   /** The worker group: 1-128 characters of `[A-Za-z0-9._:-]`. */
@@ -63,6 +68,8 @@ export interface ResolvedWorkerOptions {
   readonly pingIntervalMs: number;
   readonly compression: DataCompression;
   readonly onLog: (entry: Readonly<Record<string, unknown>>) => void;
+  /** TLS and token (see {@link TransportSecurityOptions}). */
+  readonly security: ResolvedTransportSecurity;
 }
 
 const namePattern = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -125,5 +132,6 @@ export function resolveWorkerOptions(o: WorkerOptions): ResolvedWorkerOptions {
     pingIntervalMs: positive("pingIntervalMs", o.pingIntervalMs, 10_000, 1000),
     compression: compressionOption(o.compression),
     onLog: o.onLog ?? (() => undefined),
+    security: resolveTransportSecurity(o),
   };
 }

@@ -5,6 +5,7 @@ import { CoordinatorError } from "../errors.js";
 import { createLogger } from "../logger.js";
 import { Replica } from "../replica/replica.js";
 import { resolveReplicaOptions } from "../replica/replica-options.js";
+import { newToken, type TokenRole, tokenRecordSchema, tokenRoles } from "../server/auth-tokens.js";
 import { startHttpServer } from "../server/http-server.js";
 import { checkName } from "../server/names.js";
 import { maxBuckets } from "../sharding/data-layout.js";
@@ -47,7 +48,37 @@ program
   .description("run a replica (the default command)")
   .addOption(etcdOption())
   .addOption(
-    new Option("--listen <host:port>", "gRPC listen address").env("RM_LISTEN").default("0.0.0.0:50051"),
+    new Option(
+      "--listen <host:port>",
+      "gRPC listen address; plaintext only on loopback unless --insecure (default: 127.0.0.1:50051, 0.0.0.0:50051 with TLS or --insecure)",
+    ).env("RM_LISTEN"),
+  )
+  .addOption(
+    new Option(
+      "--tls-cert <file>",
+      "PEM certificate chain of the gRPC listener (reloaded when it changes)",
+    ).env("RM_TLS_CERT"),
+  )
+  .addOption(new Option("--tls-key <file>", "PEM private key of --tls-cert").env("RM_TLS_KEY"))
+  .addOption(
+    new Option(
+      "--tls-client-ca <file>",
+      "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)",
+    ).env("RM_TLS_CLIENT_CA"),
+  )
+  .addOption(
+    new Option(
+      "--auth <mode>",
+      "who may call: none, tokens (bearer tokens, see `coordinator auth token`) or mtls (client certificate identities)",
+    )
+      .env("RM_AUTH")
+      .default("none"),
+  )
+  .addOption(
+    new Option(
+      "--insecure",
+      "allow plaintext gRPC and HTTP listeners on non-loopback addresses (anyone reaching them can join, read and submit)",
+    ).env("RM_INSECURE"),
   )
   .addOption(
     new Option(
@@ -159,7 +190,11 @@ program
       .env("RM_TASK_RETENTION")
       .default("3600000"),
   )
-  .action(async (o: Record<string, string | undefined>) => {
+  .action(async (flags: Record<string, string | boolean | undefined>) => {
+    // Every flag is a string but --insecure (a switch).
+    const o = Object.fromEntries(
+      Object.entries(flags).filter((e): e is [string, string] => typeof e[1] === "string"),
+    ) as Record<string, string | undefined>;
     let options: ReturnType<typeof resolveReplicaOptions>;
     try {
       options = resolveReplicaOptions({
@@ -184,6 +219,11 @@ program
         shards: o.shards,
         httpListen: o.httpListen,
         maxMessageBytes: o.maxMessageBytes,
+        tlsCertFile: o.tlsCert,
+        tlsKeyFile: o.tlsKey,
+        tlsClientCaFile: o.tlsClientCa,
+        insecure: flags.insecure === true || flags.insecure === "true",
+        auth: o.auth,
         tasks: {
           maxTaskBytes: o.maxTaskBytes,
           maxQueuedTasks: o.maxQueuedTasks,
@@ -197,7 +237,14 @@ program
     log.info({ event: "replica_starting", options: { ...options } });
     // Neither waits for etcd: both listeners are up at once, and while etcd cannot be reached
     // /readyz says why and the replica logs each retry (see Replica).
-    const replica = await Replica.start(options, log);
+    let replica: Replica;
+    try {
+      replica = await Replica.start(options, log);
+    } catch (e) {
+      // Unreadable or mismatched TLS files: one line, exit 2, no retry.
+      if (e instanceof CoordinatorError && e.code === "invalid_config") return usageError(e.message);
+      throw e;
+    }
     const http =
       options.httpListen === "" ? undefined : await startHttpServer(replica, options.httpListen, log);
     let stopping = false;
@@ -531,6 +578,94 @@ program
   );
 
 addTaskCommands(program, { etcdOption, nsOption, usageError });
+const auth = program
+  .command("auth")
+  .description("credentials of callers (replicas started with --auth tokens)");
+const token = auth
+  .command("token")
+  .description(
+    "bearer tokens per group, stored in etcd only as salted scrypt hashes (<ns>/auth/tokens/<group>/<id>); " +
+      "roles: worker (join, GetShardInfo, FetchShardData), submit (TaskService), admin (both, and PutShardData)",
+  );
+token
+  .command("create")
+  .description("make a token and print it once (it cannot be shown again: only its hash is kept)")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group the token is for")
+  .addOption(new Option("--role <role>", "what it allows").choices(tokenRoles).default("worker"))
+  .option("--description <text>", "a note shown by list (no secrets)")
+  .action(
+    async (o: { etcd: string; namespace: string; group: string; role: TokenRole; description?: string }) => {
+      const bad = checkName("group", o.group);
+      if (bad !== undefined) usageError(bad);
+      const keys = keyLayout(o.namespace);
+      const { token: secret, record } = await newToken(o.group, o.role, o.description);
+      const client = createEtcdClient(o.etcd.split(","));
+      try {
+        await client.put(keys.authToken(o.group, record.id)).value(JSON.stringify(record));
+      } finally {
+        client.close();
+      }
+      process.stderr.write(
+        `token ${record.id} created for group ${o.group}, role ${o.role}; it is shown once, keep it secret:\n`,
+      );
+      process.stdout.write(`${secret}\n`);
+    },
+  );
+token
+  .command("revoke")
+  .description("delete a token: replicas refuse it at once and end the streams it opened (UNAUTHENTICATED)")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .requiredOption("--id <id>", "the token id (from create or list)")
+  .action(async (o: { etcd: string; namespace: string; group: string; id: string }) => {
+    const bad = checkName("group", o.group);
+    if (bad !== undefined) usageError(bad);
+    if (!/^[a-f0-9]{16}$/.test(o.id)) usageError("--id must be the 16 hex characters list shows");
+    const client = createEtcdClient(o.etcd.split(","));
+    try {
+      const res = await client.delete().key(keyLayout(o.namespace).authToken(o.group, o.id)).exec();
+      if (res.deleted === "0") {
+        process.stderr.write(`coordinator: no token ${o.id} in group ${o.group}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(`token ${o.id} of group ${o.group} revoked\n`);
+    } finally {
+      client.close();
+    }
+  });
+token
+  .command("list")
+  .description(
+    "the tokens of a group (or of every group): id, role, creation time, description; never secrets",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .option("--group <group>", "only this group")
+  .option("--json", "print JSON lines")
+  .action(async (o: { etcd: string; namespace: string; group?: string; json?: boolean }) => {
+    const keys = keyLayout(o.namespace);
+    const prefix = o.group === undefined ? keys.authTokensPrefix : `${keys.authTokensPrefix}${o.group}/`;
+    const client = createEtcdClient(o.etcd.split(","));
+    try {
+      const all = await client.getAll().prefix(prefix).strings();
+      for (const raw of Object.values(all)) {
+        const r = tokenRecordSchema.safeParse(JSON.parse(raw));
+        if (!r.success) continue;
+        const { id, group, role, createdAt, description } = r.data;
+        process.stdout.write(
+          o.json
+            ? `${JSON.stringify({ id, group, role, createdAt, description })}\n`
+            : `${id}  ${group}  ${role}  ${createdAt}${description === undefined ? "" : `  ${description}`}\n`,
+        );
+      }
+    } finally {
+      client.close();
+    }
+  });
 
 try {
   await program.parseAsync(process.argv);

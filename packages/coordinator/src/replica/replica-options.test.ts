@@ -7,7 +7,7 @@ describe("resolveReplicaOptions", () => {
     const o = resolveReplicaOptions({ id: "rm-1" });
     expect(o).toMatchObject({
       etcdEndpoints: ["http://127.0.0.1:2379"],
-      listen: "0.0.0.0:50051",
+      listen: "127.0.0.1:50051",
       namespace: "/shardmgr",
       leaderTtlSec: 3,
       heartbeatIntervalMs: 1000,
@@ -19,6 +19,19 @@ describe("resolveReplicaOptions", () => {
     });
     expect(o.advertise).toMatch(/:50051$/);
     expect(o.advertise.startsWith("0.0.0.0")).toBe(false);
+    expect(o).toMatchObject({ tlsCertFile: "", tlsKeyFile: "", tlsClientCaFile: "", insecure: false });
+  });
+
+  it("binds every address by default only with TLS or --insecure", () => {
+    expect(resolveReplicaOptions({ tlsCertFile: "c.pem", tlsKeyFile: "k.pem" }).listen).toBe("0.0.0.0:50051");
+    expect(resolveReplicaOptions({ insecure: "true" })).toMatchObject({
+      listen: "0.0.0.0:50051",
+      insecure: true,
+    });
+    expect(resolveReplicaOptions({ listen: "[::1]:7000" }).listen).toBe("[::1]:7000");
+    expect(resolveReplicaOptions({ listen: "localhost:7000", httpListen: "127.0.0.2:8000" }).httpListen).toBe(
+      "127.0.0.2:8000",
+    );
   });
 
   it("parses strings from flags and env vars", () => {
@@ -57,6 +70,14 @@ describe("resolveReplicaOptions", () => {
     ["bad endpoint", { etcdEndpoints: "127.0.0.1:2379" }, /etcd/],
     ["bad namespace", { namespace: "shardmgr" }, /namespace/],
     ["bad id", { id: "rm 1" }, /id/],
+    [
+      "plaintext on a non-loopback address",
+      { listen: "0.0.0.0:50051" },
+      /not a loopback address.*--insecure/,
+    ],
+    ["plaintext HTTP on a non-loopback address", { httpListen: "10.0.0.1:9464" }, /http-listen/],
+    ["a certificate without its key", { tlsCertFile: "c.pem" }, /--tls-key/],
+    ["a client CA without a certificate", { tlsClientCaFile: "ca.pem" }, /--tls-client-ca/],
   ];
   for (const [name, input, re] of bad) {
     it(`rejects ${name} with invalid_config`, () => {

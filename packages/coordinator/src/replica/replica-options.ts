@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { CoordinatorError } from "../errors.js";
+import { type AuthMode, authModes } from "../server/authorizer.js";
 import { type StrategyName, strategyNames } from "../sharding/assignment.js";
 import { resolveTaskOptions, type TaskOptions, type TaskOptionsInput } from "../tasks/task-options.js";
 
@@ -7,7 +8,10 @@ import { resolveTaskOptions, type TaskOptions, type TaskOptionsInput } from "../
 export interface ReplicaOptions {
   /** etcd client URLs. @default ["http://127.0.0.1:2379"] */
   readonly etcdEndpoints: readonly string[];
-  /** host:port the gRPC server binds. @default "0.0.0.0:50051" */
+  /**
+   * host:port the gRPC server binds. Without TLS it must be a loopback address unless
+   * {@link ReplicaOptions.insecure}. @default "127.0.0.1:50051" without TLS, "0.0.0.0:50051" with TLS or insecure
+   */
   readonly listen: string;
   /** host:port workers and peers use to reach this replica. @default listen, with 0.0.0.0 replaced by the host name */
   readonly advertise: string;
@@ -50,17 +54,37 @@ export interface ReplicaOptions {
   readonly strategy: StrategyName;
   /** Default shard count for `sticky`. @default 16 */
   readonly shards: number;
-  /** host:port of the HTTP health/metrics/status server; empty disables it. @default "" */
+  /**
+   * host:port of the HTTP health/metrics/status server; empty disables it. Plaintext: a loopback
+   * address unless {@link ReplicaOptions.insecure}. @default ""
+   */
   readonly httpListen: string;
   /** Largest inbound gRPC message, in bytes (a SubmitTasks batch must fit). @default 4194304 */
   readonly maxMessageBytes: number;
   /** The task subsystem (`--max-task-bytes`, `--max-queued-tasks`, `--task-retention`). */
   readonly tasks: TaskOptions;
+  /** PEM certificate chain of the gRPC (and HTTP) listener; empty: plaintext. Reloaded when the file changes. @default "" */
+  readonly tlsCertFile: string;
+  /** PEM private key of {@link ReplicaOptions.tlsCertFile}; required with it. @default "" */
+  readonly tlsKeyFile: string;
+  /** PEM CA bundle; with it, gRPC clients must present a certificate it signed (mutual TLS). @default "" */
+  readonly tlsClientCaFile: string;
+  /**
+   * Lets plaintext listeners bind non-loopback addresses. Anyone who reaches the port can then
+   * join groups and read data: logged as a warning at start and shown in /status. @default false
+   */
+  readonly insecure: boolean;
+  /**
+   * Who may call (see server/authorizer.ts): `none`, `tokens` (bearer tokens of
+   * `<ns>/auth/tokens/`) or `mtls` (client certificate identities; needs --tls-client-ca).
+   * @default "none"
+   */
+  readonly auth: AuthMode;
 }
 
 /** What a caller may pass: every field optional, strings accepted for numbers (flags, env). */
 export type ReplicaOptionsInput = {
-  [K in Exclude<keyof ReplicaOptions, "tasks">]?: ReplicaOptions[K] | string | undefined;
+  [K in Exclude<keyof ReplicaOptions, "tasks">]?: ReplicaOptions[K] | string | boolean | undefined;
 } & { tasks?: TaskOptionsInput };
 
 function int(name: string, raw: unknown, min: number, max: number): number {
@@ -72,6 +96,21 @@ function int(name: string, raw: unknown, min: number, max: number): number {
     );
   }
   return n;
+}
+
+/** Whether `host` (of a host:port, brackets allowed) is a loopback address. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+function flag(name: string, raw: unknown): boolean {
+  if (raw === undefined || raw === false || raw === "" || raw === "false" || raw === "0") return false;
+  if (raw === true || raw === "true" || raw === "1") return true;
+  throw new CoordinatorError(
+    "invalid_config",
+    `--${name} takes no value (or true/false), got ${JSON.stringify(raw)}`,
+  );
 }
 
 function hostPort(name: string, raw: string): string {
@@ -94,7 +133,13 @@ function hostPort(name: string, raw: string): string {
 export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaOptions {
   const pick = <K extends Exclude<keyof ReplicaOptions, "tasks">>(k: K) => input[k];
   const endpointsRaw = pick("etcdEndpoints") ?? ["http://127.0.0.1:2379"];
-  const etcdEndpoints = (typeof endpointsRaw === "string" ? endpointsRaw.split(",") : [...endpointsRaw])
+  const etcdEndpoints = (
+    typeof endpointsRaw === "string"
+      ? endpointsRaw.split(",")
+      : typeof endpointsRaw === "boolean"
+        ? []
+        : [...endpointsRaw]
+  )
     .map((e) => e.trim())
     .filter((e) => e.length > 0);
   if (etcdEndpoints.length === 0)
@@ -107,7 +152,37 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
       );
     }
   }
-  const listen = hostPort("listen", String(pick("listen") ?? "0.0.0.0:50051"));
+  const tlsCertFile = String(pick("tlsCertFile") ?? "");
+  const tlsKeyFile = String(pick("tlsKeyFile") ?? "");
+  const tlsClientCaFile = String(pick("tlsClientCaFile") ?? "");
+  if ((tlsCertFile === "") !== (tlsKeyFile === ""))
+    throw new CoordinatorError("invalid_config", "--tls-cert and --tls-key go together");
+  if (tlsClientCaFile !== "" && tlsCertFile === "")
+    throw new CoordinatorError("invalid_config", "--tls-client-ca needs --tls-cert and --tls-key");
+  const insecure = flag("insecure", pick("insecure"));
+  const authRaw = String(pick("auth") ?? "none");
+  if (!(authModes as readonly string[]).includes(authRaw))
+    throw new CoordinatorError(
+      "invalid_config",
+      `--auth must be one of ${authModes.join(", ")}, got ${JSON.stringify(authRaw)}`,
+    );
+  const auth = authRaw as AuthMode;
+  if (auth === "mtls" && tlsClientCaFile === "")
+    throw new CoordinatorError(
+      "invalid_config",
+      "--auth mtls needs --tls-client-ca (and --tls-cert, --tls-key)",
+    );
+  const tls = tlsCertFile !== "";
+  const listen = hostPort(
+    "listen",
+    String(pick("listen") ?? (tls || insecure ? "0.0.0.0:50051" : "127.0.0.1:50051")),
+  );
+  // DESIGN.md, Security: plaintext only on loopback, anything else needs an explicit flag.
+  if (!tls && !insecure && !isLoopbackHost(listen.slice(0, listen.lastIndexOf(":"))))
+    throw new CoordinatorError(
+      "invalid_config",
+      `--listen ${listen} is not a loopback address: give --tls-cert and --tls-key, or --insecure to serve plaintext on the network`,
+    );
   const advertiseRaw = pick("advertise");
   const advertise =
     advertiseRaw !== undefined && advertiseRaw !== ""
@@ -164,6 +239,12 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
   const shards = int("shards", pick("shards") ?? 16, 1, 65_536);
   const httpRaw = String(pick("httpListen") ?? "");
   const httpListen = httpRaw === "" ? "" : hostPort("http-listen", httpRaw);
+  // The HTTP listener is plaintext (TLS on it is not built yet): loopback only unless --insecure.
+  if (httpListen !== "" && !insecure && !isLoopbackHost(httpListen.slice(0, httpListen.lastIndexOf(":"))))
+    throw new CoordinatorError(
+      "invalid_config",
+      `--http-listen ${httpListen} is not a loopback address: the HTTP listener serves plaintext, give --insecure to expose it on the network`,
+    );
   const maxMessageBytes = int(
     "max-message-bytes",
     pick("maxMessageBytes") ?? 4 * 1024 * 1024,
@@ -230,5 +311,10 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
     httpListen,
     maxMessageBytes,
     tasks,
+    tlsCertFile,
+    tlsKeyFile,
+    tlsClientCaFile,
+    insecure,
+    auth,
   };
 }

@@ -7,12 +7,14 @@ import { Election, type Leadership, parseLeaderInfo } from "../leadership/electi
 import { LeaderWatch } from "../leadership/leader-watch.js";
 import { LeaseKeeper } from "../leadership/lease-keeper.js";
 import type { GroupSnapshot } from "../membership/group.js";
+import { Authorizer, type Identity } from "../server/authorizer.js";
 import { ReplicaHealthService } from "../server/health-service.js";
 import { addReflectionService } from "../server/reflection-service.js";
 import { RefusalLog } from "../server/refusal-log.js";
 import { type ShardServer, StatusError, startShardServer } from "../server/shard-server.js";
+import { ReloadingServerCredentials, type TlsSummary } from "../server/tls-credentials.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
-import { WorkerSession } from "../server/worker-session.js";
+import { type SessionHost, WorkerSession } from "../server/worker-session.js";
 import { DataSourceRegistry } from "../sharding/data-source-registry.js";
 import { putHeadersFrom, putShardData } from "../sharding/put-shard-data.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
@@ -43,6 +45,14 @@ export interface ReplicaStatus {
   /** `live` while the leader view is read and watched; `retrying` while it is re-established. */
   readonly leaderWatch: "live" | "retrying";
   readonly groups: ReturnType<import("../membership/group.js").Group["snapshot"]>[];
+  /**
+   * How the gRPC listener is protected: the certificate served (no secret), and `insecure`
+   * when plaintext was allowed beyond loopback with `--insecure`.
+   */
+  readonly security: {
+    readonly tls: TlsSummary | null;
+    readonly insecure: boolean;
+  };
 }
 
 /** What `/readyz` answers: ready, or not and why (one line). */
@@ -96,6 +106,8 @@ export class Replica {
   #offEtcdState: (() => void) | undefined;
   /** When this replica last became leader (epoch ms). */
   #leaderSince = 0;
+  #tls: ReloadingServerCredentials | undefined;
+  #auth: Authorizer | undefined;
 
   private constructor(options: ReplicaOptions, log: Logger) {
     this.options = options;
@@ -116,7 +128,21 @@ export class Replica {
    */
   static async start(options: ReplicaOptions, log: Logger): Promise<Replica> {
     const r = new Replica(options, log);
+    if (options.insecure)
+      log.warn({
+        event: "insecure",
+        msg: "--insecure: plaintext listeners may bind non-loopback addresses; anyone who reaches them can join groups, read shard data and submit tasks",
+      });
     try {
+      if (options.tlsCertFile !== "")
+        r.#tls = ReloadingServerCredentials.create(
+          {
+            certFile: options.tlsCertFile,
+            keyFile: options.tlsKeyFile,
+            clientCaFile: options.tlsClientCaFile === "" ? undefined : options.tlsClientCaFile,
+          },
+          log,
+        );
       r.#watch = LeaderWatch.start({ client: r.#client, keys: r.#keys, log: r.#log, health: r.#health });
       // Each group's data source, by its config. The built-in etcd source has its own etcd
       // client: a page of oversized records must never trip the breaker or the receive limit
@@ -128,6 +154,12 @@ export class Replica {
         log: r.#log,
       });
       r.#source = source;
+      r.#auth = Authorizer.start({
+        mode: options.auth,
+        client: r.#client,
+        tokensPrefix: r.#keys.authTokensPrefix,
+        log: r.#log,
+      });
       r.#server = await startShardServer(
         {
           heartbeatStream: (call) => r.#heartbeatStream(call),
@@ -149,6 +181,8 @@ export class Replica {
         },
         {
           listen: options.listen,
+          credentials: r.#tls,
+          auth: r.#auth,
           maxMessageBytes: options.maxMessageBytes,
           maxStreamsPerConnection: options.maxStreamsPerConnection,
           log: r.#log,
@@ -162,7 +196,7 @@ export class Replica {
                 if (leader !== undefined) return { host: leader.tasks };
                 return { leader: r.#leaderAddress() };
               },
-              { signal: r.#stop.signal, log: r.#log, limits: options.tasks },
+              { signal: r.#stop.signal, log: r.#log, limits: options.tasks, auth: r.#auth },
             );
             r.#grpcHealth.addToServer(server);
             addReflectionService(server);
@@ -230,6 +264,7 @@ export class Replica {
       etcd: this.#health.snapshot(),
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
+      security: { tls: this.#tls?.summary ?? null, insecure: this.options.insecure },
     };
   }
 
@@ -336,6 +371,60 @@ export class Replica {
   }
 
   #heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void {
+    const auth = this.#auth;
+    if (auth === undefined || auth.mode === "none") {
+      this.#heartbeatStreamAs(call, undefined);
+      return;
+    }
+    // Credentials first: an unauthenticated caller learns nothing, not even who leads.
+    auth.authenticate(call).then(
+      (identity) => this.#heartbeatStreamAs(call, identity),
+      (e: unknown) => {
+        const st = e instanceof StatusError ? e : new StatusError(status.INTERNAL, String(e));
+        this.#refusals.refused(
+          { event: "stream_refused", peer: call.getPeer(), code: status[st.code], details: st.message },
+          performance.now(),
+        );
+        call.emit("error", { code: st.code, details: st.message, metadata: new Metadata() });
+      },
+    );
+  }
+
+  /**
+   * The host a session of `identity` talks to: the leader, behind a check of the Hello's
+   * group and node id, and a hook that ends the stream when the identity's token is revoked.
+   */
+  #guardedHost(leader: Leader, identity: Identity | undefined): { host: SessionHost; forget: () => void } {
+    const auth = this.#auth;
+    if (identity === undefined || auth === undefined) return { host: leader, forget: () => undefined };
+    let forget = (): void => undefined;
+    const host: SessionHost = {
+      hello: async (session, hello) => {
+        try {
+          auth.authorize(identity, hello.group, "worker", hello.nodeId);
+        } catch (e) {
+          const st = e as StatusError;
+          return { code: st.code, details: st.message };
+        }
+        forget = auth.onRevoked(identity, () =>
+          session.close({ code: status.UNAUTHENTICATED, details: "token revoked" }),
+        );
+        return leader.hello(session, hello);
+      },
+      heartbeat: (s, hb, seq) => leader.heartbeat(s, hb, seq),
+      release: (s, m) => leader.release(s, m),
+      leave: (s, m) => leader.leave(s, m),
+      taskUpdate: (s, m) => leader.taskUpdate(s, m),
+      commandAck: (s, m) => leader.commandAck(s, m),
+      detached: (s) => leader.detached(s),
+    };
+    return { host, forget: () => forget() };
+  }
+
+  #heartbeatStreamAs(
+    call: ServerDuplexStream<Buffer, CoordinatorMessage>,
+    identity: Identity | undefined,
+  ): void {
     const leader = this.#leader;
     if (leader === undefined) {
       const info = this.#watch?.view.info;
@@ -367,9 +456,10 @@ export class Replica {
       return;
     }
     this.#streams += 1;
+    const guarded = this.#guardedHost(leader, identity);
     new WorkerSession(
       call,
-      leader,
+      guarded.host,
       this.#log,
       {
         maxQueued: 256,
@@ -377,7 +467,13 @@ export class Replica {
         heartbeatBurst: 20,
         heartbeatsPerSecond: Math.max(10, 5000 / this.options.heartbeatIntervalMs),
       },
-      { refusals: this.#refusals, onEnd: () => (this.#streams -= 1) },
+      {
+        refusals: this.#refusals,
+        onEnd: () => {
+          this.#streams -= 1;
+          guarded.forget();
+        },
+      },
     ).start();
   }
 
@@ -536,6 +632,8 @@ export class Replica {
       if (leadership !== undefined) await leadership.resign();
       await this.#loop?.catch(() => undefined);
       await this.#server?.close();
+      this.#tls?.close();
+      await this.#auth?.close();
       await this.#watch?.close();
       await this.#source?.close();
       this.#revoker.close();

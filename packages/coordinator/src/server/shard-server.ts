@@ -27,6 +27,7 @@ import {
   shardServiceName,
 } from "@org/proto";
 import type { Logger } from "pino";
+import type { Authorizer, Right } from "./authorizer.js";
 import { gzipResponses } from "./gzip-responses.js";
 
 /** A call failed with this gRPC status (thrown by handlers, sent by the server). */
@@ -68,6 +69,14 @@ export interface ShardServerOptions {
   /** HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: streams one client connection may open. */
   readonly maxStreamsPerConnection: number;
   readonly log: Logger;
+  /**
+   * Checks every data call's credentials and rights (GetShardInfo and FetchShardData: the
+   * `worker` right for the request's group and node id; PutShardData: `data-write` for its
+   * `x-shard-group`). HeartbeatStream is checked by its handler (the group is in the Hello).
+   */
+  readonly auth?: Authorizer | undefined;
+  /** TLS (see tls-credentials.ts); plaintext when absent. */
+  readonly credentials?: ServerCredentials | undefined;
   /** Adds further services (TaskService) to the same server before it binds. */
   readonly register?: (server: Server) => void;
 }
@@ -147,6 +156,19 @@ export interface ShardServer {
 }
 
 export async function startShardServer(handlers: ShardHandlers, o: ShardServerOptions): Promise<ShardServer> {
+  const auth = o.auth !== undefined && o.auth.mode !== "none" ? o.auth : undefined;
+  /** Resolves with a function that forgets the revocation hook, or rejects with the refusal. */
+  const admit = async (
+    call: Parameters<Authorizer["check"]>[0],
+    group: string,
+    right: Right,
+    nodeId: string | undefined,
+    onRevoked: () => void,
+  ): Promise<() => void> => {
+    if (auth === undefined) return () => undefined;
+    const identity = await auth.check(call, group, right, nodeId);
+    return auth.onRevoked(identity, onRevoked);
+  };
   const server = new Server({
     "grpc.max_receive_message_length": o.maxMessageBytes,
     // One connection may not hold more streams than this (the HTTP/2 peer is told in SETTINGS).
@@ -179,8 +201,11 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
         callback({ code: status.INVALID_ARGUMENT, details: `undecodable GetShardInfoRequest: ${String(e)}` });
         return;
       }
-      handlers
-        .getShardInfo(req, ac.signal)
+      admit(call, req.group, "worker", req.nodeId, () => undefined)
+        .then((forget) => {
+          forget();
+          return handlers.getShardInfo(req, ac.signal);
+        })
         .then(
           (res) => callback(null, res),
           (e: unknown) => callback(toStatus(e)),
@@ -220,15 +245,31 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
           ac.signal.addEventListener("abort", onAbort, { once: true });
         });
       };
-      handlers
-        .fetchShardData(req, ac.signal, write)
+      let forget = (): void => undefined;
+      admit(call, req.group, "worker", req.nodeId, () => {
+        // The token was revoked: end the stream now, with the reason.
+        if (ac.signal.aborted) return;
+        call.emit("error", {
+          code: status.UNAUTHENTICATED,
+          details: "token revoked",
+          metadata: new Metadata(),
+        });
+        ac.abort();
+      })
+        .then((f) => {
+          forget = f;
+          return handlers.fetchShardData(req, ac.signal, write);
+        })
         .then(
           () => call.end(),
           (e: unknown) => {
             if (!ac.signal.aborted) call.emit("error", toStatus(e));
           },
         )
-        .finally(() => controllers.delete(ac));
+        .finally(() => {
+          forget();
+          controllers.delete(ac);
+        });
     },
     PutShardData: (
       call: ServerReadableStream<Buffer, PutShardDataResponse>,
@@ -247,8 +288,12 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
           }
         }
       })();
-      handlers
-        .putShardData(call.metadata, records, ac.signal)
+      const group = call.metadata.get("x-shard-group")[0];
+      admit(call, typeof group === "string" ? group : "", "data-write", undefined, () => undefined)
+        .then((forget) => {
+          forget();
+          return handlers.putShardData(call.metadata, records, ac.signal);
+        })
         .then(
           (res) => callback(null, res),
           (e: unknown) => {
@@ -260,11 +305,11 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
   });
   o.register?.(server);
   const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(o.listen, ServerCredentials.createInsecure(), (err, p) =>
+    server.bindAsync(o.listen, o.credentials ?? ServerCredentials.createInsecure(), (err, p) =>
       err ? reject(err) : resolve(p),
     );
   });
-  o.log.info({ event: "grpc_listening", listen: o.listen, port });
+  o.log.info({ event: "grpc_listening", listen: o.listen, port, tls: o.credentials?._isSecure() === true });
   let closed: Promise<void> | undefined;
   return {
     port,

@@ -13,6 +13,7 @@ import { CoordinatorError } from "../errors.js";
  * <ns>/groups/<group>/control             operator switches written by the CLI {repair, ...}
  * <ns>/groups/<group>/members/<nodeId>    member record, bound to that member's own lease
  * <ns>/groups/<group>/assignment          {version, phase, totalShards, strategy, owners, ...}, no lease
+ * <ns>/auth/tokens/<group>/<id>           a bearer token: {role, salt, scrypt hash}, never the secret
  * <dataNs>/<group>/layout                 {buckets, maxRecordBytes}: how the group's records are laid out
  * <dataNs>/<group>/b/<bucket>/<id>        one record served by FetchShardData; bucket = shardOf(id, buckets), zero-padded
  * ```
@@ -40,6 +41,10 @@ export interface KeyLayout {
   dataBucketPrefix(group: string, bucket: string): string;
   /** `<dataNs>/<group>/b/<bucket>/<id>`: one record. */
   dataRecord(group: string, bucket: string, id: string): string;
+  /** `<ns>/auth/tokens/`: every token record (server/auth-tokens.ts). */
+  readonly authTokensPrefix: string;
+  /** `<ns>/auth/tokens/<group>/<id>`: one token record. */
+  authToken(group: string, id: string): string;
   /** Splits a key under groupsPrefix into its group and the rest, or undefined. */
   parseGroupKey(key: string): { group: string; rest: string } | undefined;
 }
@@ -87,6 +92,8 @@ export function keyLayout(namespace: string, options: KeyLayoutOptions = {}): Ke
     // `etcdctl elect -l <ns>/election/leader` reads the same keys.
     electionKey: (leaseId) => `${electionPrefix}${BigInt(leaseId).toString(16)}`,
     clusterConfig: `${ns}/config`,
+    authTokensPrefix: `${ns}/auth/tokens/`,
+    authToken: (g, id) => `${ns}/auth/tokens/${g}/${id}`,
     groupPrefix,
     config: (g) => `${groupPrefix(g)}config`,
     control: (g) => `${groupPrefix(g)}control`,

@@ -24,6 +24,8 @@ import {
 } from "@org/proto";
 import type { Logger } from "pino";
 import { CoordinatorError } from "../errors.js";
+import type { Authorizer } from "../server/authorizer.js";
+import { StatusError } from "../server/shard-server.js";
 import { TaskError, type TaskErrorCode } from "./task-error.js";
 import type { TaskHost, TaskHostRoute } from "./task-host.js";
 import { createTaskHandlers, type TaskServiceLimits } from "./task-service.js";
@@ -34,6 +36,8 @@ export interface TaskServiceOptions {
   readonly signal: AbortSignal;
   readonly log: Logger;
   readonly limits: TaskServiceLimits;
+  /** Every call needs the `submit` right in its request's group (see server/authorizer.ts). */
+  readonly auth?: Authorizer | undefined;
 }
 
 /** A gRPC status as grpc-js sends it. */
@@ -74,6 +78,9 @@ export function notLeaderStatus(leader: string, details?: string): TaskStatus {
  * clients treat it as "find the leader" and back off.
  */
 export function taskStatus(e: unknown): TaskStatus {
+  // An authentication or authorization refusal (server/authorizer.ts).
+  if (e instanceof StatusError)
+    return { code: e.code, details: e.message, metadata: e.metadata ?? new Metadata() };
   if (e instanceof TaskError) {
     const code = codes[e.code];
     return code === status.UNAVAILABLE
@@ -158,6 +165,11 @@ export function addTaskService(server: Server, route: () => TaskHostRoute, o: Ta
     return undefined;
   };
 
+  /** Throws the refusal when the caller lacks the `submit` right in `group`. */
+  const admit = async (call: Parameters<Authorizer["check"]>[0], group: string): Promise<void> => {
+    if (o.auth !== undefined && o.auth.mode !== "none") await o.auth.check(call, group, "submit");
+  };
+
   function unary<Req extends DescMessage, Res>(
     name: string,
     req: Req,
@@ -171,14 +183,18 @@ export function addTaskService(server: Server, route: () => TaskHostRoute, o: Ta
         callback({ code: status.INVALID_ARGUMENT, details: `undecodable ${req.typeName}: ${String(e)}` });
         return;
       }
-      const host = hostFor((s) => callback(s));
-      if (host === undefined) return;
       const ac = new AbortController();
       calls.add(ac);
       call.on("cancelled", () => ac.abort());
-      run(host, request, ac.signal)
+      admit(call, (request as { group?: string }).group ?? "")
+        .then(async () => {
+          const host = hostFor((s) => callback(s));
+          return host === undefined ? undefined : { res: await run(host, request, ac.signal) };
+        })
         .then(
-          (res) => callback(null, res),
+          (done) => {
+            if (done !== undefined) callback(null, done.res);
+          },
           (e: unknown) => {
             const s = taskStatus(e);
             if (s.code === status.INTERNAL)
@@ -208,13 +224,14 @@ export function addTaskService(server: Server, route: () => TaskHostRoute, o: Ta
         });
         return;
       }
-      const host = hostFor(fail);
-      if (host === undefined) return;
       const ac = new AbortController();
       calls.add(ac);
       call.on("cancelled", () => ac.abort());
       void (async () => {
         try {
+          await admit(call, request.group);
+          const host = hostFor(fail);
+          if (host === undefined) return;
           for await (const msg of h.watchTasks(host, request, ac.signal)) {
             if (ac.signal.aborted) break;
             // HTTP/2 flow control: a watcher that stops reading stops the stream here
