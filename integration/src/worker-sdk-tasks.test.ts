@@ -1,4 +1,11 @@
-import { createTaskClient, type Task, type TaskClient, TaskError, type Worker } from "@org/worker-sdk";
+import {
+  createTaskClient,
+  shardOf,
+  type Task,
+  type TaskClient,
+  TaskError,
+  type Worker,
+} from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
 import { startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import type { RmCluster } from "./support/rm-cluster.js";
@@ -225,5 +232,83 @@ describe("SDK workers run tasks (worker.runTasks)", () => {
     }
     expect(overlaps(runs)).toEqual([]);
     for (const w of workers) expect(w.taskSlots).toBe(2);
+  });
+
+  it("shard placement: a task whose shard moves to a joining worker is aborted (shard_lost) and runs there next; the others go on", async () => {
+    const c = await startCluster(env, ["--strategy", "sticky", "--shards", "8"]);
+    const runs: Run[] = [];
+    const finish = Promise.withResolvers<void>();
+    const handler = (node: string) => async (task: Task, signal: AbortSignal) => {
+      const run: Run = { node, id: task.id, attempt: task.attempt, start: Date.now() };
+      runs.push(run);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          void finish.promise.then(resolve);
+          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+        });
+        run.outcome = "succeeded";
+        return `${node}:${task.attempt}`;
+      } catch (e) {
+        run.outcome = e instanceof TaskError ? e.code : String(e);
+        throw e;
+      } finally {
+        run.end = Date.now();
+      }
+    };
+    const a = await startWorker(env, c, "sa", "st6", { capacity: 8 });
+    void a.runShards(async (_s, signal) => {
+      await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+    });
+    void a.runTasks(handler("sa"));
+    await until(
+      () => a.assignment,
+      (x) => x.phase === "active" && x.running.length === 8,
+    );
+    const tc = client(c);
+    const ids = Array.from({ length: 8 }, (_, i) => `job-${i}`);
+    await tc.submit(
+      "st6",
+      ids.map((id) => ({ id, placement: "shard" as const })),
+    );
+    await until(
+      () => runs.length,
+      (n) => n === 8,
+    );
+    const b = await startWorker(env, c, "sb", "st6", { capacity: 8 });
+    void b.runShards(async (_s, signal) => {
+      await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+    });
+    void b.runTasks(handler("sb"));
+    await until(
+      () => b.assignment,
+      (x) => x.phase === "active" && x.running.length > 0,
+      20_000,
+    );
+    const moved = ids.filter((id) => b.assignment.shards.includes(shardOf(id, 8)));
+    const stayed = ids.filter((id) => !moved.includes(id));
+    expect(moved.length).toBeGreaterThan(0);
+    expect(stayed.length).toBeGreaterThan(0);
+    await until(
+      () => runs.filter((r) => r.node === "sb").length,
+      (n) => n === moved.length,
+      20_000,
+    );
+    finish.resolve();
+    const finals = await Promise.all(ids.map((id) => tc.wait("st6", id)));
+    for (const f of finals) {
+      expect(f.state).toBe("succeeded");
+      const expected = moved.includes(f.id) ? "sb:2" : "sa:1";
+      expect(new TextDecoder().decode(f.result)).toBe(expected);
+    }
+    for (const id of moved)
+      expect(runs.filter((r) => r.id === id).map((r) => [r.node, r.attempt, r.outcome])).toEqual([
+        ["sa", 1, "shard_lost"],
+        ["sb", 2, "succeeded"],
+      ]);
+    for (const id of stayed)
+      expect(runs.filter((r) => r.id === id).map((r) => [r.node, r.attempt, r.outcome])).toEqual([
+        ["sa", 1, "succeeded"],
+      ]);
+    expect(overlaps(runs)).toEqual([]);
   });
 });

@@ -63,7 +63,8 @@ function setup(slots = 2) {
   };
   const hub = new EventHub(() => undefined, {});
   const runner = new TaskRunner({ slots, handlerGraceMs: 100 }, hub, port, {
-    standing: (s) => shards.get(s) ?? "wait",
+    // The test's task ids name their shard: "s<n>".
+    standing: (id) => shards.get(Number(id.slice(1))) ?? "wait",
   });
   runner.welcomed(welcome(), 0);
   runner.confirmed(0);

@@ -29,8 +29,8 @@ const maxFinals = 5000;
 
 /** What the task runner needs to know of the shards (the shard runner answers). */
 export interface ShardLookup {
-  /** Where shard `shardId` stands here, for a task dispatched under assignment `version`. */
-  standing(shardId: number, version: number): ShardStanding;
+  /** Where the shard of `taskId` stands here, for a task dispatched under assignment `version`. */
+  standing(taskId: string, version: number): ShardStanding;
 }
 
 export interface TaskRunnerOptions {
@@ -296,7 +296,7 @@ export class TaskRunner implements SessionRunner {
     for (const a of this.#running.values()) {
       const s = a.held.shardId;
       if (s === undefined || a.run?.ac.signal.aborted !== false) continue;
-      if (this.#shards.standing(s, a.held.shardVersion) !== "runs")
+      if (this.#shards.standing(a.held.id, a.held.shardVersion) !== "runs")
         this.#abort(a, "shard_lost", `shard ${s} is no longer running here`);
     }
   }
@@ -307,7 +307,7 @@ export class TaskRunner implements SessionRunner {
       this.#queue.map((a) => a.held),
       this.#handler === undefined || !this.#confirmed || this.#retiring ? 0 : this.#slots,
       new Set(this.#running.keys()),
-      (shardId, version) => this.#shards.standing(shardId, version),
+      (t) => this.#shards.standing(t.id, t.shardVersion),
     );
     if (plan.start.length === 0 && plan.giveBack.length === 0) return;
     const start = new Set(plan.start);
