@@ -14,7 +14,7 @@ export const taskWorkerScript = fileURLToPath(
 export interface TaskWorkerEvent {
   readonly t: number;
   readonly node: string;
-  readonly event: "connected" | "task_start" | "task_end" | "closed";
+  readonly event: "connected" | "task_start" | "task_step" | "task_end" | "closed";
   readonly task?: string;
   readonly attempt?: number;
   readonly outcome?: string;

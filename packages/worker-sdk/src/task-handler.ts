@@ -28,6 +28,15 @@ export interface Task {
    */
   readonly signal: AbortSignal;
   /**
+   * Whether this attempt may still run, checked now: its signal has not aborted and the
+   * session's self-fence holds (when it ran out, every task's signal aborts before this
+   * returns false). Call it before each step with side effects: after the process was
+   * paused (SIGSTOP, a long GC, a suspended VM), a timer of yours may fire before the SDK's
+   * periodic check has aborted the signal, while the leader may already have given the task
+   * to another worker.
+   */
+  valid(): boolean;
+  /**
    * Reports progress: `fraction` from 0 to 1 and an optional note. Cheap to call often: the
    * latest value is sent at most every 50 ms.
    */

@@ -62,14 +62,27 @@ function setup(slots = 2) {
     },
   };
   const hub = new EventHub(() => undefined, {});
-  const runner = new TaskRunner({ slots, handlerGraceMs: 100 }, hub, port, {
-    // The test's task ids name their shard: "s<n>".
-    standing: (id) => shards.get(Number(id.slice(1))) ?? "wait",
-  });
+  const fence = { holds: true };
+  const runner: TaskRunner = new TaskRunner(
+    {
+      slots,
+      handlerGraceMs: 100,
+      fenceHolds: () => {
+        if (!fence.holds) runner.fenced(0);
+        return fence.holds;
+      },
+    },
+    hub,
+    port,
+    {
+      // The test's task ids name their shard: "s<n>".
+      standing: (id) => shards.get(Number(id.slice(1))) ?? "wait",
+    },
+  );
   runner.welcomed(welcome(), 0);
   runner.confirmed(0);
   const finals = (id: string) => sent.filter((u) => u.taskId === id && u.state !== TaskState.RUNNING);
-  return { runner, sent, shards, finals };
+  return { runner, sent, shards, finals, fence };
 }
 
 /** A handler whose attempts the test ends by hand. */
@@ -203,6 +216,21 @@ describe("TaskRunner", () => {
     runner.confirmed(1);
     await settle();
     expect(g.started.map((t) => t.id)).toEqual(["a", "b"]);
+  });
+
+  it("task.valid() checks the fence synchronously and aborts the signal when it ran out", async () => {
+    const { runner, fence, finals } = setup();
+    const g = gate();
+    void runner.run(g.handler);
+    runner.task(dispatch("a"));
+    await settle();
+    const t = g.started[0];
+    expect(t?.valid()).toBe(true);
+    fence.holds = false;
+    expect(t?.valid()).toBe(false);
+    expect(t?.signal.reason).toMatchObject({ code: "fenced" });
+    await settle();
+    expect(finals("a")).toMatchObject([{ state: TaskState.CANCELLED }]);
   });
 
   it("lists held and unconfirmed tasks for Hello, resends finals on resume, drops all on a new incarnation", async () => {

@@ -38,6 +38,12 @@ export interface TaskRunnerOptions {
   readonly slots: number;
   /** How long a dispatch waits for `runTasks` before it is given back, in ms. */
   readonly handlerGraceMs: number;
+  /**
+   * Whether the session's fence holds right now, checked synchronously; when it does not,
+   * the session is told at once (it then calls {@link TaskRunner.fenced}, aborting every
+   * signal before this returns).
+   */
+  readonly fenceHolds: () => boolean;
 }
 
 /** One attempt this worker holds: waiting for a slot or its shard, or running. */
@@ -347,6 +353,7 @@ export class TaskRunner implements SessionRunner {
       leaderEpoch: Number(d.leaderEpoch),
       createdAtMs: Number(d.createdAtMs),
       signal: ac.signal,
+      valid: () => !ac.signal.aborted && this.#o.fenceHolds(),
       progress: (fraction, message) => {
         if (ac.signal.aborted) return;
         const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
