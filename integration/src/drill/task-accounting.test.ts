@@ -68,4 +68,31 @@ describe("taskAccounting", () => {
       openAttempts: 1,
     });
   });
+
+  it("an aborted run ends at its last step: a paused worker's abort line after the pause is no overlap, a step after it is", () => {
+    const step = (t: number, node: string, task: string, attempt: number): TaskLine => ({
+      t,
+      node,
+      event: "task_step",
+      task,
+      attempt,
+    });
+    const lines = [
+      start(1, "w1", "a", 1),
+      step(2, "w1", "a", 1),
+      start(10, "w2", "a", 2),
+      end(12, "w2", "a", 2),
+    ];
+    const states = new Map([["a", "succeeded"]]);
+    // Paused from 3 to 20: its abort line comes after attempt 2 ran.
+    const ok = taskAccounting([...lines, end(20, "w1", "a", 1, "aborted")], states, new Map());
+    expect(ok).toMatchObject({ attemptOverlaps: 0, duplicateAttempts: 0 });
+    // The same, but it did a step of work at 11 (while attempt 2 ran) before noticing.
+    const bad = taskAccounting(
+      [...lines, step(11, "w1", "a", 1), end(20, "w1", "a", 1, "aborted")],
+      states,
+      new Map(),
+    );
+    expect(bad.attemptOverlaps).toBe(1);
+  });
 });

@@ -8,13 +8,18 @@ export interface TaskLine {
   readonly outcome?: string;
 }
 
-/** One attempt as it ran on one worker: from its start line to its end line (or the worker's death). */
+/**
+ * One attempt as it ran on one worker: from its start line to its last work, that is its
+ * end line when it succeeded, its last step line (or its start) when it was aborted (the
+ * abort's own line comes after the work stopped, e.g. after a pause), the kill time when its
+ * worker was killed first (what it did before dying is not known).
+ */
 export interface AttemptSpan {
   readonly node: string;
   readonly task: string;
   readonly attempt: number;
   readonly start: number;
-  /** The end line's time; the kill time when the worker died first; +Infinity when it never ended. */
+  /** The time of its last work (see above); +Infinity when it never ended on a live worker. */
   readonly end: number;
   /** `succeeded`, `aborted`, or `killed` (its worker died while it ran), `open` (never ended). */
   readonly outcome: string;
@@ -46,18 +51,30 @@ export function taskAccounting(
   finalStates: ReadonlyMap<string, string>,
   killedAt: ReadonlyMap<string, number>,
 ): TaskAccounting {
-  const open = new Map<string, { node: string; task: string; attempt: number; start: number }>();
+  const open = new Map<
+    string,
+    { node: string; task: string; attempt: number; start: number; last: number }
+  >();
   const spans: AttemptSpan[] = [];
   const key = (node: string, task: string, attempt: number) => `${node}\u0000${task}\u0000${attempt}`;
   for (const l of [...lines].sort((a, b) => a.t - b.t)) {
     if (l.task === undefined || l.attempt === undefined) continue;
     const k = key(l.node, l.task, l.attempt);
-    if (l.event === "task_start") open.set(k, { node: l.node, task: l.task, attempt: l.attempt, start: l.t });
-    else if (l.event === "task_end") {
+    if (l.event === "task_start")
+      open.set(k, { node: l.node, task: l.task, attempt: l.attempt, start: l.t, last: l.t });
+    else if (l.event === "task_step") {
+      const s = open.get(k);
+      if (s !== undefined) s.last = l.t;
+    } else if (l.event === "task_end") {
       const s = open.get(k);
       if (s === undefined) continue;
       open.delete(k);
-      spans.push({ ...s, end: l.t, outcome: l.outcome === "succeeded" ? "succeeded" : "aborted" });
+      const { last, ...run } = s;
+      spans.push(
+        l.outcome === "succeeded"
+          ? { ...run, end: l.t, outcome: "succeeded" }
+          : { ...run, end: last, outcome: "aborted" },
+      );
     }
   }
   for (const s of open.values()) {

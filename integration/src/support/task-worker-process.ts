@@ -74,9 +74,15 @@ export class TaskWorkerProcess {
     return this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
+  /** Sends `sig` (SIGSTOP, SIGCONT...) when it still runs. */
+  signal(sig: NodeJS.Signals): void {
+    if (this.running && this.#child.pid !== undefined) process.kill(this.#child.pid, sig);
+  }
+
   /** SIGKILL; resolves when the process is gone and every line it printed was read. */
   async kill(): Promise<void> {
-    if (this.running && this.#child.pid !== undefined) process.kill(this.#child.pid, "SIGKILL");
+    this.signal("SIGCONT");
+    this.signal("SIGKILL");
     await this.#closed;
   }
 }
