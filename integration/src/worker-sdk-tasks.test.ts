@@ -7,7 +7,7 @@ import {
   type Worker,
 } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
-import { startCluster, startWorker, until } from "./support/cluster-helpers.js";
+import { runCli, startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import type { RmCluster } from "./support/rm-cluster.js";
 import { TaskWorkerProcess } from "./support/task-worker-process.js";
 import { useTestEnv } from "./support/test-env.js";
@@ -310,5 +310,59 @@ describe("SDK workers run tasks (worker.runTasks)", () => {
         ["sa", 1, "succeeded"],
       ]);
     expect(overlaps(runs)).toEqual([]);
+  });
+
+  it("an operator's capacity override becomes the worker's task slots (capacity_changed); drain is surfaced (drain_requested)", async () => {
+    const c = await startCluster(env);
+    const w = await startWorker(env, c, "op-1", "st7", { capacity: 1 });
+    const events: string[] = [];
+    void (async () => {
+      for await (const e of w.events())
+        if (e.type === "capacity_changed" || e.type === "drain_requested") events.push(`${e.type}`);
+    })();
+    let now = 0;
+    let most = 0;
+    const runs: Run[] = [];
+    const timed = recording("op-1", runs, 400);
+    void w.runTasks(async (task, signal) => {
+      now += 1;
+      most = Math.max(most, now);
+      try {
+        return await timed(task, signal);
+      } finally {
+        now -= 1;
+      }
+    });
+    const set = await runCli(env, c.namespace, [
+      "capacity",
+      "--group",
+      "st7",
+      "--node",
+      "op-1",
+      "--set",
+      "3",
+    ]);
+    expect(set.code).toBe(0);
+    await until(
+      () => w.taskSlots,
+      (n) => n === 3,
+    );
+    expect(events).toEqual(["capacity_changed"]);
+    const tc = client(c);
+    const ids = Array.from({ length: 9 }, (_, i) => `c${i}`);
+    await tc.submit(
+      "st7",
+      ids.map((id) => ({ id })),
+    );
+    const finals = await Promise.all(ids.map((id) => tc.wait("st7", id)));
+    expect(finals.every((f) => f.state === "succeeded")).toBe(true);
+    expect(most).toBe(3);
+    const drain = await runCli(env, c.namespace, ["drain", "--group", "st7", "--node", "op-1"]);
+    expect(drain.code).toBe(0);
+    await until(
+      () => events.length,
+      (n) => n === 2,
+    );
+    expect(events).toEqual(["capacity_changed", "drain_requested"]);
   });
 });
