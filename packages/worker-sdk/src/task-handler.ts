@@ -49,6 +49,19 @@ export interface Task {
  * `TaskError` with `retryable: false` fails the task for good); once `signal` aborted, a
  * thrown error reports the attempt cancelled. Return promptly after the signal aborts: the
  * slot stays taken until you do.
+ *
+ * @example
+ * ```ts
+ * const handler: TaskHandler = async (task, signal) => {
+ *   for (const page of pagesOf(task.payload)) {
+ *     if (!task.valid()) throw signal.reason; // cancelled, timed out, fenced...
+ *     await render(page, { signal });
+ *     task.progress(page.index / page.count);
+ *   }
+ *   return "rendered";
+ * };
+ * await worker.runTasks(handler);
+ * ```
  */
 export type TaskHandler = (
   task: Task,
