@@ -1,4 +1,5 @@
 import { createTaskClient, type TaskClient, type TaskState } from "@org/worker-sdk";
+import { findEtcdLeader } from "../harness/etcd-leader.js";
 import { TaskWorkerProcess } from "../support/task-worker-process.js";
 import { type DrillEnvironment, drillTiming } from "./environment.js";
 import { sleep, timeNewLeader } from "./scenario-helpers.js";
@@ -35,7 +36,7 @@ function running(w: TaskWorkerProcess): Set<string> {
   );
 }
 
-/** What a storm's fault did: the worker it hit, when, and what that worker had in flight. */
+/** What a storm's fault did: the worker it hit (none: ""), when, and what that worker had in flight. */
 interface StormFault {
   readonly victim: string;
   readonly at: number;
@@ -128,7 +129,18 @@ async function storm(
         )?.t ?? Number.NaN,
     );
     const migrationMs = restarts.length === 0 ? null : Math.max(...restarts) - f.at;
-    if (a.tasksLost > 0) problems.push(`${a.tasksLost} of ${tasks} tasks did not succeed`);
+    if (a.tasksLost > 0) {
+      const unfinished = ids.filter((id) => states.get(id) !== "succeeded").slice(0, 5);
+      const seen = await Promise.all(
+        unfinished.map((id) =>
+          tc.get(group, id).then(
+            (t) => `${id}: ${t.state} attempt ${t.attempt} on ${t.worker ?? "-"}`,
+            (e: unknown) => `${id}: ${String(e)}`,
+          ),
+        ),
+      );
+      problems.push(`${a.tasksLost} of ${tasks} tasks did not succeed, e.g. ${seen.join("; ")}`);
+    }
     if (a.attemptOverlaps > 0) problems.push(`${a.attemptOverlaps} pairs of attempts of one task overlapped`);
     if (a.unexplainedDuplicates > 0)
       problems.push(`${a.unexplainedDuplicates} tasks ran again after a run that was not cut short`);
@@ -196,6 +208,35 @@ export const taskScenarios: readonly Scenario[] = [
         await sleep(drillTiming.sessionTimeoutMs + 2000);
         victim.signal("SIGCONT");
         return { victim: victim.node, at, inFlight, killed: false };
+      }),
+  },
+  {
+    name: "task-leader-term",
+    description: "300 tasks on SDK task workers through a leader SIGTERM (it resigns at once)",
+    run: (env) =>
+      storm(env, 200, async (ctx) => {
+        await ctx.waitSucceeded(tasks / 4);
+        const leader = await env.rm.waitForLeader();
+        const at = Date.now();
+        const exited = leader.stop();
+        const failoverMs = await timeNewLeader(env, leader, at);
+        await exited;
+        return { victim: "", at, inFlight: new Set<string>(), killed: false, failoverMs };
+      }),
+  },
+  {
+    name: "task-etcd-leader-kill",
+    description: "300 tasks on SDK task workers through a SIGKILL of the etcd raft leader (restarted later)",
+    run: (env) =>
+      storm(env, 200, async (ctx) => {
+        await ctx.waitSucceeded(tasks / 4);
+        const victim = await findEtcdLeader(env.etcd.members);
+        const at = Date.now();
+        await victim.kill();
+        await findEtcdLeader(env.etcd.members.filter((m) => m !== victim));
+        await sleep(drillTiming.sessionTimeoutMs);
+        await victim.restart();
+        return { victim: "", at, inFlight: new Set<string>(), killed: false };
       }),
   },
 ];
