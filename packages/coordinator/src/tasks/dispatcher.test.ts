@@ -107,7 +107,7 @@ describe("TaskDispatcher", () => {
       never,
     );
     dispatcher.kick("g");
-    await until(() => sent.some((k) => k.case === "task"));
+    await until(() => sent.some((k) => k?.case === "task"));
     store.failures = 1;
     dispatcher.update(
       "g",
