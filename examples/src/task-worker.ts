@@ -67,6 +67,10 @@ async function handle(task: Task, signal: AbortSignal): Promise<string> {
   try {
     for (let done = 0; done < ms; done += 50) {
       await sleep(Math.min(50, ms - done), signal);
+      // Checked now, not only through the signal: after a pause of this process the leader
+      // may have given the task to someone else before the SDK's periodic check ran.
+      if (!task.valid()) throw signal.reason;
+      emit("task_step", { task: task.id, attempt: task.attempt });
       task.progress((done + 50) / ms);
     }
     emit("task_end", { task: task.id, attempt: task.attempt, outcome: "succeeded" });

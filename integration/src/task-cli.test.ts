@@ -90,6 +90,11 @@ describe("coordinator tasks", () => {
       ]),
     );
 
+    const status = await runCli(env, ns, ["status"]);
+    expect(status.stdout).toContain(
+      "  tasks: queued 0, dispatched 0, succeeded 1, failed 0, cancelled 1 (running ones show as dispatched)",
+    );
+
     const missing = await runCli(env, ns, ["tasks", "get", "--group", "tc1", "--id", "nope"]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/NOT_FOUND/);

@@ -1,6 +1,13 @@
-import { createTaskClient, type Task, type TaskClient, TaskError, type Worker } from "@org/worker-sdk";
+import {
+  createTaskClient,
+  shardOf,
+  type Task,
+  type TaskClient,
+  TaskError,
+  type Worker,
+} from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
-import { startCluster, startWorker, until } from "./support/cluster-helpers.js";
+import { runCli, startCluster, startWorker, until } from "./support/cluster-helpers.js";
 import type { RmCluster } from "./support/rm-cluster.js";
 import { TaskWorkerProcess } from "./support/task-worker-process.js";
 import { useTestEnv } from "./support/test-env.js";
@@ -225,5 +232,137 @@ describe("SDK workers run tasks (worker.runTasks)", () => {
     }
     expect(overlaps(runs)).toEqual([]);
     for (const w of workers) expect(w.taskSlots).toBe(2);
+  });
+
+  it("shard placement: a task whose shard moves to a joining worker is aborted (shard_lost) and runs there next; the others go on", async () => {
+    const c = await startCluster(env, ["--strategy", "sticky", "--shards", "8"]);
+    const runs: Run[] = [];
+    const finish = Promise.withResolvers<void>();
+    const handler = (node: string) => async (task: Task, signal: AbortSignal) => {
+      const run: Run = { node, id: task.id, attempt: task.attempt, start: Date.now() };
+      runs.push(run);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          void finish.promise.then(resolve);
+          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+        });
+        run.outcome = "succeeded";
+        return `${node}:${task.attempt}`;
+      } catch (e) {
+        run.outcome = e instanceof TaskError ? e.code : String(e);
+        throw e;
+      } finally {
+        run.end = Date.now();
+      }
+    };
+    const a = await startWorker(env, c, "sa", "st6", { capacity: 8 });
+    void a.runShards(async (_s, signal) => {
+      await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+    });
+    void a.runTasks(handler("sa"));
+    await until(
+      () => a.assignment,
+      (x) => x.phase === "active" && x.running.length === 8,
+    );
+    const tc = client(c);
+    const ids = Array.from({ length: 8 }, (_, i) => `job-${i}`);
+    await tc.submit(
+      "st6",
+      ids.map((id) => ({ id, placement: "shard" as const })),
+    );
+    await until(
+      () => runs.length,
+      (n) => n === 8,
+    );
+    const b = await startWorker(env, c, "sb", "st6", { capacity: 8 });
+    void b.runShards(async (_s, signal) => {
+      await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+    });
+    void b.runTasks(handler("sb"));
+    await until(
+      () => b.assignment,
+      (x) => x.phase === "active" && x.running.length > 0,
+      20_000,
+    );
+    const moved = ids.filter((id) => b.assignment.shards.includes(shardOf(id, 8)));
+    const stayed = ids.filter((id) => !moved.includes(id));
+    expect(moved.length).toBeGreaterThan(0);
+    expect(stayed.length).toBeGreaterThan(0);
+    await until(
+      () => runs.filter((r) => r.node === "sb").length,
+      (n) => n === moved.length,
+      20_000,
+    );
+    finish.resolve();
+    const finals = await Promise.all(ids.map((id) => tc.wait("st6", id)));
+    for (const f of finals) {
+      expect(f.state).toBe("succeeded");
+      const expected = moved.includes(f.id) ? "sb:2" : "sa:1";
+      expect(new TextDecoder().decode(f.result)).toBe(expected);
+    }
+    for (const id of moved)
+      expect(runs.filter((r) => r.id === id).map((r) => [r.node, r.attempt, r.outcome])).toEqual([
+        ["sa", 1, "shard_lost"],
+        ["sb", 2, "succeeded"],
+      ]);
+    for (const id of stayed)
+      expect(runs.filter((r) => r.id === id).map((r) => [r.node, r.attempt, r.outcome])).toEqual([
+        ["sa", 1, "succeeded"],
+      ]);
+    expect(overlaps(runs)).toEqual([]);
+  });
+
+  it("an operator's capacity override becomes the worker's task slots (capacity_changed); drain is surfaced (drain_requested)", async () => {
+    const c = await startCluster(env);
+    const w = await startWorker(env, c, "op-1", "st7", { capacity: 1 });
+    const events: string[] = [];
+    void (async () => {
+      for await (const e of w.events())
+        if (e.type === "capacity_changed" || e.type === "drain_requested") events.push(`${e.type}`);
+    })();
+    let now = 0;
+    let most = 0;
+    const runs: Run[] = [];
+    const timed = recording("op-1", runs, 400);
+    void w.runTasks(async (task, signal) => {
+      now += 1;
+      most = Math.max(most, now);
+      try {
+        return await timed(task, signal);
+      } finally {
+        now -= 1;
+      }
+    });
+    const set = await runCli(env, c.namespace, [
+      "capacity",
+      "--group",
+      "st7",
+      "--node",
+      "op-1",
+      "--set",
+      "3",
+    ]);
+    expect(set.code).toBe(0);
+    await until(
+      () => w.taskSlots,
+      (n) => n === 3,
+    );
+    expect(events).toEqual(["capacity_changed"]);
+    const tc = client(c);
+    const ids = Array.from({ length: 9 }, (_, i) => `c${i}`);
+    await tc.submit(
+      "st7",
+      ids.map((id) => ({ id })),
+    );
+    const finals = await Promise.all(ids.map((id) => tc.wait("st7", id)));
+    expect(finals.every((f) => f.state === "succeeded")).toBe(true);
+    expect(most).toBe(3);
+    const drain = await runCli(env, c.namespace, ["drain", "--group", "st7", "--node", "op-1"]);
+    expect(drain.code).toBe(0);
+    await until(
+      () => events.length,
+      (n) => n === 2,
+    );
+    expect(events).toEqual(["capacity_changed", "drain_requested"]);
   });
 });

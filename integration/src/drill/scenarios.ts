@@ -9,6 +9,7 @@ import { etcdScenarios } from "./scenarios-etcd.js";
 import { identityScenarios } from "./scenarios-identity.js";
 import { networkScenarios } from "./scenarios-network.js";
 import { postgresScenarios } from "./scenarios-postgres.js";
+import { taskScenarios } from "./scenarios-tasks.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {
@@ -348,4 +349,5 @@ export const allScenarios: readonly Scenario[] = [
   ...identityScenarios,
   ...dataScenarios,
   ...postgresScenarios,
+  ...taskScenarios,
 ];

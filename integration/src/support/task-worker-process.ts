@@ -14,7 +14,7 @@ export const taskWorkerScript = fileURLToPath(
 export interface TaskWorkerEvent {
   readonly t: number;
   readonly node: string;
-  readonly event: "connected" | "task_start" | "task_end" | "closed";
+  readonly event: "connected" | "task_start" | "task_step" | "task_end" | "closed";
   readonly task?: string;
   readonly attempt?: number;
   readonly outcome?: string;
@@ -22,13 +22,16 @@ export interface TaskWorkerEvent {
 
 /** A task-worker process whose event lines are collected as they arrive; SIGKILL-able. */
 export class TaskWorkerProcess {
+  readonly node: string;
   readonly events: TaskWorkerEvent[] = [];
   readonly stderr: string[] = [];
   readonly exited: Promise<number | null>;
   readonly #child: ChildProcess;
+  readonly #closed: Promise<void>;
   readonly #waiter = new ArrivalWaiter<TaskWorkerEvent>(this.events);
 
   constructor(args: { node: string; group: string; coordinators: readonly string[]; capacity?: number }) {
+    this.node = args.node;
     const cmd = withParentDeathSignal(process.execPath, [
       taskWorkerScript,
       "--node",
@@ -43,6 +46,8 @@ export class TaskWorkerProcess {
     this.#child = spawn(cmd.command, [...cmd.args], { stdio: ["ignore", "pipe", "pipe"] });
     trackChild(this.#child);
     this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
+    // "close" comes after the exit and the end of its stdio: every line has been read.
+    this.#closed = new Promise((resolve) => this.#child.once("close", () => resolve()));
     createInterface({ input: this.#child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
         this.events.push(JSON.parse(line) as TaskWorkerEvent);
@@ -69,9 +74,15 @@ export class TaskWorkerProcess {
     return this.#child.exitCode === null && this.#child.signalCode === null;
   }
 
-  /** SIGKILL; resolves when the process is gone. */
+  /** Sends `sig` (SIGSTOP, SIGCONT...) when it still runs. */
+  signal(sig: NodeJS.Signals): void {
+    if (this.running && this.#child.pid !== undefined) process.kill(this.#child.pid, sig);
+  }
+
+  /** SIGKILL; resolves when the process is gone and every line it printed was read. */
   async kill(): Promise<void> {
-    if (this.running && this.#child.pid !== undefined) process.kill(this.#child.pid, "SIGKILL");
-    await this.exited;
+    this.signal("SIGCONT");
+    this.signal("SIGKILL");
+    await this.#closed;
   }
 }

@@ -17,6 +17,10 @@ describe("README example", () => {
     try {
       // As written: nothing declared around it (an undefined name fails here).
       writeFileSync(join(dir, "example.ts"), `${blocks[0]}\nexport {};\n`);
+      // The tasks section's example too (worker side and client side).
+      const tasks = blocks.find((b) => b.includes("runTasks("));
+      expect(tasks).toBeDefined();
+      writeFileSync(join(dir, "tasks-example.ts"), `${tasks}\nexport {};\n`);
       writeFileSync(
         join(dir, "tsconfig.json"),
         JSON.stringify({
@@ -29,7 +33,7 @@ describe("README example", () => {
             lib: ["ES2024", "DOM"],
             rootDir: ".",
           },
-          include: ["example.ts"],
+          include: ["example.ts", "tasks-example.ts"],
         }),
       );
       execFileSync(join(repo, "node_modules", ".bin", "tsc"), ["-p", join(dir, "tsconfig.json")], {

@@ -58,15 +58,17 @@ export class ShardRunner implements SessionRunner {
   }
 
   /**
-   * Where `shardId` stands for a task dispatched under assignment `version`: running here,
-   * not (yet) running but possibly ours, or given to someone else in a view at least as new.
+   * Where the shard of `taskId` stands for a task dispatched under assignment `version`:
+   * running here, not (yet) running but possibly ours, or given to someone else in a view
+   * at least as new. The shard is `shardOf(taskId, totalShards)` of the version considered,
+   * as the leader places it: under `modulo` a reshape changes it.
    */
-  standing(shardId: number, version: number): ShardStanding {
+  standing(taskId: string, version: number): ShardStanding {
     const total = this.#ownership.runningTotalShards;
-    if (total > 0 && this.#ownership.runs(shardId, total)) return "runs";
+    if (total > 0 && this.#ownership.runs(shardOf(taskId, total), total)) return "runs";
     const v = this.#ownership.latest;
-    if (v === undefined || v.version < version) return "wait";
-    return v.shards.includes(shardId) ? "wait" : "lost";
+    if (v === undefined || v.version < version || v.totalShards === 0) return "wait";
+    return v.shards.includes(shardOf(taskId, v.totalShards)) ? "wait" : "lost";
   }
 
   /** Starts running `handler` for every owned shard; resolves once {@link close} was called. */

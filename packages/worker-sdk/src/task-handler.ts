@@ -28,6 +28,15 @@ export interface Task {
    */
   readonly signal: AbortSignal;
   /**
+   * Whether this attempt may still run, checked now: its signal has not aborted and the
+   * session's self-fence holds (when it ran out, every task's signal aborts before this
+   * returns false). Call it before each step with side effects: after the process was
+   * paused (SIGSTOP, a long GC, a suspended VM), a timer of yours may fire before the SDK's
+   * periodic check has aborted the signal, while the leader may already have given the task
+   * to another worker.
+   */
+  valid(): boolean;
+  /**
    * Reports progress: `fraction` from 0 to 1 and an optional note. Cheap to call often: the
    * latest value is sent at most every 50 ms.
    */
@@ -40,6 +49,19 @@ export interface Task {
  * `TaskError` with `retryable: false` fails the task for good); once `signal` aborted, a
  * thrown error reports the attempt cancelled. Return promptly after the signal aborts: the
  * slot stays taken until you do.
+ *
+ * @example
+ * ```ts
+ * const handler: TaskHandler = async (task, signal) => {
+ *   for (const page of pagesOf(task.payload)) {
+ *     if (!task.valid()) throw signal.reason; // cancelled, timed out, fenced...
+ *     await render(page, { signal });
+ *     task.progress(page.index / page.count);
+ *   }
+ *   return "rendered";
+ * };
+ * await worker.runTasks(handler);
+ * ```
  */
 export type TaskHandler = (
   task: Task,

@@ -62,13 +62,27 @@ function setup(slots = 2) {
     },
   };
   const hub = new EventHub(() => undefined, {});
-  const runner = new TaskRunner({ slots, handlerGraceMs: 100 }, hub, port, {
-    standing: (s) => shards.get(s) ?? "wait",
-  });
+  const fence = { holds: true };
+  const runner: TaskRunner = new TaskRunner(
+    {
+      slots,
+      handlerGraceMs: 100,
+      fenceHolds: () => {
+        if (!fence.holds) runner.fenced(0);
+        return fence.holds;
+      },
+    },
+    hub,
+    port,
+    {
+      // The test's task ids name their shard: "s<n>".
+      standing: (id) => shards.get(Number(id.slice(1))) ?? "wait",
+    },
+  );
   runner.welcomed(welcome(), 0);
   runner.confirmed(0);
   const finals = (id: string) => sent.filter((u) => u.taskId === id && u.state !== TaskState.RUNNING);
-  return { runner, sent, shards, finals };
+  return { runner, sent, shards, finals, fence };
 }
 
 /** A handler whose attempts the test ends by hand. */
@@ -204,6 +218,21 @@ describe("TaskRunner", () => {
     expect(g.started.map((t) => t.id)).toEqual(["a", "b"]);
   });
 
+  it("task.valid() checks the fence synchronously and aborts the signal when it ran out", async () => {
+    const { runner, fence, finals } = setup();
+    const g = gate();
+    void runner.run(g.handler);
+    runner.task(dispatch("a"));
+    await settle();
+    const t = g.started[0];
+    expect(t?.valid()).toBe(true);
+    fence.holds = false;
+    expect(t?.valid()).toBe(false);
+    expect(t?.signal.reason).toMatchObject({ code: "fenced" });
+    await settle();
+    expect(finals("a")).toMatchObject([{ state: TaskState.CANCELLED }]);
+  });
+
   it("lists held and unconfirmed tasks for Hello, resends finals on resume, drops all on a new incarnation", async () => {
     const { runner, sent } = setup(1);
     const g = gate();
@@ -221,8 +250,11 @@ describe("TaskRunner", () => {
       ["a", TaskState.SUCCEEDED],
       ["b", TaskState.RUNNING],
     ]);
-    runner.confirmed(2);
-    runner.confirmed(3);
+    // Two acks are not enough within the first 2 s: the leader may not have written it yet.
+    runner.confirmed(performance.now());
+    runner.confirmed(performance.now());
+    expect(runner.heldTaskIds().sort()).toEqual(["a", "b"]);
+    runner.confirmed(performance.now() + 2000);
     expect(runner.heldTaskIds()).toEqual(["b"]);
     runner.welcomed(welcome(true), 4);
     expect(g.started[1]?.signal.reason).toMatchObject({ code: "new_incarnation" });

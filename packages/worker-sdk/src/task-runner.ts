@@ -17,10 +17,20 @@ import type { EventHub } from "./worker-event.js";
 
 type Update = MessageInitShape<typeof TaskUpdateSchema>;
 
+/**
+ * How long a final report is kept (and listed in Hello) at least, in ms: the leader acks
+ * heartbeats as soon as it read them, but writes the task's final state a transaction later;
+ * a leader that dies in between has the report in no record, and a new leader would run
+ * the finished task again unless this worker repeats it.
+ */
+const finalHoldMs = 2000;
+/** Final reports kept at most (Hello stays small under a storm of short tasks). */
+const maxFinals = 5000;
+
 /** What the task runner needs to know of the shards (the shard runner answers). */
 export interface ShardLookup {
-  /** Where shard `shardId` stands here, for a task dispatched under assignment `version`. */
-  standing(shardId: number, version: number): ShardStanding;
+  /** Where the shard of `taskId` stands here, for a task dispatched under assignment `version`. */
+  standing(taskId: string, version: number): ShardStanding;
 }
 
 export interface TaskRunnerOptions {
@@ -28,6 +38,12 @@ export interface TaskRunnerOptions {
   readonly slots: number;
   /** How long a dispatch waits for `runTasks` before it is given back, in ms. */
   readonly handlerGraceMs: number;
+  /**
+   * Whether the session's fence holds right now, checked synchronously; when it does not,
+   * the session is told at once (it then calls {@link TaskRunner.fenced}, aborting every
+   * signal before this returns).
+   */
+  readonly fenceHolds: () => boolean;
 }
 
 /** One attempt this worker holds: waiting for a slot or its shard, or running. */
@@ -46,6 +62,8 @@ interface Attempt {
 /** A final report not yet known to have reached the leader. */
 interface Final {
   readonly update: Update;
+  /** When it was first sent (monotonic ms). */
+  readonly at: number;
   /** The stream (by welcome count) it was last sent on, and the confirmations seen since. */
   stream: number;
   confirms: number;
@@ -57,9 +75,9 @@ interface Final {
  * timeout, self-fence, a new incarnation, shard loss or close, and every attempt's outcome
  * reported as a TaskUpdate echoing its `(attempt, leaderEpoch)`.
  *
- * Final reports are kept until they are known to have arrived (two heartbeat acks on the
- * stream that carried them): a report sent as a stream died would otherwise be lost, and the
- * leader would run the finished task again. Until then the task is listed in Hello as still
+ * Final reports are kept until they very probably were recorded (two heartbeat acks on the
+ * stream that carried them, and at least 2 s): a report sent as a stream died, or received
+ * by a leader that died before writing it, would otherwise be lost, and the task run again. Until then the task is listed in Hello as still
  * held, and its report is sent again on the next stream of the same incarnation.
  */
 export class TaskRunner implements SessionRunner {
@@ -143,11 +161,14 @@ export class TaskRunner implements SessionRunner {
     this.#pump();
   }
 
-  confirmed(_now: number): void {
+  confirmed(now: number): void {
     if (this.#retiring) return;
     this.#confirmed = true;
-    for (const [id, f] of this.#finals)
-      if (f.stream === this.#stream && ++f.confirms >= 2) this.#finals.delete(id);
+    for (const [id, f] of this.#finals) {
+      if (f.stream !== this.#stream) continue;
+      f.confirms += 1;
+      if (f.confirms >= 2 && now - f.at >= finalHoldMs) this.#finals.delete(id);
+    }
     this.#pump();
   }
 
@@ -281,7 +302,7 @@ export class TaskRunner implements SessionRunner {
     for (const a of this.#running.values()) {
       const s = a.held.shardId;
       if (s === undefined || a.run?.ac.signal.aborted !== false) continue;
-      if (this.#shards.standing(s, a.held.shardVersion) !== "runs")
+      if (this.#shards.standing(a.held.id, a.held.shardVersion) !== "runs")
         this.#abort(a, "shard_lost", `shard ${s} is no longer running here`);
     }
   }
@@ -292,7 +313,7 @@ export class TaskRunner implements SessionRunner {
       this.#queue.map((a) => a.held),
       this.#handler === undefined || !this.#confirmed || this.#retiring ? 0 : this.#slots,
       new Set(this.#running.keys()),
-      (shardId, version) => this.#shards.standing(shardId, version),
+      (t) => this.#shards.standing(t.id, t.shardVersion),
     );
     if (plan.start.length === 0 && plan.giveBack.length === 0) return;
     const start = new Set(plan.start);
@@ -332,6 +353,7 @@ export class TaskRunner implements SessionRunner {
       leaderEpoch: Number(d.leaderEpoch),
       createdAtMs: Number(d.createdAtMs),
       signal: ac.signal,
+      valid: () => !ac.signal.aborted && this.#o.fenceHolds(),
       progress: (fraction, message) => {
         if (ac.signal.aborted) return;
         const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
@@ -372,7 +394,13 @@ export class TaskRunner implements SessionRunner {
 
   #sendFinal(held: HeldTask, d: TaskDispatch, u: Update): void {
     const update: Update = { ...u, taskId: held.id, attempt: held.attempt, leaderEpoch: d.leaderEpoch };
-    this.#finals.set(held.id, { update, stream: this.#stream, confirms: 0 });
+    this.#finals.delete(held.id);
+    this.#finals.set(held.id, { update, at: performance.now(), stream: this.#stream, confirms: 0 });
+    // Bounded: the oldest first (a Map iterates in insertion order).
+    for (const id of this.#finals.keys()) {
+      if (this.#finals.size <= maxFinals) break;
+      this.#finals.delete(id);
+    }
     this.#port.send({ case: "taskUpdate", value: update });
     const state = stateName(u.state);
     this.#hub.log({

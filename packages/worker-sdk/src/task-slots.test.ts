@@ -32,7 +32,8 @@ describe("planSlots", () => {
   });
 
   it("waits for a shard that does not run yet, gives back one that is lost", () => {
-    const standing = (s: number): ShardStanding => (s === 1 ? "runs" : s === 2 ? "wait" : "lost");
+    const standing = ({ shardId: s }: HeldTask): ShardStanding =>
+      s === 1 ? "runs" : s === 2 ? "wait" : "lost";
     const p = planSlots([t("a", 2), t("b", 3), t("c", 1)], 1, new Set(), standing);
     expect(p.start.map((x) => x.id)).toEqual(["c"]);
     expect(p.giveBack.map((x) => x.id)).toEqual(["b"]);
@@ -47,21 +48,21 @@ describe("planSlots", () => {
         fc.integer({ min: 0, max: 6 }),
         fc.uniqueArray(fc.constantFrom("a", "b", "x", "y")),
         (held, slots, busy) => {
-          const standing = (s: number): ShardStanding =>
+          const standingOf = (s: number): ShardStanding =>
             (["runs", "wait", "lost", "runs"] as const)[s] ?? "runs";
           const busySet = new Set<string>(busy);
           const p = planSlots(
             held.map((h) => t(h.id, h.shard)),
             slots,
             busySet,
-            standing,
+            (task) => standingOf(task.shardId ?? 0),
           );
           const ids = p.start.map((x) => x.id);
           if (busySet.size + ids.length > Math.max(slots, busySet.size)) return false;
           if (new Set(ids).size !== ids.length) return false;
           if (ids.some((id) => busySet.has(id))) return false;
           // A startable task is left only when the slots are full.
-          const startable = held.filter((h) => standing(h.shard) === "runs" && !busySet.has(h.id));
+          const startable = held.filter((h) => standingOf(h.shard) === "runs" && !busySet.has(h.id));
           const distinct = new Set(startable.map((h) => h.id)).size;
           return ids.length === Math.min(distinct, Math.max(0, slots - busySet.size));
         },

@@ -9,7 +9,7 @@ export interface HeldTask {
 }
 
 /**
- * Where a shard-placed task's shard stands on this worker: `runs` (owned, active, the session
+ * Where a shard-placed task's shard (`shardOf(id, totalShards)`) stands on this worker: `runs` (owned, active, the session
  * confirmed), `wait` (ours, or maybe ours, but not running yet: the version is not active, the
  * stability window has not passed, our view is older than the dispatch), `lost` (the latest
  * view, at least as new as the dispatch, gives the shard to someone else).
@@ -40,14 +40,14 @@ export function planSlots(
   held: readonly HeldTask[],
   slots: number,
   busy: ReadonlySet<string>,
-  shard: (shardId: number, version: number) => ShardStanding,
+  shard: (task: HeldTask) => ShardStanding,
 ): SlotPlan {
   let free = Math.max(0, slots - busy.size);
   const start: HeldTask[] = [];
   const giveBack: HeldTask[] = [];
   const starting = new Set<string>();
   for (const t of held) {
-    const standing = t.shardId === undefined ? "runs" : shard(t.shardId, t.shardVersion);
+    const standing = t.shardId === undefined ? "runs" : shard(t);
     if (standing === "lost") {
       giveBack.push(t);
       continue;

@@ -4,7 +4,14 @@ import type { AddressInfo } from "node:net";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { AssignmentPhase, type CoordinatorMessageSchema, ShardService, type WorkerMessage } from "@org/proto";
+import {
+  AssignmentPhase,
+  CommandKind,
+  type CoordinatorMessageSchema,
+  ShardService,
+  TaskState,
+  type WorkerMessage,
+} from "@org/proto";
 import { afterEach, describe, expect, it } from "vitest";
 import { Channel } from "./channel.js";
 import { WorkerError } from "./errors.js";
@@ -440,5 +447,70 @@ describe("Worker against a scripted coordinator", () => {
     });
     expect(performance.now() - t0).toBeLessThan(2000);
     expect(c.conns).toHaveLength(1);
+  });
+
+  it("runs dispatched tasks, lists held ones in the next Hello, and answers CANCEL_TASK with a CommandAck", async () => {
+    const c = await coordinator((conn, n) => {
+      conn.send(welcome({ epoch: 5, version: 3, shards: [0], resumed: n > 0 }));
+      ackAll(conn, { epoch: 5, version: 3, shards: [0] });
+    });
+    const o = await worker(c.address);
+    const reasons: unknown[] = [];
+    void o.w.runTasks(async (task, signal) => {
+      if (task.id === "quick") return `ok:${new TextDecoder().decode(task.payload)}`;
+      await new Promise<void>((r) => signal.addEventListener("abort", () => r(), { once: true }));
+      reasons.push(signal.reason);
+      throw signal.reason;
+    });
+    const first = await c.conn(0);
+    const update = (conn: Conn, id: string, state: TaskState) =>
+      conn.next(
+        (m) => m.kind.case === "taskUpdate" && m.kind.value.taskId === id && m.kind.value.state === state,
+      );
+    const task = (id: string, attempt: number): Kind => ({
+      case: "task",
+      value: { taskId: id, attempt, leaderEpoch: 5n, payload: new TextEncoder().encode(id) },
+    });
+    first.send(task("quick", 1));
+    const done = await update(first, "quick", TaskState.SUCCEEDED);
+    expect(done.kind.case === "taskUpdate" && done.kind.value).toMatchObject({ attempt: 1, leaderEpoch: 5n });
+    expect(done.kind.case === "taskUpdate" && new TextDecoder().decode(done.kind.value.result)).toBe(
+      "ok:quick",
+    );
+    first.send(task("long", 2));
+    await update(first, "long", TaskState.RUNNING);
+    // The stream goes: the next Hello claims the running task (and the finished one, whose
+    // report may not have been written yet).
+    first.end(new ConnectError("leader gone", Code.Unavailable));
+    const second = await c.conn(1);
+    const hello = await second.next((m) => m.kind.case === "hello");
+    expect(hello.kind.case === "hello" && [...hello.kind.value.runningTaskIds].sort()).toEqual([
+      "long",
+      "quick",
+    ]);
+    // Resumed: the final report is repeated, the running one reported running again.
+    await update(second, "quick", TaskState.SUCCEEDED);
+    await update(second, "long", TaskState.RUNNING);
+    second.send({
+      case: "command",
+      value: {
+        commandId: 9n,
+        kind: CommandKind.CANCEL_TASK,
+        taskId: "long",
+        attempt: 2,
+        reason: "by a client",
+      },
+    });
+    const ackMsg = await second.next((m) => m.kind.case === "commandAck");
+    expect(ackMsg.kind.case === "commandAck" && ackMsg.kind.value).toMatchObject({ commandId: 9n, ok: true });
+    const cancelled = await update(second, "long", TaskState.CANCELLED);
+    expect(cancelled.kind.case === "taskUpdate" && cancelled.kind.value).toMatchObject({
+      attempt: 2,
+      message: "by a client",
+    });
+    expect(reasons).toMatchObject([{ name: "TaskError", code: "cancelled" }]);
+    expect(
+      o.events.filter((e) => e.type === "task_finished").map((e) => e.type === "task_finished" && e.state),
+    ).toEqual(["succeeded", "cancelled"]);
   });
 });

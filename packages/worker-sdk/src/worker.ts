@@ -53,7 +53,15 @@ export class Worker implements AsyncDisposable {
     });
     this.#shards = new ShardRunner(options, this.#hub, this.#session);
     this.#tasks = new TaskRunner(
-      { slots: options.capacity, handlerGraceMs: taskHandlerGraceMs },
+      {
+        slots: options.capacity,
+        handlerGraceMs: taskHandlerGraceMs,
+        fenceHolds: () => {
+          if (this.#session.valid(performance.now())) return true;
+          this.#session.tick(); // tells the runners `fenced` now, not at the next tick
+          return false;
+        },
+      },
       this.#hub,
       this.#session,
       this.#shards,

@@ -8,6 +8,8 @@ import {
   memberRecordSchema,
   parseRecord,
 } from "../store/records.js";
+import { taskKeys } from "../tasks/task-keys.js";
+import { taskStates } from "../tasks/task-record.js";
 
 /** The whole coordinator state, read from etcd (what `coordinator status` prints). */
 export interface StatusReport {
@@ -18,6 +20,11 @@ export interface StatusReport {
     readonly group: string;
     readonly members: readonly MemberRecord[];
     readonly assignment: AssignmentRecord | null;
+    /**
+     * Task records by state, as etcd has them: a running task shows as `dispatched` (running
+     * and progress live in the leader's memory); finished ones until their retention ends.
+     */
+    readonly tasks: Readonly<Record<string, number>>;
     readonly errors: readonly string[];
   }[];
 }
@@ -34,6 +41,7 @@ export async function readStatus(client: Etcd3, keys: KeyLayout): Promise<Status
     ),
   ].sort();
   const groups = [];
+  const tk = taskKeys(keys);
   for (const group of names) {
     const errors: string[] = [];
     const members: MemberRecord[] = [];
@@ -54,9 +62,11 @@ export async function readStatus(client: Etcd3, keys: KeyLayout): Promise<Status
         errors.push(String(e));
       }
     }
-    if (members.length === 0 && assignment === null && errors.length === 0) continue; // data only
+    const tasks = await countTasks(client, tk.tasksPrefix(group), errors);
+    const taskCount = Object.values(tasks).reduce((a, b) => a + b, 0);
+    if (members.length === 0 && assignment === null && taskCount === 0 && errors.length === 0) continue; // data only
     members.sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0));
-    groups.push({ group, members, assignment, errors });
+    groups.push({ group, members, assignment, tasks, errors });
   }
   return {
     namespace: keys.namespace,
@@ -67,6 +77,28 @@ export async function readStatus(client: Etcd3, keys: KeyLayout): Promise<Status
     candidates: election.kvs.length,
     groups,
   };
+}
+
+/** Task records under `prefix`, counted by state (every state present, zeros included, when any exists). */
+async function countTasks(client: Etcd3, prefix: string, errors: string[]): Promise<Record<string, number>> {
+  const counts: Record<string, number> = {};
+  const values = await client.getAll().prefix(prefix).strings();
+  const n = Object.keys(values).length;
+  if (n === 0) return counts;
+  // `running` is never in etcd (see the field's comment).
+  for (const s of taskStates) if (s !== "running") counts[s] = 0;
+  let bad = 0;
+  for (const raw of Object.values(values)) {
+    try {
+      const state = (JSON.parse(raw) as { state?: unknown }).state;
+      if (typeof state === "string" && state in counts) counts[state] = (counts[state] ?? 0) + 1;
+      else bad += 1;
+    } catch {
+      bad += 1;
+    }
+  }
+  if (bad > 0) errors.push(`${bad} task records under ${prefix} have no readable state`);
+  return counts;
 }
 
 /** The human form: one block per group, one line per member. */
@@ -93,6 +125,11 @@ export function formatStatus(r: StatusReport): string {
         `  ${m.nodeId.padEnd(24)} shards [${shards.join(",")}]  capacity ${m.capacity}  via ${m.replica}`,
       );
     }
+    const tasks = Object.entries(g.tasks);
+    if (tasks.length > 0)
+      lines.push(
+        `  tasks: ${tasks.map(([state, n]) => `${state} ${n}`).join(", ")} (running ones show as dispatched)`,
+      );
     for (const e of g.errors) lines.push(`  ! ${e}`);
   }
   return lines.join("\n");

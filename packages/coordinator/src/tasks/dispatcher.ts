@@ -173,7 +173,24 @@ export class TaskDispatcher implements TaskEvents {
             this.#cancel(group, nodeId, u.taskId, u.attempt, "the leader does not know this attempt");
           }
         },
-        (e: unknown) => this.#failed("task_update_failed", group, e),
+        (e: unknown) => {
+          const err = CoordinatorError.from(e);
+          if (this.#closed || err.code === "deposed" || err.code === "closed") return;
+          // The report is in no record yet (memory changes only after the write), and the
+          // worker will not send it again on a stream that stayed up: without a retry a
+          // finished task would stay running until its worker goes. Applying it again is
+          // harmless (a report for an attempt that has moved on is dropped).
+          this.#o.log.warn({
+            event: "task_update_failed",
+            group,
+            task: u.taskId,
+            attempt: u.attempt,
+            code: err.code,
+            err: err.message,
+            retryInMs: 500,
+          });
+          this.#later(500, () => this.update(group, nodeId, u));
+        },
       );
   }
 

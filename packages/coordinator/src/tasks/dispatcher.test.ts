@@ -1,0 +1,126 @@
+import { create } from "@bufbuild/protobuf";
+import { TaskState, TaskUpdateSchema } from "@org/proto";
+import { pino } from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { CoordinatorError } from "../errors.js";
+import type { CoordinatorMessageKind } from "../server/worker-session.js";
+import { TaskDispatcher, type TaskMembership } from "./dispatcher.js";
+import { MemoryTaskStore } from "./memory-task-store.js";
+import { TaskBoard } from "./task-board.js";
+import { resolveTaskOptions } from "./task-options.js";
+import type { TaskWrite } from "./task-persistence.js";
+
+// The dispatcher over a real TaskBoard on a memory store whose writes can be made to fail
+// (etcd unavailable for a moment), with one fake member.
+const log = pino({ level: "silent" });
+const never = new AbortController().signal;
+
+/** A memory store whose next `failures` writes fail as etcd would while it elects a leader. */
+class FlakyStore extends MemoryTaskStore {
+  failures = 0;
+
+  override async write(w: TaskWrite): Promise<number> {
+    if (this.failures > 0) {
+      this.failures -= 1;
+      throw new CoordinatorError("etcd_unavailable", "fenced write failed: 4 DEADLINE_EXCEEDED");
+    }
+    return super.write(w);
+  }
+}
+
+const closers: (() => void | Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of closers.splice(0).reverse()) await c();
+});
+
+function setup() {
+  const store = new FlakyStore();
+  const options = resolveTaskOptions({});
+  const sent: CoordinatorMessageKind[] = [];
+  let dispatcher: TaskDispatcher | undefined;
+  const board = new TaskBoard({
+    persistence: store,
+    epoch: 3,
+    options,
+    log,
+    onWaiting: (g) => dispatcher?.kick(g),
+  });
+  const member: TaskMembership = {
+    placementWorkers: (running) => [
+      {
+        nodeId: "w",
+        labels: {},
+        slots: 1,
+        running: running("w"),
+        cpuPercent: 0,
+        eventLoopDelayMs: 0,
+        memoryRssBytes: 0,
+        queueLength: 0,
+        accepting: true,
+      },
+    ],
+    shardOwnership: () => undefined,
+    send: (_n, kind) => {
+      sent.push(kind);
+      return true;
+    },
+  };
+  dispatcher = new TaskDispatcher({
+    board,
+    log,
+    membership: () => member,
+    now: () => performance.now(),
+    epoch: 3,
+  });
+  const d = dispatcher;
+  closers.push(async () => {
+    d.close();
+    await board.close();
+  });
+  return { store, board, dispatcher: d, sent };
+}
+
+async function until(pred: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await pred())) {
+    if (performance.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe("TaskDispatcher", () => {
+  it("applies a worker's final report again when its write failed (etcd unavailable for a moment)", async () => {
+    const { store, board, dispatcher, sent } = setup();
+    await board.submit(
+      "g",
+      [
+        {
+          id: "t",
+          payload: new TextEncoder().encode("p"),
+          placement: "balanced",
+          selector: {},
+          priority: 3,
+          maxAttempts: 3,
+          timeoutMs: 0,
+        },
+      ],
+      never,
+    );
+    dispatcher.kick("g");
+    await until(() => sent.some((k) => k?.case === "task"));
+    store.failures = 1;
+    dispatcher.update(
+      "g",
+      "w",
+      create(TaskUpdateSchema, {
+        taskId: "t",
+        attempt: 1,
+        state: TaskState.SUCCEEDED,
+        result: new TextEncoder().encode("done"),
+      }),
+    );
+    // The worker does not send it again (its stream stayed up): the leader must retry.
+    await until(async () => (await store.read("g", ["t"])).get("t")?.record.state === "succeeded");
+    expect(store.failures).toBe(0);
+  });
+});
