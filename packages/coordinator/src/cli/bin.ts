@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import { CoordinatorError } from "../errors.js";
 import { createLogger } from "../logger.js";
-import { Replica } from "../replica/replica.js";
+import { etcdSecurityOf, Replica } from "../replica/replica.js";
 import { resolveReplicaOptions } from "../replica/replica-options.js";
 import { newToken, type TokenRole, tokenRecordSchema, tokenRoles } from "../server/auth-tokens.js";
 import { startHttpServer } from "../server/http-server.js";
@@ -14,6 +14,7 @@ import { parseDataSourceConfig } from "../sharding/data-source-config.js";
 import { DataSourceError } from "../sharding/data-source-error.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { classifyEtcdError, describeEtcdError } from "../store/etcd-errors.js";
+import { loadEtcdSecurity } from "../store/etcd-security.js";
 import { keyLayout } from "../store/keys.js";
 import { groupConfigSchema, parseRecord } from "../store/records.js";
 import { type ControlChange, changeControl, requestRepair, setClusterSettings } from "./admin-commands.js";
@@ -39,6 +40,51 @@ const etcdOption = () =>
   new Option("--etcd <endpoints>", "comma-separated etcd client URLs")
     .env("RM_ETCD")
     .default("http://127.0.0.1:2379");
+/** `--etcd-ca`, `--etcd-cert`, `--etcd-key`, `--etcd-user`, `--etcd-password-file` (every command that talks to etcd). */
+const etcdSecurityOptions = (): Option[] => [
+  new Option("--etcd-ca <file>", "PEM CA of etcd's server certificates (with https:// endpoints)").env(
+    "RM_ETCD_CA",
+  ),
+  new Option("--etcd-cert <file>", "PEM client certificate for etcd (--client-cert-auth)").env(
+    "RM_ETCD_CERT",
+  ),
+  new Option("--etcd-key <file>", "PEM private key of --etcd-cert").env("RM_ETCD_KEY"),
+  new Option(
+    "--etcd-user <name>",
+    "etcd user (etcd auth); password from --etcd-password-file or RM_ETCD_PASSWORD",
+  ).env("RM_ETCD_USER"),
+  new Option("--etcd-password-file <file>", "file whose first line is the etcd user's password").env(
+    "RM_ETCD_PASSWORD_FILE",
+  ),
+];
+
+interface EtcdFlags {
+  etcd: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
+}
+
+/** The etcd client a CLI command's flags describe (exit 2 with one line when a file is bad). */
+function etcdClient(o: EtcdFlags): ReturnType<typeof createEtcdClient> {
+  try {
+    return createEtcdClient(
+      o.etcd.split(","),
+      loadEtcdSecurity({
+        caFile: o.etcdCa,
+        certFile: o.etcdCert,
+        keyFile: o.etcdKey,
+        user: o.etcdUser,
+        passwordFile: o.etcdPasswordFile,
+      }),
+    );
+  } catch (e) {
+    return usageError(e instanceof CoordinatorError ? e.message : String(e));
+  }
+}
+
 const nsOption = () =>
   new Option("--namespace <prefix>", "etcd key prefix").env("RM_NAMESPACE").default("/shardmgr");
 
@@ -223,6 +269,11 @@ program
         tlsClientCaFile: o.tlsClientCa,
         insecure: flags.insecure === true || flags.insecure === "true",
         auth: o.auth,
+        etcdCaFile: o.etcdCa,
+        etcdCertFile: o.etcdCert,
+        etcdKeyFile: o.etcdKey,
+        etcdUser: o.etcdUser,
+        etcdPasswordFile: o.etcdPasswordFile,
         tasks: {
           maxTaskBytes: o.maxTaskBytes,
           maxQueuedTasks: o.maxQueuedTasks,
@@ -236,6 +287,27 @@ program
     log.info({ event: "replica_starting", options: { ...options } });
     // Neither waits for etcd: both listeners are up at once, and while etcd cannot be reached
     // /readyz says why and the replica logs each retry (see Replica).
+    let etcdSecurity: ReturnType<typeof etcdSecurityOf>;
+    try {
+      etcdSecurity = etcdSecurityOf(options);
+    } catch (e) {
+      return usageError(e instanceof CoordinatorError ? e.message : String(e));
+    }
+    // Credentials etcd refuses are a configuration error: say it once and exit 2, rather than
+    // retrying forever. An unreachable etcd is not (the replica waits for it, see Replica).
+    if (options.etcdUser !== "" || options.etcdCertFile !== "") {
+      const probe = createEtcdClient(options.etcdEndpoints, etcdSecurity);
+      try {
+        await probe.get(keyLayout(options.namespace).clusterConfig).string();
+      } catch (e) {
+        if (classifyEtcdError(e) === "auth")
+          return usageError(
+            `etcd refused the credentials of --etcd-user/--etcd-cert: ${describeEtcdError(e)}`,
+          );
+      } finally {
+        probe.close();
+      }
+    }
     let replica: Replica;
     try {
       replica = await Replica.start(options, log);
@@ -269,7 +341,7 @@ program
   .option("--json", "print JSON")
   .option("--watch <ms>", "print again every <ms> until interrupted")
   .action(async (o: { etcd: string; namespace: string; json?: boolean; watch?: string }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     const keys = keyLayout(o.namespace);
     // Every etcd call has a 2 s deadline and is retried only when no connection could be
     // made, so an unreachable etcd fails this within a few seconds, never hangs.
@@ -373,7 +445,7 @@ program
         if (!Number.isInteger(buckets) || buckets < 1 || buckets > maxBuckets)
           usageError(`--buckets must be an integer in 1..${maxBuckets}`);
       }
-      const client = createEtcdClient(o.etcd.split(","));
+      const client = etcdClient(o);
       const keys = keyLayout(o.namespace);
       try {
         const coordinators =
@@ -427,7 +499,7 @@ program
   .requiredOption("--group <group>", "the worker group")
   .option("--timeout <ms>", "how long to wait for the leader's new version", "30000")
   .action(async (o: { etcd: string; namespace: string; group: string; timeout: string }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const r = await requestRepair(client, keyLayout(o.namespace), o.group, Number(o.timeout));
       process.stdout.write(`repair ${r.id}: group ${o.group} is at version ${r.version} (${r.phase})\n`);
@@ -445,7 +517,7 @@ config
   .addOption(etcdOption())
   .addOption(nsOption())
   .action(async (o: { etcd: string; namespace: string }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const raw = await client.get(keyLayout(o.namespace).clusterConfig).string();
       process.stdout.write(`${raw ?? "no cluster settings yet (the first leader writes them)"}\n`);
@@ -488,7 +560,7 @@ config
         strategy: o.strategy as "modulo" | "sticky" | undefined,
         shards: num("shards", o.shards),
       };
-      const client = createEtcdClient(o.etcd.split(","));
+      const client = etcdClient(o);
       try {
         const next = await setClusterSettings(client, keyLayout(o.namespace), change);
         process.stdout.write(`${JSON.stringify(next)}\n`);
@@ -509,7 +581,7 @@ async function control(
   const bad =
     checkName("group", o.group) ?? ("node" in change ? checkName("node_id", change.node) : undefined);
   if (bad !== undefined) usageError(bad);
-  const client = createEtcdClient(o.etcd.split(","));
+  const client = etcdClient(o);
   try {
     const next = await changeControl(client, keyLayout(o.namespace), o.group, change);
     process.stdout.write(`${JSON.stringify(next)}\n`);
@@ -599,7 +671,7 @@ token
       if (bad !== undefined) usageError(bad);
       const keys = keyLayout(o.namespace);
       const { token: secret, record } = await newToken(o.group, o.role, o.description);
-      const client = createEtcdClient(o.etcd.split(","));
+      const client = etcdClient(o);
       try {
         await client.put(keys.authToken(o.group, record.id)).value(JSON.stringify(record));
       } finally {
@@ -622,7 +694,7 @@ token
     const bad = checkName("group", o.group);
     if (bad !== undefined) usageError(bad);
     if (!/^[a-f0-9]{16}$/.test(o.id)) usageError("--id must be the 16 hex characters list shows");
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const res = await client.delete().key(keyLayout(o.namespace).authToken(o.group, o.id)).exec();
       if (res.deleted === "0") {
@@ -647,7 +719,7 @@ token
   .action(async (o: { etcd: string; namespace: string; group?: string; json?: boolean }) => {
     const keys = keyLayout(o.namespace);
     const prefix = o.group === undefined ? keys.authTokensPrefix : `${keys.authTokensPrefix}${o.group}/`;
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const all = await client.getAll().prefix(prefix).strings();
       for (const raw of Object.values(all)) {
@@ -664,6 +736,12 @@ token
       client.close();
     }
   });
+
+// Every command that talks to etcd takes the same TLS and user flags.
+const withSubcommands = (c: Command): Command[] => [c, ...c.commands.flatMap(withSubcommands)];
+for (const c of withSubcommands(program))
+  if (c.options.some((opt) => opt.long === "--etcd"))
+    for (const opt of etcdSecurityOptions()) c.addOption(opt);
 
 try {
   await program.parseAsync(process.argv);

@@ -80,6 +80,15 @@ export interface ReplicaOptions {
    * @default "none"
    */
   readonly auth: AuthMode;
+  /** `--etcd-ca`: PEM CA of etcd's server certificates (use https:// endpoints). @default "" */
+  readonly etcdCaFile: string;
+  /** `--etcd-cert` / `--etcd-key`: client certificate for etcd's `--client-cert-auth`. @default "" */
+  readonly etcdCertFile: string;
+  readonly etcdKeyFile: string;
+  /** `--etcd-user`: etcd user (its password from `--etcd-password-file` or `RM_ETCD_PASSWORD`). @default "" */
+  readonly etcdUser: string;
+  /** `--etcd-password-file`: first line is the etcd user's password. @default "" */
+  readonly etcdPasswordFile: string;
 }
 
 /** What a caller may pass: every field optional, strings accepted for numbers (flags, env). */
@@ -316,5 +325,10 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
     tlsClientCaFile,
     insecure,
     auth,
+    etcdCaFile: String(pick("etcdCaFile") ?? ""),
+    etcdCertFile: String(pick("etcdCertFile") ?? ""),
+    etcdKeyFile: String(pick("etcdKeyFile") ?? ""),
+    etcdUser: String(pick("etcdUser") ?? ""),
+    etcdPasswordFile: String(pick("etcdPasswordFile") ?? ""),
   };
 }

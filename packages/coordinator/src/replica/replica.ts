@@ -19,11 +19,23 @@ import { backoffDelayMs } from "../store/backoff.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
 import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
+import { type EtcdSecurity, loadEtcdSecurity } from "../store/etcd-security.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { addTaskService } from "../tasks/task-grpc.js";
 import { Leader } from "./leader.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { ReplicaOptions } from "./replica-options.js";
+
+/** The etcd credentials the replica's flags name (reads the files; throws `invalid_config`). */
+export function etcdSecurityOf(options: ReplicaOptions): EtcdSecurity {
+  return loadEtcdSecurity({
+    caFile: options.etcdCaFile,
+    certFile: options.etcdCertFile,
+    keyFile: options.etcdKeyFile,
+    user: options.etcdUser,
+    passwordFile: options.etcdPasswordFile,
+  });
+}
 
 /** `follower` until elected; `leader` while leading; `stopped` after close(). */
 export type ReplicaRole = "starting" | "follower" | "leader" | "stopped";
@@ -99,14 +111,16 @@ export class Replica {
   readonly #unary: UnaryLimiter;
   #tls: ReloadingServerCredentials | undefined;
   #auth: Authorizer | undefined;
+  readonly #etcdSecurity: EtcdSecurity;
 
-  private constructor(options: ReplicaOptions, log: Logger) {
+  private constructor(options: ReplicaOptions, log: Logger, etcdSecurity: EtcdSecurity) {
     this.options = options;
     this.#baseLog = log;
     this.#log = log.child({ role: "follower", leaderEpoch: 0 });
     this.#refusals = new RefusalLog(log);
     this.#unary = new UnaryLimiter(options.unaryRatePerSecond, options.unaryRatePerNode, performance.now());
-    this.#client = createEtcdClient(options.etcdEndpoints);
+    this.#client = createEtcdClient(options.etcdEndpoints, etcdSecurity);
+    this.#etcdSecurity = etcdSecurity;
     this.#keys = keyLayout(options.namespace);
     this.#metrics = createMetrics();
     this.#health = new EtcdHealth(options.etcdEndpoints, log, this.#metrics);
@@ -118,7 +132,7 @@ export class Replica {
    * bound, without waiting for etcd (see the class comment).
    */
   static async start(options: ReplicaOptions, log: Logger): Promise<Replica> {
-    const r = new Replica(options, log);
+    const r = new Replica(options, log, etcdSecurityOf(options));
     if (options.insecure)
       log.warn({
         event: "insecure",
@@ -142,6 +156,7 @@ export class Replica {
         client: r.#client,
         keys: r.#keys,
         etcdEndpoints: options.etcdEndpoints,
+        etcdSecurity: r.#etcdSecurity,
         log: r.#log,
       });
       r.#source = source;
