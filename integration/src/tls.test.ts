@@ -1,5 +1,7 @@
 import { X509Certificate } from "node:crypto";
-import { copyFile } from "node:fs/promises";
+import { copyFile, writeFile } from "node:fs/promises";
+import { get as httpsGet } from "node:https";
+import { networkInterfaces } from "node:os";
 import { connect as tlsConnect } from "node:tls";
 import { connectWorker, WorkerError } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
@@ -255,5 +257,69 @@ describe("gRPC TLS", () => {
       30_000,
     );
     expect((s as unknown as { security: unknown }).security).toEqual({ tls: null, insecure: true });
+  });
+
+  it("HTTP: HTTPS with the same certificate; probes open, /status and /metrics only for loopback or the --http-token-file token", async () => {
+    const ip = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
+    if (ip === undefined) {
+      console.log("no non-loopback IPv4 address on this machine: skipped");
+      return;
+    }
+    const ca = await newCa();
+    const server = await ca.issue("replica-ip", {
+      cn: "replica",
+      san: [`IP:${ip}`, "IP:127.0.0.1"],
+      usage: "server",
+    });
+    const tokenFile = `${ca.dir}/http-token`;
+    const token = "a-long-enough-http-token-for-tests";
+    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const [port, httpPort] = await getFreePorts(2);
+    const r = new RmProcess({
+      id: "rm-http",
+      etcd: env.etcd.endpoints,
+      namespace: "/tls-http",
+      port: port ?? 0,
+      httpPort: httpPort ?? 0,
+      args: [
+        ...fastFlags,
+        ...tlsFlags(server),
+        "--listen",
+        `${ip}:${port}`,
+        "--http-listen",
+        `${ip}:${httpPort}`,
+        "--http-token-file",
+        tokenFile,
+      ],
+    });
+    r.start();
+    env.cleanup(() => r.kill());
+    await r.waitForLog((l) => l.event === "leading", 30_000);
+    const get = (path: string, headers: Record<string, string> = {}) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsGet(`https://${ip}:${httpPort}${path}`, { ca: ca.ca.cert, headers }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => {
+            body += d;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on("error", reject);
+      });
+    expect((await get("/healthz")).status).toBe(200);
+    expect((await get("/readyz")).status).toBe(200);
+    for (const path of ["/status", "/metrics"]) {
+      expect((await get(path)).status).toBe(401);
+      expect((await get(path, { authorization: "Bearer wrong-token-of-the-same-size!!" })).status).toBe(401);
+      expect((await get(path, { authorization: `Bearer ${token}` })).status).toBe(200);
+    }
+    const status = JSON.parse((await get("/status", { authorization: `Bearer ${token}` })).body) as {
+      security: unknown;
+    };
+    expect(status.security).toMatchObject({ tls: { mutual: false }, insecure: false });
+    expect(r.tail(10_000)).not.toContain(token);
   });
 });

@@ -113,6 +113,12 @@ program
   )
   .addOption(
     new Option(
+      "--http-token-file <file>",
+      "first line: the bearer token that opens /metrics and /status to non-loopback callers (/healthz, /readyz stay open)",
+    ).env("RM_HTTP_TOKEN_FILE"),
+  )
+  .addOption(
+    new Option(
       "--auth <mode>",
       "who may call: none, tokens (bearer tokens, see `coordinator auth token`) or mtls (client certificate identities)",
     )
@@ -269,6 +275,7 @@ program
         tlsClientCaFile: o.tlsClientCa,
         insecure: flags.insecure === true || flags.insecure === "true",
         auth: o.auth,
+        httpTokenFile: o.httpTokenFile,
         etcdCaFile: o.etcdCa,
         etcdCertFile: o.etcdCert,
         etcdKeyFile: o.etcdKey,
@@ -308,6 +315,20 @@ program
         probe.close();
       }
     }
+    let httpToken: string | undefined;
+    if (options.httpTokenFile !== "") {
+      try {
+        httpToken = readFileSync(options.httpTokenFile, "utf8").split(/\r?\n/)[0]?.trim();
+      } catch (e) {
+        return usageError(
+          `--http-token-file ${options.httpTokenFile}: cannot read (${(e as Error).message})`,
+        );
+      }
+      if (httpToken === undefined || httpToken.length < 16)
+        return usageError(
+          `--http-token-file ${options.httpTokenFile}: the token must be at least 16 characters`,
+        );
+    }
     let replica: Replica;
     try {
       replica = await Replica.start(options, log);
@@ -317,7 +338,13 @@ program
       throw e;
     }
     const http =
-      options.httpListen === "" ? undefined : await startHttpServer(replica, options.httpListen, log);
+      options.httpListen === ""
+        ? undefined
+        : await startHttpServer(replica, options.httpListen, log, {
+            tls: replica.tlsCredentials,
+            token: httpToken,
+            open: options.insecure && httpToken === undefined,
+          });
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;

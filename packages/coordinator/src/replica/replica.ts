@@ -218,6 +218,11 @@ export class Replica {
     return this.#role;
   }
 
+  /** The gRPC listener's TLS credentials (the HTTP listener serves the same certificate). */
+  get tlsCredentials(): ReloadingServerCredentials | undefined {
+    return this.#tls;
+  }
+
   /** The bound gRPC port (useful with port 0). */
   get port(): number {
     return this.#server?.port ?? 0;
