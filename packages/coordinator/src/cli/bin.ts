@@ -431,6 +431,25 @@ program
     ).env("RM_COORDINATOR"),
   )
   .option("--gzip", "compress the upload (pays on text-like payloads; see docs/data.md)")
+  .addOption(
+    new Option("--coordinator-ca <file>", "PEM CA of the replicas' certificates (TLS to the replicas)").env(
+      "RM_COORDINATOR_CA",
+    ),
+  )
+  .addOption(
+    new Option(
+      "--coordinator-cert <file>",
+      "PEM client certificate for the replicas (--auth mtls: shard-data://<group>)",
+    ).env("RM_COORDINATOR_CERT"),
+  )
+  .addOption(
+    new Option("--coordinator-key <file>", "PEM key of --coordinator-cert").env("RM_COORDINATOR_KEY"),
+  )
+  .addOption(
+    new Option("--token-file <file>", "first line: an admin token of the group (--auth tokens)").env(
+      "RM_TOKEN_FILE",
+    ),
+  )
   .action(
     async (o: {
       etcd: string;
@@ -441,7 +460,38 @@ program
       buckets?: string;
       coordinator?: string;
       gzip?: boolean;
+      coordinatorCa?: string;
+      coordinatorCert?: string;
+      coordinatorKey?: string;
+      tokenFile?: string;
     }) => {
+      const readOrExit = (flag: string, path: string): Buffer => {
+        try {
+          return readFileSync(path);
+        } catch (e) {
+          return usageError(`${flag} ${path}: cannot read (${(e as Error).message})`);
+        }
+      };
+      if ((o.coordinatorCert === undefined) !== (o.coordinatorKey === undefined))
+        usageError("--coordinator-cert and --coordinator-key go together");
+      const tls =
+        o.coordinatorCa === undefined && o.coordinatorCert === undefined
+          ? undefined
+          : {
+              ...(o.coordinatorCa === undefined
+                ? {}
+                : { ca: readOrExit("--coordinator-ca", o.coordinatorCa) }),
+              ...(o.coordinatorCert === undefined || o.coordinatorKey === undefined
+                ? {}
+                : {
+                    cert: readOrExit("--coordinator-cert", o.coordinatorCert),
+                    key: readOrExit("--coordinator-key", o.coordinatorKey),
+                  }),
+            };
+      const uploadToken =
+        o.tokenFile === undefined
+          ? undefined
+          : readOrExit("--token-file", o.tokenFile).toString("utf8").split(/\r?\n/)[0]?.trim();
       const bad = checkName("group", o.group);
       if (bad !== undefined) usageError(bad);
       let records: DataRecordInput[] = [];
@@ -499,6 +549,8 @@ program
           expectedRecords: records.length,
           ...(buckets === undefined ? {} : { buckets }),
           gzip: o.gzip === true,
+          ...(tls === undefined ? {} : { tls }),
+          ...(uploadToken === undefined ? {} : { token: uploadToken }),
         });
         process.stdout.write(
           `loaded ${r.received} records into group ${o.group} (${r.source} source: ${r.written} written, ${r.unchanged} unchanged, ${r.rejected} rejected, ${r.batches} batches)\n`,
