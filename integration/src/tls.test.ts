@@ -118,7 +118,7 @@ describe("gRPC TLS", () => {
       );
   });
 
-  it("refuses a plaintext client, a certificate from an unknown CA, an expired one and none, each with a clear code", async () => {
+  it("refuses a plaintext client, a certificate from an unknown CA, an expired one and none with tls_failed at once; members undisturbed", async () => {
     const ca = await newCa();
     const other = await newCa();
     const server = await ca.server();
@@ -153,17 +153,18 @@ describe("gRPC TLS", () => {
 
     // Refused by the server after the handshake (TLS 1.3: Node verifies the client certificate
     // once the handshake is done and closes the socket without an alert), and a plaintext
-    // client on a TLS port: the client sees a bare close, which it cannot tell from a reset.
-    // Never admitted; it retries until its connect timeout (a known gap, docs/security.md).
-    const short = { ...base, connectTimeoutMs: 3000 };
-    const plain = await refusal({ ...short, nodeId: "plain" });
+    // client on a TLS port: the HTTP/2 client sees a bare close; the SDK checks once with a
+    // TLS connection of its own (sdk tls-diagnosis.ts) and stops with tls_failed.
+    const plain = await refusal({ ...base, nodeId: "plain" });
+    expect(plain.error.code).toBe("tls_failed");
+    expect(plain.error.message).toMatch(/speaks TLS/);
     const stranger = await other.issue("stranger", {
       cn: "stranger",
       san: ["URI:shard://g1/x"],
       usage: "client",
     });
     const unknown = await refusal({
-      ...short,
+      ...base,
       nodeId: "x",
       tls: { ca: ca.ca.cert, cert: stranger.cert, key: stranger.key, serverName: "localhost" },
     });
@@ -174,14 +175,24 @@ describe("gRPC TLS", () => {
       expired: true,
     });
     const expired = await refusal({
-      ...short,
+      ...base,
       nodeId: "old",
       tls: { ca: ca.ca.cert, cert: old.cert, key: old.key, serverName: "localhost" },
     });
-    for (const r of [plain, unknown, expired]) {
-      expect(r.error.code).toBe("unavailable");
-      expect(r.error.message).toMatch(/CANCEL/);
+    for (const r of [unknown, expired]) {
+      expect(r.error.code).toBe("tls_failed");
+      expect(r.error.message).toMatch(/does not accept this client certificate/);
     }
+    for (const r of [plain, unknown, expired]) expect(r.ms).toBeLessThan(10_000);
+    // A TLS client on a plaintext port.
+    const plainCluster = await startCluster(env);
+    const tlsToPlain = await refusal({
+      coordinators: plainCluster.addresses,
+      group: "g1",
+      nodeId: "t",
+      tls: { ca: ca.ca.cert, serverName: "localhost" },
+    });
+    expect(tlsToPlain.error.code).toBe("tls_failed");
     const members = await env.client.getAll().prefix(`${c.namespace}/groups/g1/members/`).keys();
     expect(members.map((k) => k.slice(k.lastIndexOf("/") + 1)).sort()).toEqual(["good"]);
     // Nothing disturbed the member that is in.
