@@ -267,7 +267,12 @@ describe("gRPC TLS", () => {
       (v) => v !== undefined,
       30_000,
     );
-    expect((s as unknown as { security: unknown }).security).toEqual({ tls: null, insecure: true });
+    expect((s as unknown as { security: unknown }).security).toEqual({
+      tls: null,
+      insecure: true,
+      auth: "none",
+      etcd: { tls: false, user: null },
+    });
   });
 
   it("HTTP: HTTPS with the same certificate; probes open, /status and /metrics only for loopback or the --http-token-file token", async () => {

@@ -60,6 +60,10 @@ export interface ReplicaStatus {
   readonly security: {
     readonly tls: TlsSummary | null;
     readonly insecure: boolean;
+    /** `--auth`: who may call. */
+    readonly auth: ReplicaOptions["auth"];
+    /** Whether etcd is reached over TLS (`--etcd-ca`) and as an etcd user (`--etcd-user`; never the password). */
+    readonly etcd: { readonly tls: boolean; readonly user: string | null };
   };
 }
 
@@ -264,7 +268,15 @@ export class Replica {
       etcd: this.#health.snapshot(),
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
-      security: { tls: this.#tls?.summary ?? null, insecure: this.options.insecure },
+      security: {
+        tls: this.#tls?.summary ?? null,
+        insecure: this.options.insecure,
+        auth: this.options.auth,
+        etcd: {
+          tls: this.options.etcdCaFile !== "",
+          user: this.options.etcdUser === "" ? null : this.options.etcdUser,
+        },
+      },
     };
   }
 
