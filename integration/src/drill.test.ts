@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { runDrill } from "./drill/drill.js";
-import { scenarios } from "./drill/scenarios.js";
+import { allScenarios as scenarios } from "./drill/scenarios.js";
 
 // The fast subset of `pnpm drill` that CI runs; the full set is one command (docs/drills.md).
-const ci = ["leader-kill", "worker-pause", "bad-input"];
+const ci = ["leader-kill", "worker-pause", "bad-input", "bad-credentials"];
 
 describe("fault drills (CI subset)", () => {
   for (const name of ci) {
