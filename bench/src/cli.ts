@@ -1,5 +1,5 @@
 /**
- * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data ...] [--json] [--smoke]
+ * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data|tls ...] [--json] [--smoke]
  *
  * Prints the machine line first, then one table per measurement (or, with --json, one JSON
  * object per row). --smoke runs a reduced version of each (~30 s in all) so CI can check that
@@ -12,6 +12,7 @@ import { benchDetection } from "./bench-detection.js";
 import { benchEtcdCost } from "./bench-etcd-cost.js";
 import { benchFailover } from "./bench-failover.js";
 import { benchHeartbeat } from "./bench-heartbeat.js";
+import { benchTls } from "./bench-tls.js";
 import { describeMachine, machineLine } from "./machine.js";
 import { Reporter } from "./report.js";
 
@@ -22,6 +23,7 @@ const benches: Record<string, (rep: Reporter, smoke: boolean) => Promise<void>> 
   detection: benchDetection,
   churn: benchChurn,
   data: benchData,
+  tls: benchTls,
 };
 
 const { positionals, values } = parseArgs({
