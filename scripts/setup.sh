@@ -2,6 +2,7 @@
 # only Node 20 (or newer) ready, idempotently and quickly when already done.
 #   - etcd 3.4 from Debian's etcd-server/etcd-client when `etcd` is not on PATH;
 #   - iproute2 and iptables (network-namespace drills) when `ip` or `iptables` is missing;
+#   - openssl (the TLS tests' certificates) when it is missing;
 #   - PostgreSQL (Debian's postgresql) when no `initdb` is on PATH or under
 #     /usr/lib/postgresql/*/bin: the PostgreSQL data source's tests, drills and benchmark
 #     start throwaway servers from those binaries (integration/src/harness/postgres-server.ts);
@@ -30,6 +31,15 @@ if ! command -v etcd >/dev/null 2>&1; then
   # The Debian package starts a system etcd on 2379; our harness and run script use
   # their own ports and data dirs, so stop it rather than share state with it.
   if command -v systemctl >/dev/null 2>&1; then $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true; fi
+fi
+
+# The TLS tests make their certificates with the openssl CLI (integration/src/support/test-certs.ts).
+if ! command -v openssl >/dev/null 2>&1; then
+  log "openssl not found: installing Debian's openssl"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
 fi
 
 # The virtual-network harness (integration/src/harness/virtual-network.ts) puts drill hosts

@@ -45,7 +45,7 @@ export const SATURATE_FLAGS = [
   "256",
 ] as const;
 
-interface Run {
+export interface Run {
   readonly target: Target["kind"];
   readonly streams: number;
   readonly pattern: "rate" | "saturate";
@@ -55,12 +55,13 @@ interface Run {
   readonly baselineRssBytes: number;
 }
 
-async function loadAgainst(
+export async function loadAgainst(
   target: Target,
   streams: number,
   pattern: "rate" | "saturate",
   measureMs: number,
   warmupMs: number,
+  tlsCaFile?: string,
 ): Promise<Run> {
   const gen = new NodeChild("loadgen.js", [
     "load",
@@ -86,6 +87,7 @@ async function loadAgainst(
     String(warmupMs),
     "--measure-ms",
     String(measureMs),
+    ...(tlsCaFile === undefined ? [] : ["--tls-ca", tlsCaFile]),
   ]);
   try {
     await gen.waitFor("connected", 180_000);
@@ -107,7 +109,7 @@ async function loadAgainst(
   }
 }
 
-function row(r: Run): Row {
+export function row(r: Run): Row {
   const l = r.result.latencyMs;
   return {
     target: r.target,
@@ -132,7 +134,7 @@ function row(r: Run): Row {
 /** CPU-seconds per 1,000 acks: what one ack costs the server (meaningful at 1 Hz, where acks/s are equal). */
 const cpuPerKAck = (r: Run) => r.cpuPercent / 100 / (r.result.acksPerSec / 1000);
 
-function ratios(a: Run, base: Run): Row {
+export function ratios(a: Run, base: Run): Row {
   return {
     streams: a.streams,
     pattern: a.pattern,

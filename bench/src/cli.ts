@@ -1,5 +1,5 @@
 /**
- * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data|tasks|coldstart ...] [--json] [--smoke]
+ * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data|tasks|coldstart|tls ...] [--json] [--smoke]
  *
  * Prints the machine line first, then one table per measurement (or, with --json, one JSON
  * object per row). --smoke runs a reduced version of each (~30 s in all) so CI can check that
@@ -14,6 +14,7 @@ import { benchEtcdCost } from "./bench-etcd-cost.js";
 import { benchFailover } from "./bench-failover.js";
 import { benchHeartbeat } from "./bench-heartbeat.js";
 import { benchTasks } from "./bench-tasks.js";
+import { benchTls } from "./bench-tls.js";
 import { describeMachine, machineLine } from "./machine.js";
 import { Reporter } from "./report.js";
 
@@ -26,6 +27,7 @@ const benches: Record<string, (rep: Reporter, smoke: boolean) => Promise<void>> 
   data: benchData,
   tasks: benchTasks,
   coldstart: benchColdStart,
+  tls: benchTls,
 };
 
 const { positionals, values } = parseArgs({

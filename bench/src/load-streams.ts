@@ -21,6 +21,8 @@ export interface LoadOptions {
   readonly connectTimeoutMs: number;
   readonly warmupMs: number;
   readonly measureMs: number;
+  /** gRPC over TLS, the target's certificate verified against this CA (PEM). */
+  readonly tlsCa?: Buffer;
 }
 
 export interface LoadResult {
@@ -64,7 +66,7 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
 
   for (let i = 0; i < o.streams; i++) {
     if (i % o.perChannel === 0)
-      channels.push(o.transport === "grpc" ? grpcChannel(o.target) : http2Channel(o.target));
+      channels.push(o.transport === "grpc" ? grpcChannel(o.target, o.tlsCa) : http2Channel(o.target));
     const channel = channels[channels.length - 1] as BenchChannel;
     const nodeId = `${o.nodePrefix}-${String(i).padStart(6, "0")}`;
     const sent: number[] = [];

@@ -8,6 +8,7 @@
  * {"t":"result"}, then exits; `follow` runs raw workers that follow the leader and prints
  * one event per Welcome, assignment and stream end until it is killed.
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { ChannelPool, FollowWorker } from "./follow-worker.js";
 import { runLoad } from "./load-streams.js";
@@ -31,6 +32,7 @@ const { positionals, values } = parseArgs({
     "connect-timeout-ms": { type: "string", default: "120000" },
     "warmup-ms": { type: "string", default: "3000" },
     "measure-ms": { type: "string", default: "10000" },
+    "tls-ca": { type: "string" },
   },
 });
 const int = (s: string) => {
@@ -56,6 +58,7 @@ if (positionals[0] === "load") {
       connectTimeoutMs: int(values["connect-timeout-ms"]),
       warmupMs: int(values["warmup-ms"]),
       measureMs: int(values["measure-ms"]),
+      ...(values["tls-ca"] === undefined ? {} : { tlsCa: readFileSync(values["tls-ca"]) }),
     },
     emit,
   );

@@ -29,10 +29,12 @@ export interface BenchChannel {
 
 const identity = (b: Buffer) => b;
 
-export function grpcChannel(address: string): BenchChannel {
+/** `tlsCa`: TLS to the target, verified against this CA (the TLS cost bench). */
+export function grpcChannel(address: string, tlsCa?: Buffer): BenchChannel {
   // A local subchannel pool gives each channel its own TCP connection; with grpc-js's
   // default global pool every Client to the same address would share one.
-  const client = new Client(address, credentials.createInsecure(), { "grpc.use_local_subchannel_pool": 1 });
+  const creds = tlsCa === undefined ? credentials.createInsecure() : credentials.createSsl(tlsCa);
+  const client = new Client(address, creds, { "grpc.use_local_subchannel_pool": 1 });
   return {
     open(h) {
       const call: ClientDuplexStream<Buffer, CoordinatorMessage> = client.makeBidiStreamRequest(

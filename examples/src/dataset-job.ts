@@ -19,6 +19,7 @@
 // skips items already marked done under the prefix and marks each item after processing,
 // so a new owner resumes where the last one stopped. Only an item in flight when its
 // worker dies can be processed twice.
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { connectWorker, type Shard } from "@org/worker-sdk";
 import { Etcd3 } from "etcd3";
@@ -36,6 +37,8 @@ const { values } = parseArgs({
     // Start only on SIGUSR2: lets a drill release many workers at the same instant.
     "wait-for-signal": { type: "boolean", default: false },
     "on-sigterm": { type: "string", default: "leave" },
+    // A bearer token of the group (replicas with --auth tokens): its first line.
+    "token-file": { type: "string" },
   },
 });
 const onSigterm = values["on-sigterm"];
@@ -68,11 +71,14 @@ const print = (event: string, fields: Record<string, unknown> = {}) =>
 // DATASET_JOB_SDK_LOG=1 prints the SDK's own log entries on stderr (one JSON line each), so a
 // drill or a test can tell why a worker reconnected or fenced itself.
 const sdkLog = process.env.DATASET_JOB_SDK_LOG === "1";
+const tokenFile = values["token-file"];
+const token = tokenFile === undefined ? undefined : readFileSync(tokenFile, "utf8").split(/\r?\n/)[0]?.trim();
 const worker = await connectWorker({
   coordinators: values.coordinators.split(","),
   group: values.group,
   nodeId: values.node,
   capacity: Number(values.capacity),
+  ...(token === undefined ? {} : { token }),
   ...(sdkLog
     ? { onLog: (entry) => process.stderr.write(`${JSON.stringify({ t: Date.now(), ...entry })}\n`) }
     : {}),

@@ -1,3 +1,6 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   connectWorker,
   createTaskClient,
@@ -112,6 +115,19 @@ describe("bearer tokens (--auth tokens)", () => {
       token: admin.token,
     });
     expect(put.received).toBe(1);
+    // The CLI's data load goes through a replica too: it needs an admin token.
+    const dir = await mkdtemp(join(tmpdir(), "auth-cli-"));
+    env.cleanup(() => rm(dir, { recursive: true, force: true }));
+    const adminFile = join(dir, "admin-token");
+    await writeFile(adminFile, `${admin.token}\n`, { mode: 0o600 });
+    const coordinator = ["--coordinator", c.addresses.join(",")];
+    const loadArgs = ["data", "load", "--group", "g1", "--count", "10", ...coordinator];
+    const loaded = await runCli(env, c.namespace, [...loadArgs, "--token-file", adminFile]);
+    expect(loaded.code, loaded.stderr).toBe(0);
+    expect(loaded.stdout).toMatch(/loaded 10 records/);
+    const unloaded = await runCli(env, c.namespace, loadArgs);
+    expect(unloaded.code).toBe(1);
+    expect(unloaded.stderr).toMatch(/UNAUTHENTICATED|credentials required/);
     const loc = await getShardLocations({
       coordinators: c.addresses,
       group: "g1",

@@ -3,7 +3,7 @@ import { runDrill } from "./drill/drill.js";
 import { allScenarios as scenarios } from "./drill/scenarios.js";
 
 // The fast subset of `pnpm drill` that CI runs; the full set is one command (docs/drills.md).
-const ci = ["leader-kill", "worker-pause", "bad-input", "task-storm"];
+const ci = ["leader-kill", "worker-pause", "bad-input", "task-storm", "bad-credentials"];
 
 describe("fault drills (CI subset)", () => {
   for (const name of ci) {

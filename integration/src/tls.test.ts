@@ -1,5 +1,7 @@
 import { X509Certificate } from "node:crypto";
-import { copyFile } from "node:fs/promises";
+import { copyFile, writeFile } from "node:fs/promises";
+import { get as httpsGet } from "node:https";
+import { networkInterfaces } from "node:os";
 import { connect as tlsConnect } from "node:tls";
 import { connectWorker, WorkerError } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
@@ -116,7 +118,7 @@ describe("gRPC TLS", () => {
       );
   });
 
-  it("refuses a plaintext client, a certificate from an unknown CA, an expired one and none, each with a clear code", async () => {
+  it("refuses a plaintext client, a certificate from an unknown CA, an expired one and none with tls_failed at once; members undisturbed", async () => {
     const ca = await newCa();
     const other = await newCa();
     const server = await ca.server();
@@ -151,17 +153,18 @@ describe("gRPC TLS", () => {
 
     // Refused by the server after the handshake (TLS 1.3: Node verifies the client certificate
     // once the handshake is done and closes the socket without an alert), and a plaintext
-    // client on a TLS port: the client sees a bare close, which it cannot tell from a reset.
-    // Never admitted; it retries until its connect timeout (a known gap, docs/security.md).
-    const short = { ...base, connectTimeoutMs: 3000 };
-    const plain = await refusal({ ...short, nodeId: "plain" });
+    // client on a TLS port: the HTTP/2 client sees a bare close; the SDK checks once with a
+    // TLS connection of its own (sdk tls-diagnosis.ts) and stops with tls_failed.
+    const plain = await refusal({ ...base, nodeId: "plain" });
+    expect(plain.error.code).toBe("tls_failed");
+    expect(plain.error.message).toMatch(/speaks TLS/);
     const stranger = await other.issue("stranger", {
       cn: "stranger",
       san: ["URI:shard://g1/x"],
       usage: "client",
     });
     const unknown = await refusal({
-      ...short,
+      ...base,
       nodeId: "x",
       tls: { ca: ca.ca.cert, cert: stranger.cert, key: stranger.key, serverName: "localhost" },
     });
@@ -172,14 +175,24 @@ describe("gRPC TLS", () => {
       expired: true,
     });
     const expired = await refusal({
-      ...short,
+      ...base,
       nodeId: "old",
       tls: { ca: ca.ca.cert, cert: old.cert, key: old.key, serverName: "localhost" },
     });
-    for (const r of [plain, unknown, expired]) {
-      expect(r.error.code).toBe("unavailable");
-      expect(r.error.message).toMatch(/CANCEL/);
+    for (const r of [unknown, expired]) {
+      expect(r.error.code).toBe("tls_failed");
+      expect(r.error.message).toMatch(/does not accept this client certificate/);
     }
+    for (const r of [plain, unknown, expired]) expect(r.ms).toBeLessThan(10_000);
+    // A TLS client on a plaintext port.
+    const plainCluster = await startCluster(env);
+    const tlsToPlain = await refusal({
+      coordinators: plainCluster.addresses,
+      group: "g1",
+      nodeId: "t",
+      tls: { ca: ca.ca.cert, serverName: "localhost" },
+    });
+    expect(tlsToPlain.error.code).toBe("tls_failed");
     const members = await env.client.getAll().prefix(`${c.namespace}/groups/g1/members/`).keys();
     expect(members.map((k) => k.slice(k.lastIndexOf("/") + 1)).sort()).toEqual(["good"]);
     // Nothing disturbed the member that is in.
@@ -254,6 +267,75 @@ describe("gRPC TLS", () => {
       (v) => v !== undefined,
       30_000,
     );
-    expect((s as unknown as { security: unknown }).security).toEqual({ tls: null, insecure: true });
+    expect((s as unknown as { security: unknown }).security).toEqual({
+      tls: null,
+      insecure: true,
+      auth: "none",
+      etcd: { tls: false, user: null },
+    });
+  });
+
+  it("HTTP: HTTPS with the same certificate; probes open, /status and /metrics only for loopback or the --http-token-file token", async () => {
+    const ip = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
+    if (ip === undefined) {
+      console.log("no non-loopback IPv4 address on this machine: skipped");
+      return;
+    }
+    const ca = await newCa();
+    const server = await ca.issue("replica-ip", {
+      cn: "replica",
+      san: [`IP:${ip}`, "IP:127.0.0.1"],
+      usage: "server",
+    });
+    const tokenFile = `${ca.dir}/http-token`;
+    const token = "a-long-enough-http-token-for-tests";
+    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const [port, httpPort] = await getFreePorts(2);
+    const r = new RmProcess({
+      id: "rm-http",
+      etcd: env.etcd.endpoints,
+      namespace: "/tls-http",
+      port: port ?? 0,
+      httpPort: httpPort ?? 0,
+      args: [
+        ...fastFlags,
+        ...tlsFlags(server),
+        "--listen",
+        `${ip}:${port}`,
+        "--http-listen",
+        `${ip}:${httpPort}`,
+        "--http-token-file",
+        tokenFile,
+      ],
+    });
+    r.start();
+    env.cleanup(() => r.kill());
+    await r.waitForLog((l) => l.event === "leading", 30_000);
+    const get = (path: string, headers: Record<string, string> = {}) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = httpsGet(`https://${ip}:${httpPort}${path}`, { ca: ca.ca.cert, headers }, (res) => {
+          let body = "";
+          res.setEncoding("utf8");
+          res.on("data", (d: string) => {
+            body += d;
+          });
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on("error", reject);
+      });
+    expect((await get("/healthz")).status).toBe(200);
+    expect((await get("/readyz")).status).toBe(200);
+    for (const path of ["/status", "/metrics"]) {
+      expect((await get(path)).status).toBe(401);
+      expect((await get(path, { authorization: "Bearer wrong-token-of-the-same-size!!" })).status).toBe(401);
+      expect((await get(path, { authorization: `Bearer ${token}` })).status).toBe(200);
+    }
+    const status = JSON.parse((await get("/status", { authorization: `Bearer ${token}` })).body) as {
+      security: unknown;
+    };
+    expect(status.security).toMatchObject({ tls: { mutual: false }, insecure: false });
+    expect(r.tail(10_000)).not.toContain(token);
   });
 });

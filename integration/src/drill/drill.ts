@@ -76,6 +76,7 @@ export async function runDrill(
     spareWorkerHosts: scenario.options?.spareWorkerHosts,
     replicaArgs: scenario.options?.replicaArgs,
     dataSource: scenario.options?.dataSource ?? "etcd",
+    ...(scenario.options?.auth === undefined ? {} : { auth: scenario.options.auth }),
   });
   const problems: string[] = [];
   try {

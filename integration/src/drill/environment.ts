@@ -1,8 +1,12 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import {
   type AssignmentRecord,
   keyLayout,
   loadShardData,
+  newToken,
   PostgresDataSource,
   type PostgresSourceConfig,
   parseDataSourceConfig,
@@ -51,6 +55,11 @@ export interface DrillEnvironmentOptions {
    * group's config with the password in a file.
    */
   readonly dataSource?: "etcd" | "postgres";
+  /**
+   * `tokens`: replicas run with `--auth tokens`, and every worker with a `worker` token of the
+   * drill's group ({@link DrillEnvironment.workerToken}), made before the replicas start.
+   */
+  readonly auth?: "tokens";
 }
 
 /** What {@link DrillEnvironment.crashLoop} did. */
@@ -86,6 +95,10 @@ export class DrillEnvironment {
   readonly etcdEvents: EtcdEvent[] = [];
   readonly dataset: string[];
   readonly group = "drill";
+  /** The workers' token with `auth: "tokens"` (id, secret, the file the workers read). */
+  workerToken:
+    | { readonly id: string; readonly token: string; readonly file: string; readonly dir: string }
+    | undefined;
   readonly proxy: TcpProxy | undefined;
   /** The drill's PostgreSQL, with `dataSource: "postgres"`. */
   postgres: PostgresServer | undefined;
@@ -139,8 +152,20 @@ export class DrillEnvironment {
     let proxy: TcpProxy | undefined;
     let postgres: PostgresServer | undefined;
     try {
-      const flags = coordinatorArgs(drillTiming);
       const namespace = `/drill-${Date.now().toString(36)}`;
+      const flags = [...coordinatorArgs(drillTiming)];
+      let workerToken: DrillEnvironment["workerToken"];
+      if (options.auth === "tokens") {
+        const made = await newToken("drill", "worker");
+        await client
+          .put(keyLayout(namespace).authToken("drill", made.record.id))
+          .value(JSON.stringify(made.record));
+        const dir = await mkdtemp(join(tmpdir(), "drill-token-"));
+        const file = join(dir, "token");
+        await writeFile(file, `${made.token}\n`, { mode: 0o600 });
+        workerToken = { id: made.record.id, token: made.token, file, dir };
+        flags.push("--auth", "tokens");
+      }
       const records = sequentialRecords(options.items);
       if (options.dataSource === "postgres") {
         if (options.network === "netns")
@@ -194,6 +219,7 @@ export class DrillEnvironment {
       });
       const env = new DrillEnvironment(etcd, rm, client, dataset, options, proxy, hosts);
       env.postgres = postgres;
+      env.workerToken = workerToken;
       await env.#record(namespace);
       return env;
     } catch (e) {
@@ -263,6 +289,7 @@ export class DrillEnvironment {
       node = `worker-${this.#nextWorker}`;
     }
     const incarnation = this.workers.filter((w) => w.node === node).length + 1;
+    const tokenArgs = this.workerToken === undefined ? [] : ["--token-file", this.workerToken.file];
     const job = new JobProcess({
       node,
       incarnation,
@@ -274,7 +301,7 @@ export class DrillEnvironment {
       checkpointEtcd: this.etcd.endpoints,
       checkpointPrefix: `${this.namespace}/checkpoints/`,
       waitForSignal: options.waitForSignal === true,
-      ...(options.extraArgs === undefined ? {} : { extraArgs: options.extraArgs }),
+      extraArgs: [...tokenArgs, ...(options.extraArgs ?? [])],
     });
     this.workers.push(job);
     return job;
@@ -351,6 +378,7 @@ export class DrillEnvironment {
       this.client.close();
       await this.etcd.stop();
       await this.postgres?.stop();
+      if (this.workerToken !== undefined) await rm(this.workerToken.dir, { recursive: true, force: true });
     } finally {
       // Every namespace goes, whatever failed above (processes were killed first, so
       // nothing keeps a host's namespace alive).

@@ -1,4 +1,5 @@
 import { connect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { status } from "@grpc/grpc-js";
 import { fetchShardData, RawStream } from "../support/raw-client.js";
 import { type DrillEnvironment, drillTiming } from "./environment.js";
@@ -10,6 +11,7 @@ import { identityScenarios } from "./scenarios-identity.js";
 import { networkScenarios } from "./scenarios-network.js";
 import { postgresScenarios } from "./scenarios-postgres.js";
 import { taskScenarios } from "./scenarios-tasks.js";
+import { securityScenarios } from "./scenarios-security.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {
@@ -44,6 +46,8 @@ export interface Scenario {
     workerArgs?: readonly string[];
     /** Where the dataset lives (default the built-in etcd source). */
     dataSource?: "etcd" | "postgres";
+    /** Replicas with `--auth tokens`, workers with a token (see DrillEnvironmentOptions.auth). */
+    auth?: "tokens";
   };
   run(env: DrillEnvironment): Promise<ScenarioResult>;
 }
@@ -332,6 +336,33 @@ export const scenarios: readonly Scenario[] = [
         });
         if (!closed) problems.push(`${what}: the connection was not closed`);
       }
+      // A TLS client on this plaintext port: its handshake fails promptly, it does not hang.
+      const tlsOutcome = await new Promise<string>((resolve) => {
+        const sock = tlsConnect({
+          host: "127.0.0.1",
+          port: Number(leader.address.split(":")[1]),
+          rejectUnauthorized: false,
+          ALPNProtocols: ["h2"],
+        });
+        const timer = setTimeout(() => {
+          sock.destroy();
+          resolve("hang");
+        }, 5000);
+        sock.once("secureConnect", () => {
+          clearTimeout(timer);
+          sock.destroy();
+          resolve("handshake succeeded");
+        });
+        sock.once("error", () => {
+          clearTimeout(timer);
+          resolve("refused");
+        });
+        sock.once("close", () => {
+          clearTimeout(timer);
+          resolve("refused");
+        });
+      });
+      if (tlsOutcome !== "refused") problems.push(`TLS client on the plaintext port: ${tlsOutcome}`);
       return { workersAlive: true, expectSameVersion: true, problems };
     },
   },
@@ -350,4 +381,5 @@ export const allScenarios: readonly Scenario[] = [
   ...dataScenarios,
   ...postgresScenarios,
   ...taskScenarios,
+  ...securityScenarios,
 ];

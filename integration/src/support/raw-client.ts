@@ -40,13 +40,16 @@ export class RawStream {
   #seq = 0n;
   readonly #waiter = new ArrivalWaiter<CoordinatorMessage>(this.received);
 
-  constructor(address: string) {
+  /** `headers` are sent as the call's metadata (e.g. `authorization`). */
+  constructor(address: string, headers: Readonly<Record<string, string>> = {}) {
     this.#client = new Client(address, credentials.createInsecure());
+    const md = new Metadata();
+    for (const [k, v] of Object.entries(headers)) md.set(k, v);
     this.#call = this.#client.makeBidiStreamRequest(
       `/${shardServiceName}/HeartbeatStream`,
       (b: Uint8Array) => Buffer.from(b),
       (b: Buffer) => fromBinary(CoordinatorMessageSchema, b),
-      new Metadata(),
+      md,
     );
     this.#call.on("data", (m: CoordinatorMessage) => {
       this.received.push(m);

@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { get as httpGet } from "node:http";
+import { get as httpsGet } from "node:https";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { getFreePorts } from "../harness/free-port.js";
@@ -7,6 +9,34 @@ import { withParentDeathSignal } from "../harness/parent-death-signal.js";
 import { loopbackHost, type ProcessHost } from "../harness/process-host.js";
 import { trackChild } from "../harness/process-registry.js";
 import { ArrivalWaiter } from "./arrival-waiter.js";
+
+/**
+ * GETs JSON with a 2 s timeout. Over https the replica's certificate is not verified: this
+ * reads status for the harness; the TLS tests check certificates themselves.
+ */
+export function getJson(url: string, headers: Record<string, string> = {}): Promise<unknown> {
+  const get = url.startsWith("https:") ? httpsGet : httpGet;
+  return new Promise((resolve, reject) => {
+    const req = get(url, { headers, rejectUnauthorized: false, timeout: 2000 }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => {
+        body += d;
+      });
+      res.on("end", () => {
+        if (res.statusCode !== 200) return reject(new Error(`GET ${url}: ${res.statusCode} ${body}`));
+        try {
+          resolve(JSON.parse(body));
+        } catch (e) {
+          reject(e);
+        }
+      });
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error(`GET ${url}: timeout`)));
+    req.on("error", reject);
+  });
+}
 
 /** The coordinator's CLI entry (built by `pnpm build`). */
 export const coordinatorBin = fileURLToPath(
@@ -62,8 +92,10 @@ export class RmProcess {
     return `${this.host.address}:${this.options.port}`;
   }
 
+  /** `https://` when the replica serves TLS (`--tls-cert`): its HTTP listener uses the same certificate. */
   get httpUrl(): string {
-    return `http://${this.host.address}:${this.options.httpPort}`;
+    const scheme = (this.options.args ?? []).includes("--tls-cert") ? "https" : "http";
+    return `${scheme}://${this.host.address}:${this.options.httpPort}`;
   }
 
   get pid(): number | undefined {
@@ -143,8 +175,7 @@ export class RmProcess {
     etcdWrites: number;
     leader: { id: string; address: string } | null;
   }> {
-    const res = await fetch(`${this.httpUrl}/status`, { signal: AbortSignal.timeout(2000) });
-    return (await res.json()) as {
+    return (await getJson(`${this.httpUrl}/status`)) as {
       role: string;
       leaderEpoch: number;
       etcdWrites: number;

@@ -23,6 +23,10 @@ export type { ReplicaReadiness, ReplicaRole, ReplicaStatus } from "./replica/rep
 export { Replica } from "./replica/replica.js";
 export type { ReplicaOptions, ReplicaOptionsInput } from "./replica/replica-options.js";
 export { resolveReplicaOptions } from "./replica/replica-options.js";
+export type { TokenRecord, TokenRole } from "./server/auth-tokens.js";
+export { newToken, tokenRoles } from "./server/auth-tokens.js";
+export type { AuthMode, Grant, Identity, Right } from "./server/authorizer.js";
+export { allows, authModes, certificateGrants } from "./server/authorizer.js";
 export type {
   MemberSpec,
   Owners,
@@ -91,6 +95,8 @@ export { createEtcdClient, etcdCallTimeoutMs } from "./store/etcd-client.js";
 export type { EtcdErrorKind } from "./store/etcd-errors.js";
 export { classifyEtcdError } from "./store/etcd-errors.js";
 export type { EtcdConnectionState, EtcdHealthSnapshot } from "./store/etcd-health.js";
+export type { EtcdSecurity, EtcdSecurityInput } from "./store/etcd-security.js";
+export { loadEtcdSecurity } from "./store/etcd-security.js";
 export type { KeyLayout, KeyLayoutOptions } from "./store/keys.js";
 export { keyLayout } from "./store/keys.js";
 export type { AssignmentRecord, GroupConfig, MemberRecord } from "./store/records.js";

@@ -11,6 +11,7 @@ import type { ShardLocation } from "./shard-location.js";
 import { sleep } from "./sleep.js";
 import { StreamAttempt } from "./stream-attempt.js";
 import { classifyStreamError, type StreamFailure } from "./stream-failure.js";
+import { diagnoseTlsMismatch } from "./tls-diagnosis.js";
 import type { EventHub } from "./worker-event.js";
 import type { ResolvedWorkerOptions } from "./worker-options.js";
 
@@ -28,6 +29,8 @@ export class Session implements SessionPort {
   readonly #o: ResolvedWorkerOptions;
   readonly #hub: EventHub;
   readonly #onFatal: (e: WorkerError) => void;
+  /** Replicas whose dropped connection was checked for a TLS mismatch. */
+  readonly #diagnosed = new Set<string>();
   readonly #protocol: SessionProtocol;
   readonly #picker: ReplicaPicker;
   readonly #closing = new AbortController();
@@ -245,6 +248,21 @@ export class Session implements SessionPort {
       } catch (e) {
         if (signal.aborted) break;
         failure = classifyStreamError(e);
+        // A connection dropped before any answer may be a TLS mismatch that looks like a
+        // reset (see tls-diagnosis.ts): check once per replica, before the first Welcome.
+        if (
+          failure.fatal === undefined &&
+          failure.leader === undefined &&
+          !this.#protocol.everWelcomed &&
+          (failure.code === "CANCELED" || failure.code === "UNAVAILABLE") &&
+          !this.#diagnosed.has(target)
+        ) {
+          this.#diagnosed.add(target);
+          const tls = await diagnoseTlsMismatch(target, this.#o.security);
+          if (signal.aborted) break;
+          if (tls !== undefined)
+            failure = { ...failure, code: "TLS_FAILED", message: tls, fatal: "tls_failed" };
+        }
       }
       if (signal.aborted || this.#left) break; // after Leave: never join again
       this.#reportEnd(target, failure, this.#streamWelcomed);

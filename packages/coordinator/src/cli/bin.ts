@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import { CoordinatorError } from "../errors.js";
 import { createLogger } from "../logger.js";
-import { Replica } from "../replica/replica.js";
+import { etcdSecurityOf, Replica } from "../replica/replica.js";
 import { resolveReplicaOptions } from "../replica/replica-options.js";
 import { newToken, type TokenRole, tokenRecordSchema, tokenRoles } from "../server/auth-tokens.js";
 import { startHttpServer } from "../server/http-server.js";
@@ -14,6 +14,7 @@ import { parseDataSourceConfig } from "../sharding/data-source-config.js";
 import { DataSourceError } from "../sharding/data-source-error.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { classifyEtcdError, describeEtcdError } from "../store/etcd-errors.js";
+import { loadEtcdSecurity } from "../store/etcd-security.js";
 import { keyLayout } from "../store/keys.js";
 import { groupConfigSchema, parseRecord } from "../store/records.js";
 import { type ControlChange, changeControl, requestRepair, setClusterSettings } from "./admin-commands.js";
@@ -40,6 +41,51 @@ const etcdOption = () =>
   new Option("--etcd <endpoints>", "comma-separated etcd client URLs")
     .env("RM_ETCD")
     .default("http://127.0.0.1:2379");
+/** `--etcd-ca`, `--etcd-cert`, `--etcd-key`, `--etcd-user`, `--etcd-password-file` (every command that talks to etcd). */
+const etcdSecurityOptions = (): Option[] => [
+  new Option("--etcd-ca <file>", "PEM CA of etcd's server certificates (with https:// endpoints)").env(
+    "RM_ETCD_CA",
+  ),
+  new Option("--etcd-cert <file>", "PEM client certificate for etcd (--client-cert-auth)").env(
+    "RM_ETCD_CERT",
+  ),
+  new Option("--etcd-key <file>", "PEM private key of --etcd-cert").env("RM_ETCD_KEY"),
+  new Option(
+    "--etcd-user <name>",
+    "etcd user (etcd auth); password from --etcd-password-file or RM_ETCD_PASSWORD",
+  ).env("RM_ETCD_USER"),
+  new Option("--etcd-password-file <file>", "file whose first line is the etcd user's password").env(
+    "RM_ETCD_PASSWORD_FILE",
+  ),
+];
+
+interface EtcdFlags {
+  etcd: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
+}
+
+/** The etcd client a CLI command's flags describe (exit 2 with one line when a file is bad). */
+function etcdClient(o: EtcdFlags): ReturnType<typeof createEtcdClient> {
+  try {
+    return createEtcdClient(
+      o.etcd.split(","),
+      loadEtcdSecurity({
+        caFile: o.etcdCa,
+        certFile: o.etcdCert,
+        keyFile: o.etcdKey,
+        user: o.etcdUser,
+        passwordFile: o.etcdPasswordFile,
+      }),
+    );
+  } catch (e) {
+    return usageError(e instanceof CoordinatorError ? e.message : String(e));
+  }
+}
+
 const nsOption = () =>
   new Option("--namespace <prefix>", "etcd key prefix").env("RM_NAMESPACE").default("/shardmgr");
 
@@ -65,6 +111,12 @@ program
       "--tls-client-ca <file>",
       "PEM CA bundle: gRPC clients must present a certificate it signed (mutual TLS)",
     ).env("RM_TLS_CLIENT_CA"),
+  )
+  .addOption(
+    new Option(
+      "--http-token-file <file>",
+      "first line: the bearer token that opens /metrics and /status to non-loopback callers (/healthz, /readyz stay open)",
+    ).env("RM_HTTP_TOKEN_FILE"),
   )
   .addOption(
     new Option(
@@ -224,6 +276,12 @@ program
         tlsClientCaFile: o.tlsClientCa,
         insecure: flags.insecure === true || flags.insecure === "true",
         auth: o.auth,
+        httpTokenFile: o.httpTokenFile,
+        etcdCaFile: o.etcdCa,
+        etcdCertFile: o.etcdCert,
+        etcdKeyFile: o.etcdKey,
+        etcdUser: o.etcdUser,
+        etcdPasswordFile: o.etcdPasswordFile,
         tasks: {
           maxTaskBytes: o.maxTaskBytes,
           maxQueuedTasks: o.maxQueuedTasks,
@@ -237,6 +295,41 @@ program
     log.info({ event: "replica_starting", options: { ...options } });
     // Neither waits for etcd: both listeners are up at once, and while etcd cannot be reached
     // /readyz says why and the replica logs each retry (see Replica).
+    let etcdSecurity: ReturnType<typeof etcdSecurityOf>;
+    try {
+      etcdSecurity = etcdSecurityOf(options);
+    } catch (e) {
+      return usageError(e instanceof CoordinatorError ? e.message : String(e));
+    }
+    // Credentials etcd refuses are a configuration error: say it once and exit 2, rather than
+    // retrying forever. An unreachable etcd is not (the replica waits for it, see Replica).
+    if (options.etcdUser !== "" || options.etcdCertFile !== "") {
+      const probe = createEtcdClient(options.etcdEndpoints, etcdSecurity);
+      try {
+        await probe.get(keyLayout(options.namespace).clusterConfig).string();
+      } catch (e) {
+        if (classifyEtcdError(e) === "auth")
+          return usageError(
+            `etcd refused the credentials of --etcd-user/--etcd-cert: ${describeEtcdError(e)}`,
+          );
+      } finally {
+        probe.close();
+      }
+    }
+    let httpToken: string | undefined;
+    if (options.httpTokenFile !== "") {
+      try {
+        httpToken = readFileSync(options.httpTokenFile, "utf8").split(/\r?\n/)[0]?.trim();
+      } catch (e) {
+        return usageError(
+          `--http-token-file ${options.httpTokenFile}: cannot read (${(e as Error).message})`,
+        );
+      }
+      if (httpToken === undefined || httpToken.length < 16)
+        return usageError(
+          `--http-token-file ${options.httpTokenFile}: the token must be at least 16 characters`,
+        );
+    }
     let replica: Replica;
     try {
       replica = await Replica.start(options, log);
@@ -246,7 +339,13 @@ program
       throw e;
     }
     const http =
-      options.httpListen === "" ? undefined : await startHttpServer(replica, options.httpListen, log);
+      options.httpListen === ""
+        ? undefined
+        : await startHttpServer(replica, options.httpListen, log, {
+            tls: replica.tlsCredentials,
+            token: httpToken,
+            open: options.insecure && httpToken === undefined,
+          });
     let stopping = false;
     const stop = (signal: string) => {
       if (stopping) return;
@@ -270,7 +369,7 @@ program
   .option("--json", "print JSON")
   .option("--watch <ms>", "print again every <ms> until interrupted")
   .action(async (o: { etcd: string; namespace: string; json?: boolean; watch?: string }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     const keys = keyLayout(o.namespace);
     // Every etcd call has a 2 s deadline and is retried only when no connection could be
     // made, so an unreachable etcd fails this within a few seconds, never hangs.
@@ -333,6 +432,25 @@ program
     ).env("RM_COORDINATOR"),
   )
   .option("--gzip", "compress the upload (pays on text-like payloads; see docs/data.md)")
+  .addOption(
+    new Option("--coordinator-ca <file>", "PEM CA of the replicas' certificates (TLS to the replicas)").env(
+      "RM_COORDINATOR_CA",
+    ),
+  )
+  .addOption(
+    new Option(
+      "--coordinator-cert <file>",
+      "PEM client certificate for the replicas (--auth mtls: shard-data://<group>)",
+    ).env("RM_COORDINATOR_CERT"),
+  )
+  .addOption(
+    new Option("--coordinator-key <file>", "PEM key of --coordinator-cert").env("RM_COORDINATOR_KEY"),
+  )
+  .addOption(
+    new Option("--token-file <file>", "first line: an admin token of the group (--auth tokens)").env(
+      "RM_TOKEN_FILE",
+    ),
+  )
   .action(
     async (o: {
       etcd: string;
@@ -343,7 +461,38 @@ program
       buckets?: string;
       coordinator?: string;
       gzip?: boolean;
+      coordinatorCa?: string;
+      coordinatorCert?: string;
+      coordinatorKey?: string;
+      tokenFile?: string;
     }) => {
+      const readOrExit = (flag: string, path: string): Buffer => {
+        try {
+          return readFileSync(path);
+        } catch (e) {
+          return usageError(`${flag} ${path}: cannot read (${(e as Error).message})`);
+        }
+      };
+      if ((o.coordinatorCert === undefined) !== (o.coordinatorKey === undefined))
+        usageError("--coordinator-cert and --coordinator-key go together");
+      const tls =
+        o.coordinatorCa === undefined && o.coordinatorCert === undefined
+          ? undefined
+          : {
+              ...(o.coordinatorCa === undefined
+                ? {}
+                : { ca: readOrExit("--coordinator-ca", o.coordinatorCa) }),
+              ...(o.coordinatorCert === undefined || o.coordinatorKey === undefined
+                ? {}
+                : {
+                    cert: readOrExit("--coordinator-cert", o.coordinatorCert),
+                    key: readOrExit("--coordinator-key", o.coordinatorKey),
+                  }),
+            };
+      const uploadToken =
+        o.tokenFile === undefined
+          ? undefined
+          : readOrExit("--token-file", o.tokenFile).toString("utf8").split(/\r?\n/)[0]?.trim();
       const bad = checkName("group", o.group);
       if (bad !== undefined) usageError(bad);
       let records: DataRecordInput[] = [];
@@ -374,7 +523,7 @@ program
         if (!Number.isInteger(buckets) || buckets < 1 || buckets > maxBuckets)
           usageError(`--buckets must be an integer in 1..${maxBuckets}`);
       }
-      const client = createEtcdClient(o.etcd.split(","));
+      const client = etcdClient(o);
       const keys = keyLayout(o.namespace);
       try {
         const coordinators =
@@ -401,6 +550,8 @@ program
           expectedRecords: records.length,
           ...(buckets === undefined ? {} : { buckets }),
           gzip: o.gzip === true,
+          ...(tls === undefined ? {} : { tls }),
+          ...(uploadToken === undefined ? {} : { token: uploadToken }),
         });
         process.stdout.write(
           `loaded ${r.received} records into group ${o.group} (${r.source} source: ${r.written} written, ${r.unchanged} unchanged, ${r.rejected} rejected, ${r.batches} batches)\n`,
@@ -428,7 +579,7 @@ program
   .requiredOption("--group <group>", "the worker group")
   .option("--timeout <ms>", "how long to wait for the leader's new version", "30000")
   .action(async (o: { etcd: string; namespace: string; group: string; timeout: string }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const r = await requestRepair(client, keyLayout(o.namespace), o.group, Number(o.timeout));
       process.stdout.write(`repair ${r.id}: group ${o.group} is at version ${r.version} (${r.phase})\n`);
@@ -446,7 +597,7 @@ config
   .addOption(etcdOption())
   .addOption(nsOption())
   .action(async (o: { etcd: string; namespace: string }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const raw = await client.get(keyLayout(o.namespace).clusterConfig).string();
       process.stdout.write(`${raw ?? "no cluster settings yet (the first leader writes them)"}\n`);
@@ -489,7 +640,7 @@ config
         strategy: o.strategy as "modulo" | "sticky" | undefined,
         shards: num("shards", o.shards),
       };
-      const client = createEtcdClient(o.etcd.split(","));
+      const client = etcdClient(o);
       try {
         const next = await setClusterSettings(client, keyLayout(o.namespace), change);
         process.stdout.write(`${JSON.stringify(next)}\n`);
@@ -510,7 +661,7 @@ async function control(
   const bad =
     checkName("group", o.group) ?? ("node" in change ? checkName("node_id", change.node) : undefined);
   if (bad !== undefined) usageError(bad);
-  const client = createEtcdClient(o.etcd.split(","));
+  const client = etcdClient(o);
   try {
     const next = await changeControl(client, keyLayout(o.namespace), o.group, change);
     process.stdout.write(`${JSON.stringify(next)}\n`);
@@ -601,7 +752,7 @@ token
       if (bad !== undefined) usageError(bad);
       const keys = keyLayout(o.namespace);
       const { token: secret, record } = await newToken(o.group, o.role, o.description);
-      const client = createEtcdClient(o.etcd.split(","));
+      const client = etcdClient(o);
       try {
         await client.put(keys.authToken(o.group, record.id)).value(JSON.stringify(record));
       } finally {
@@ -624,7 +775,7 @@ token
     const bad = checkName("group", o.group);
     if (bad !== undefined) usageError(bad);
     if (!/^[a-f0-9]{16}$/.test(o.id)) usageError("--id must be the 16 hex characters list shows");
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const res = await client.delete().key(keyLayout(o.namespace).authToken(o.group, o.id)).exec();
       if (res.deleted === "0") {
@@ -649,7 +800,7 @@ token
   .action(async (o: { etcd: string; namespace: string; group?: string; json?: boolean }) => {
     const keys = keyLayout(o.namespace);
     const prefix = o.group === undefined ? keys.authTokensPrefix : `${keys.authTokensPrefix}${o.group}/`;
-    const client = createEtcdClient(o.etcd.split(","));
+    const client = etcdClient(o);
     try {
       const all = await client.getAll().prefix(prefix).strings();
       for (const raw of Object.values(all)) {
@@ -666,6 +817,12 @@ token
       client.close();
     }
   });
+
+// Every command that talks to etcd takes the same TLS and user flags.
+const withSubcommands = (c: Command): Command[] => [c, ...c.commands.flatMap(withSubcommands)];
+for (const c of withSubcommands(program))
+  if (c.options.some((opt) => opt.long === "--etcd"))
+    for (const opt of etcdSecurityOptions()) c.addOption(opt);
 
 try {
   await program.parseAsync(process.argv);

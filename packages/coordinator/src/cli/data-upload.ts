@@ -20,6 +20,10 @@ export interface UploadOptions {
   readonly buckets?: number;
   /** Compress the upload with gzip. @default false */
   readonly gzip?: boolean;
+  /** TLS to the replicas: their CA, and a client certificate for `--auth mtls` (`shard-data://<group>`). @default plaintext */
+  readonly tls?: { readonly ca?: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
+  /** A bearer token with the `admin` role (`--auth tokens`). Never logged. */
+  readonly token?: string;
 }
 
 /**
@@ -53,7 +57,12 @@ export async function uploadShardData(
 ): Promise<PutShardDataResponse> {
   let last: unknown;
   for (const address of options.coordinators) {
-    const client = new Client(address, credentials.createInsecure(), {
+    const tls = options.tls;
+    const creds =
+      tls === undefined
+        ? credentials.createInsecure()
+        : credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null);
+    const client = new Client(address, creds, {
       "grpc.max_send_message_length": 8 << 20,
       ...(options.gzip === true ? { "grpc.default_compression_algorithm": 2 } : {}),
     });
@@ -62,6 +71,7 @@ export async function uploadShardData(
       return await new Promise<PutShardDataResponse>((resolve, reject) => {
         const md = new Metadata();
         md.set("x-shard-group", options.group);
+        if (options.token !== undefined) md.set("authorization", `Bearer ${options.token}`);
         if (options.expectedRecords !== undefined)
           md.set("x-shard-expected-records", String(options.expectedRecords));
         if (options.buckets !== undefined) md.set("x-shard-buckets", String(options.buckets));

@@ -78,6 +78,12 @@ describe("resolveReplicaOptions", () => {
     ["plaintext HTTP on a non-loopback address", { httpListen: "10.0.0.1:9464" }, /http-listen/],
     ["a certificate without its key", { tlsCertFile: "c.pem" }, /--tls-key/],
     ["a client CA without a certificate", { tlsClientCaFile: "ca.pem" }, /--tls-client-ca/],
+    ["an unknown auth mode", { auth: "password" }, /--auth/],
+    [
+      "mutual-TLS auth without a client CA",
+      { auth: "mtls", tlsCertFile: "c.pem", tlsKeyFile: "k.pem" },
+      /--tls-client-ca/,
+    ],
   ];
   for (const [name, input, re] of bad) {
     it(`rejects ${name} with invalid_config`, () => {

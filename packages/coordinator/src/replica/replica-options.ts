@@ -55,8 +55,9 @@ export interface ReplicaOptions {
   /** Default shard count for `sticky`. @default 16 */
   readonly shards: number;
   /**
-   * host:port of the HTTP health/metrics/status server; empty disables it. Plaintext: a loopback
-   * address unless {@link ReplicaOptions.insecure}. @default ""
+   * host:port of the HTTP health/metrics/status server; empty disables it. HTTPS with the gRPC
+   * certificate when TLS is on; plaintext only on a loopback address unless
+   * {@link ReplicaOptions.insecure}. @default ""
    */
   readonly httpListen: string;
   /** Largest inbound gRPC message, in bytes (a SubmitTasks batch must fit). @default 4194304 */
@@ -80,6 +81,21 @@ export interface ReplicaOptions {
    * @default "none"
    */
   readonly auth: AuthMode;
+  /**
+   * A file whose first line is the bearer token that opens `/metrics`, `/status` and every other
+   * non-probe HTTP path to non-loopback callers (`/healthz`, `/readyz` stay open). Without it,
+   * those paths answer only loopback callers (everyone with `--insecure`). @default ""
+   */
+  readonly httpTokenFile: string;
+  /** `--etcd-ca`: PEM CA of etcd's server certificates (use https:// endpoints). @default "" */
+  readonly etcdCaFile: string;
+  /** `--etcd-cert` / `--etcd-key`: client certificate for etcd's `--client-cert-auth`. @default "" */
+  readonly etcdCertFile: string;
+  readonly etcdKeyFile: string;
+  /** `--etcd-user`: etcd user (its password from `--etcd-password-file` or `RM_ETCD_PASSWORD`). @default "" */
+  readonly etcdUser: string;
+  /** `--etcd-password-file`: first line is the etcd user's password. @default "" */
+  readonly etcdPasswordFile: string;
 }
 
 /** What a caller may pass: every field optional, strings accepted for numbers (flags, env). */
@@ -239,12 +255,18 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
   const shards = int("shards", pick("shards") ?? 16, 1, 65_536);
   const httpRaw = String(pick("httpListen") ?? "");
   const httpListen = httpRaw === "" ? "" : hostPort("http-listen", httpRaw);
-  // The HTTP listener is plaintext (TLS on it is not built yet): loopback only unless --insecure.
-  if (httpListen !== "" && !insecure && !isLoopbackHost(httpListen.slice(0, httpListen.lastIndexOf(":"))))
+  // The HTTP listener serves HTTPS with the gRPC certificate; plaintext only on loopback.
+  if (
+    httpListen !== "" &&
+    !tls &&
+    !insecure &&
+    !isLoopbackHost(httpListen.slice(0, httpListen.lastIndexOf(":")))
+  )
     throw new CoordinatorError(
       "invalid_config",
-      `--http-listen ${httpListen} is not a loopback address: the HTTP listener serves plaintext, give --insecure to expose it on the network`,
+      `--http-listen ${httpListen} is not a loopback address: give --tls-cert and --tls-key, or --insecure to serve plaintext on the network`,
     );
+  const httpTokenFile = String(pick("httpTokenFile") ?? "");
   const maxMessageBytes = int(
     "max-message-bytes",
     pick("maxMessageBytes") ?? 4 * 1024 * 1024,
@@ -315,6 +337,12 @@ export function resolveReplicaOptions(input: ReplicaOptionsInput = {}): ReplicaO
     tlsKeyFile,
     tlsClientCaFile,
     insecure,
+    httpTokenFile,
     auth,
+    etcdCaFile: String(pick("etcdCaFile") ?? ""),
+    etcdCertFile: String(pick("etcdCertFile") ?? ""),
+    etcdKeyFile: String(pick("etcdKeyFile") ?? ""),
+    etcdUser: String(pick("etcdUser") ?? ""),
+    etcdPasswordFile: String(pick("etcdPasswordFile") ?? ""),
   };
 }

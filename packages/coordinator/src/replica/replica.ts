@@ -22,12 +22,24 @@ import { backoffDelayMs } from "../store/backoff.js";
 import { createEtcdClient } from "../store/etcd-client.js";
 import { classifyEtcdError, etcdRetryBackoff } from "../store/etcd-errors.js";
 import { EtcdHealth, type EtcdHealthSnapshot } from "../store/etcd-health.js";
+import { type EtcdSecurity, loadEtcdSecurity } from "../store/etcd-security.js";
 import { type KeyLayout, keyLayout } from "../store/keys.js";
 import { addTaskService } from "../tasks/task-grpc.js";
 import type { TaskQueue } from "../tasks/task-queue.js";
 import { Leader } from "./leader.js";
 import { createMetrics, type Metrics } from "./metrics.js";
 import type { ReplicaOptions } from "./replica-options.js";
+
+/** The etcd credentials the replica's flags name (reads the files; throws `invalid_config`). */
+export function etcdSecurityOf(options: ReplicaOptions): EtcdSecurity {
+  return loadEtcdSecurity({
+    caFile: options.etcdCaFile,
+    certFile: options.etcdCertFile,
+    keyFile: options.etcdKeyFile,
+    user: options.etcdUser,
+    passwordFile: options.etcdPasswordFile,
+  });
+}
 
 /** `follower` until elected; `leader` while leading; `stopped` after close(). */
 export type ReplicaRole = "starting" | "follower" | "leader" | "stopped";
@@ -52,6 +64,10 @@ export interface ReplicaStatus {
   readonly security: {
     readonly tls: TlsSummary | null;
     readonly insecure: boolean;
+    /** `--auth`: who may call. */
+    readonly auth: ReplicaOptions["auth"];
+    /** Whether etcd is reached over TLS (`--etcd-ca`) and as an etcd user (`--etcd-user`; never the password). */
+    readonly etcd: { readonly tls: boolean; readonly user: string | null };
   };
 }
 
@@ -108,14 +124,16 @@ export class Replica {
   #leaderSince = 0;
   #tls: ReloadingServerCredentials | undefined;
   #auth: Authorizer | undefined;
+  readonly #etcdSecurity: EtcdSecurity;
 
-  private constructor(options: ReplicaOptions, log: Logger) {
+  private constructor(options: ReplicaOptions, log: Logger, etcdSecurity: EtcdSecurity) {
     this.options = options;
     this.#baseLog = log;
     this.#log = log.child({ role: "follower", leaderEpoch: 0 });
     this.#refusals = new RefusalLog(log);
     this.#unary = new UnaryLimiter(options.unaryRatePerSecond, options.unaryRatePerNode, performance.now());
-    this.#client = createEtcdClient(options.etcdEndpoints);
+    this.#client = createEtcdClient(options.etcdEndpoints, etcdSecurity);
+    this.#etcdSecurity = etcdSecurity;
     this.#keys = keyLayout(options.namespace);
     this.#metrics = createMetrics();
     this.#health = new EtcdHealth(options.etcdEndpoints, log, this.#metrics);
@@ -127,7 +145,7 @@ export class Replica {
    * bound, without waiting for etcd (see the class comment).
    */
   static async start(options: ReplicaOptions, log: Logger): Promise<Replica> {
-    const r = new Replica(options, log);
+    const r = new Replica(options, log, etcdSecurityOf(options));
     if (options.insecure)
       log.warn({
         event: "insecure",
@@ -151,6 +169,7 @@ export class Replica {
         client: r.#client,
         keys: r.#keys,
         etcdEndpoints: options.etcdEndpoints,
+        etcdSecurity: r.#etcdSecurity,
         log: r.#log,
       });
       r.#source = source;
@@ -223,6 +242,11 @@ export class Replica {
     return this.#role;
   }
 
+  /** The gRPC listener's TLS credentials (the HTTP listener serves the same certificate). */
+  get tlsCredentials(): ReloadingServerCredentials | undefined {
+    return this.#tls;
+  }
+
   /** The bound gRPC port (useful with port 0). */
   get port(): number {
     return this.#server?.port ?? 0;
@@ -264,7 +288,15 @@ export class Replica {
       etcd: this.#health.snapshot(),
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
       groups: this.#leader === undefined ? [] : [...this.#leader.groups.values()].map((g) => g.snapshot()),
-      security: { tls: this.#tls?.summary ?? null, insecure: this.options.insecure },
+      security: {
+        tls: this.#tls?.summary ?? null,
+        insecure: this.options.insecure,
+        auth: this.options.auth,
+        etcd: {
+          tls: this.options.etcdCaFile !== "",
+          user: this.options.etcdUser === "" ? null : this.options.etcdUser,
+        },
+      },
     };
   }
 

@@ -1,9 +1,42 @@
+import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
+import type { SecureContextOptions } from "node:tls";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Gauge } from "prom-client";
 import { ConsoleFeed } from "../console/console-feed.js";
 import type { Replica } from "../replica/replica.js";
+import { isLoopbackHost } from "../replica/replica-options.js";
+import type { ReloadingServerCredentials } from "./tls-credentials.js";
+
+/** How the HTTP listener is protected (see {@link startHttpServer}). */
+export interface HttpSecurity {
+  /** Serve HTTPS with the gRPC listener's certificate (reloaded with it). */
+  readonly tls?: ReloadingServerCredentials | undefined;
+  /** The bearer token (`--http-token-file`) that opens every path to non-loopback callers. */
+  readonly token?: string | undefined;
+  /** `--insecure` without a token: every path open to everyone (the old behaviour). */
+  readonly open?: boolean;
+}
+
+const probes: ReadonlySet<string> = new Set(["/healthz", "/readyz"]);
+
+/**
+ * Whether a request may read a protected path: from loopback, with the bearer token, or when
+ * the listener is open (`--insecure` without a token). The token is compared as SHA-256
+ * digests in constant time.
+ */
+function permitted(req: IncomingMessage, security: HttpSecurity): boolean {
+  if (isLoopbackHost((req.socket.remoteAddress ?? "").replace(/^::ffff:/, ""))) return true;
+  if (security.token !== undefined) {
+    const m = /^Bearer (.+)$/.exec(req.headers.authorization ?? "");
+    if (m?.[1] === undefined) return false;
+    const digest = (s: string) => createHash("sha256").update(s).digest();
+    return timingSafeEqual(digest(m[1]), digest(security.token));
+  }
+  return security.open === true;
+}
 
 /** The console's static files (`console/`, built by `pnpm build`), read once at start. */
 const consoleAssets: readonly { path: string; file: string; type: string }[] = [
@@ -38,6 +71,7 @@ export async function startHttpServer(
   replica: Replica,
   listen: string,
   log: Logger,
+  security: HttpSecurity = {},
 ): Promise<{ port: number; close(): Promise<void> }> {
   const registry = replica.metrics.registry;
   collectDefaultMetrics({ register: registry });
@@ -107,11 +141,18 @@ export async function startHttpServer(
     labelNames: ["group"],
     registers: [registry],
   });
-  const server: Server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: import("node:http").ServerResponse) => {
     void (async () => {
       const url = (req.url ?? "/").split("?")[0] ?? "/";
       if (req.method !== "GET") {
         res.writeHead(405).end();
+        return;
+      }
+      // Probes stay open; the rest (topology, metrics) only for loopback or the token.
+      if (!probes.has(url) && !permitted(req, security)) {
+        res
+          .writeHead(401, { "content-type": "text/plain", "www-authenticate": "Bearer" })
+          .end("unauthorized: use loopback or authorization: Bearer <the --http-token-file token>\n");
         return;
       }
       if (url === "/healthz") {
@@ -148,7 +189,20 @@ export async function startHttpServer(
       log.warn({ event: "http_error", err: String(e) });
       if (!res.headersSent) res.writeHead(500).end();
     });
-  });
+  };
+  const tls = security.tls;
+  let server: Server;
+  if (tls === undefined) server = createServer(handler);
+  else {
+    const https = createHttpsServer(tls._getSecureContextOptions() ?? {}, handler);
+    // A rotated certificate reaches new HTTPS connections as it reaches gRPC ones.
+    const watcher = (ctx: SecureContextOptions | null) => {
+      if (ctx !== null) https.setSecureContext(ctx);
+    };
+    tls._addWatcher(watcher);
+    https.once("close", () => tls._removeWatcher(watcher));
+    server = https as unknown as Server;
+  }
   const [host, portRaw] = splitHostPort(listen);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -156,7 +210,13 @@ export async function startHttpServer(
   });
   const address = server.address();
   const port = typeof address === "object" && address !== null ? address.port : 0;
-  log.info({ event: "http_listening", listen, port });
+  log.info({
+    event: "http_listening",
+    listen,
+    port,
+    tls: tls !== undefined,
+    token: security.token !== undefined,
+  });
   return {
     port,
     close: async () => {

@@ -1,5 +1,6 @@
 import type { Etcd3 } from "etcd3";
 import type { Logger } from "pino";
+import type { EtcdSecurity } from "../store/etcd-security.js";
 import type { KeyLayout } from "../store/keys.js";
 import {
   assignmentRecordSchema,
@@ -20,6 +21,8 @@ export interface DataSourceRegistryOptions {
   readonly keys: KeyLayout;
   /** etcd endpoints for the built-in source's own client. */
   readonly etcdEndpoints: readonly string[];
+  /** TLS and user credentials of that client (the replica's `--etcd-*` flags). */
+  readonly etcdSecurity?: EtcdSecurity;
   readonly log: Logger;
   /** Options of every PostgreSQL source (env, page and batch sizes). */
   readonly postgres?: Omit<PostgresDataSourceOptions, "log">;
@@ -72,7 +75,7 @@ export class DataSourceRegistry implements DataSource, DataSink {
 
   private constructor(options: DataSourceRegistryOptions) {
     this.#o = options;
-    this.#etcd = EtcdDataSource.create(options.etcdEndpoints, options.keys);
+    this.#etcd = EtcdDataSource.create(options.etcdEndpoints, options.keys, {}, options.etcdSecurity);
   }
 
   /** A registry (no I/O until the first call). */

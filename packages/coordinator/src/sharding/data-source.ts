@@ -1,5 +1,6 @@
 import { Etcd3, GRPCResourceExhastedError, type IOptions, isRecoverableError } from "etcd3";
 import { etcdCallTimeoutMs } from "../store/etcd-client.js";
+import type { EtcdSecurity } from "../store/etcd-security.js";
 import type { KeyLayout } from "../store/keys.js";
 import { parseRecord } from "../store/records.js";
 import { dataLayoutSchema } from "./data-layout.js";
@@ -169,9 +170,11 @@ export class EtcdDataSource implements DataSource, DataSink {
     endpoints: readonly string[],
     keys: KeyLayout,
     options: EtcdDataSourceOptions = {},
+    security: EtcdSecurity = {},
   ): EtcdDataSource {
     const client = new Etcd3({
       hosts: [...endpoints],
+      ...security,
       dialTimeout: etcdCallTimeoutMs,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + etcdCallTimeoutMs }),
       grpcOptions: { "grpc.max_receive_message_length": dataClientMaxReceiveBytes },

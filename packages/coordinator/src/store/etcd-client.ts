@@ -12,6 +12,7 @@ import {
   retry,
 } from "cockatiel";
 import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type ICallable, LeaseClient } from "etcd3";
+import type { EtcdSecurity } from "./etcd-security.js";
 
 /** Deadline of every unary etcd call, in ms: a call to a cluster without quorum fails instead of hanging. */
 export const etcdCallTimeoutMs = 2000;
@@ -137,9 +138,12 @@ function hostPolicy(endpointCount: number): () => IPolicy<IDefaultPolicyContext>
  * try { await client.get("k").string(); } finally { client.close(); }
  * ```
  */
-export function createEtcdClient(endpoints: readonly string[]): Etcd3 {
+export function createEtcdClient(endpoints: readonly string[], security: EtcdSecurity = {}): Etcd3 {
   return new Etcd3({
     hosts: [...endpoints],
+    // TLS (https:// endpoints verified against --etcd-ca, a client certificate with
+    // --etcd-cert) and etcd's own users (--etcd-user; etcd3 trades the password for a token).
+    ...security,
     grpcOptions: {
       "grpc.max_receive_message_length": etcdMaxReceiveBytes,
       "grpc.keepalive_time_ms": keepaliveTimeMs,
