@@ -14,6 +14,14 @@
 
 export type { StatusReport } from "./cli/status-report.js";
 export { formatStatus, readStatus } from "./cli/status-report.js";
+export type {
+  ConsoleGroup,
+  ConsoleMember,
+  ConsoleReplica,
+  ConsoleTasks,
+  ConsoleView,
+  TimelineSegment,
+} from "./console/console-view.js";
 export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
 export { FencedStore } from "./leadership/fenced-store.js";
@@ -23,6 +31,7 @@ export type { ReplicaReadiness, ReplicaRole, ReplicaStatus } from "./replica/rep
 export { Replica } from "./replica/replica.js";
 export type { ReplicaOptions, ReplicaOptionsInput } from "./replica/replica-options.js";
 export { resolveReplicaOptions } from "./replica/replica-options.js";
+export { startHttpServer } from "./server/http-server.js";
 export type {
   MemberSpec,
   Owners,
