@@ -32,6 +32,7 @@ describe("console", () => {
     const served = c.replicas.find((r) => r !== leader);
     expect(served).toBeDefined();
     if (served === undefined) return;
+    await served.waitForLog((l) => l.event === "http_listening");
     await page.goto(`${served.httpUrl}/`);
     await until(
       async () => ({
