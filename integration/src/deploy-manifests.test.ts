@@ -55,6 +55,6 @@ describe("deploy/kubernetes", () => {
     expect(c?.startupProbe?.grpc?.port).toBe(50051);
     expect(sts.spec?.replicas).toBe(3);
     const pdb = (await documents()).find((d) => d.kind === "PodDisruptionBudget");
-    expect((pdb?.spec as { minAvailable: number }).minAvailable).toBe(2);
+    expect((pdb?.spec as { minAvailable: number } | undefined)?.minAvailable).toBe(2);
   });
 });
