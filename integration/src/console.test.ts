@@ -63,6 +63,7 @@ describe("console", () => {
       15_000,
     );
     const shownAfterMs = performance.now() - killedAt;
+    console.log(`leader SIGKILL -> page shows ${next.id} after ${Math.round(shownAfterMs)} ms`);
     expect(shownAfterMs).toBeLessThan(20_000);
     expect(await page.evaluate(() => (window as unknown as { consoleMark?: number }).consoleMark)).toBe(42);
     expect(await memberRows(page, "g1")).toEqual(["w-a", "w-b", "w-c"]);
