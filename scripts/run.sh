@@ -103,6 +103,7 @@ for i in 1 2 3; do
   ADDRS+="${ADDRS:+,}127.0.0.1:5005$i"
 done
 echo "[run] replicas: rm-1..3 on $ADDRS (HTTP status/metrics on 127.0.0.1:9464-9466; logs in .run/rm-*.log)"
+echo "[run] console: open http://127.0.0.1:9464/ (any replica: 9464-9466), or follow it in a terminal: pnpm coordinator watch --etcd $ENDPOINTS"
 
 if [ "$DATA" = postgres ]; then
   # Uploaded through a replica (PutShardData), which creates the table on first use.

@@ -32,6 +32,7 @@ describe("console", () => {
     const served = c.replicas.find((r) => r !== leader);
     expect(served).toBeDefined();
     if (served === undefined) return;
+    await served.waitForLog((l) => l.event === "http_listening");
     await page.goto(`${served.httpUrl}/`);
     await until(
       async () => ({
@@ -62,6 +63,7 @@ describe("console", () => {
       15_000,
     );
     const shownAfterMs = performance.now() - killedAt;
+    console.log(`leader SIGKILL -> page shows ${next.id} after ${Math.round(shownAfterMs)} ms`);
     expect(shownAfterMs).toBeLessThan(20_000);
     expect(await page.evaluate(() => (window as unknown as { consoleMark?: number }).consoleMark)).toBe(42);
     expect(await memberRows(page, "g1")).toEqual(["w-a", "w-b", "w-c"]);
@@ -97,5 +99,42 @@ describe("console", () => {
     expect(await page.evaluate(() => (window as unknown as { consoleMark?: number }).consoleMark)).toBe(42);
     const shot = process.env.CONSOLE_SCREENSHOT;
     if (shot !== undefined && shot !== "") await page.screenshot({ path: shot, fullPage: true });
+  });
+
+  it("a page served by the leader moves to another replica's feed when the leader dies", async () => {
+    const c = await startCluster(env);
+    const leader = await c.waitForLeader();
+    await startWorker(env, c, "w-a");
+    await until(
+      () => assignmentOf(env, c),
+      (a) => a?.phase === "active",
+      30_000,
+    );
+    const browser: Browser = await launchChromium();
+    env.cleanup(() => browser.close());
+    const page = await browser.newPage();
+    await page.goto(`${leader.httpUrl}/`);
+    // Wait until the page knows the other replicas (their console addresses come with the view).
+    await until(
+      async () => ({
+        leader: await testIdText(page, "leader-id"),
+        replicas: await page.$$("tr[data-testid^=replica-]"),
+      }),
+      (v) => v.leader === leader.id && v.replicas.length === 3,
+      15_000,
+    );
+    await page.evaluate(() => {
+      (window as unknown as { consoleMark: number }).consoleMark = 7;
+    });
+    await leader.kill();
+    const next = await c.waitForLeader({ not: leader, timeoutMs: 30_000 });
+    await until(
+      async () => ({ leader: await testIdText(page, "leader-id"), members: await memberRows(page, "g1") }),
+      (v) => v.leader === next.id && v.members.length === 1,
+      20_000,
+    );
+    expect(await page.evaluate(() => (window as unknown as { consoleMark?: number }).consoleMark)).toBe(7);
+    const served = (await page.textContent("#served")) ?? "";
+    expect(served).not.toContain(`served by ${leader.id}`);
   });
 });

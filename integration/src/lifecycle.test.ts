@@ -68,6 +68,16 @@ describe("lifecycles leave nothing running", () => {
     expect(r.exitAfterCloseMs).toBeLessThan(2000);
   });
 
+  it("the HTTP server's close() ends open console streams; the process exits by itself", async () => {
+    const r = await runProbe(["console", etcd.endpoints.join(",")]);
+    expect(r.stderr).toBe("");
+    expect(r.lines[0]?.phase).toBe("running:leader:2");
+    expect(r.lines.at(-1)?.phase).toBe("closed");
+    expect(handles(r)).toEqual([]);
+    expect(r.code).toBe(0);
+    expect(r.exitAfterCloseMs).toBeLessThan(2000);
+  });
+
   it("Worker.close() after runShards releases every handle; the process exits by itself", async () => {
     const rm = await RmCluster.start({ etcd: etcd.endpoints, count: 1 });
     try {

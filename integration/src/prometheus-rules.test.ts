@@ -34,16 +34,27 @@ describe("Prometheus alert rules", () => {
     expect(test.stdout).toContain("SUCCESS");
   });
 
-  it("every shard_ metric the rules name is exported by a live leader", async () => {
+  it("every metric the rules and the Grafana dashboard name is exported by a live leader", async () => {
     const c = await startCluster(env);
     const leader = await c.waitForLeader();
     await startWorker(env, c, "w-a");
     const rules = await readFile(`${dir}alerts.yml`, "utf8");
     const used = [...new Set(rules.match(/\bshard_[a-z0-9_]+/g) ?? [])].sort();
     expect(used.length).toBeGreaterThan(8);
+    // Every query of every panel of the dashboard: its metric names (shard_ and process_).
+    const dashboard = JSON.parse(await readFile(`${dir}../grafana/coordinator.json`, "utf8")) as {
+      panels: { title: string; targets: { expr: string }[] }[];
+    };
+    const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
+    expect(exprs.length).toBeGreaterThan(15);
+    const dashboardNames = [
+      ...new Set(exprs.flatMap((e) => e.match(/\b(?:shard|process)_[a-z0-9_]+/g) ?? [])),
+    ];
+    for (const e of exprs) expect(e, "a query without a metric of ours").toMatch(/\b(?:shard|process)_/);
     const text = await (await fetch(`${leader.httpUrl}/metrics`)).text();
     const names = exportedNames(text);
     expect(used.filter((n) => !names.has(n))).toEqual([]);
+    expect(dashboardNames.filter((n) => !names.has(n))).toEqual([]);
     // The replica label every rule's `by (replica)` relies on.
     expect(text).toMatch(/shard_replica_is_leader\{replica="rm-\d"\} 1/);
   });

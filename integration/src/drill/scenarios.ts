@@ -10,8 +10,8 @@ import { etcdScenarios } from "./scenarios-etcd.js";
 import { identityScenarios } from "./scenarios-identity.js";
 import { networkScenarios } from "./scenarios-network.js";
 import { postgresScenarios } from "./scenarios-postgres.js";
-import { taskScenarios } from "./scenarios-tasks.js";
 import { securityScenarios } from "./scenarios-security.js";
+import { taskScenarios } from "./scenarios-tasks.js";
 
 /** What a scenario measured besides the timeline. */
 export interface ScenarioResult {

@@ -4,7 +4,9 @@
 // close() leaves nothing, so the process then exits by itself without process.exit().
 //   node leak-probe.js replica <etcd-endpoints>
 //   node leak-probe.js worker <coordinator-address>
-import { createLogger, Replica, resolveReplicaOptions } from "@org/coordinator";
+//   node leak-probe.js console <etcd-endpoints>   (a replica, its HTTP server and two open
+//                                                   console streams, closed while streaming)
+import { createLogger, Replica, resolveReplicaOptions, startHttpServer } from "@org/coordinator";
 import { connectWorker } from "@org/worker-sdk";
 
 const [kind, target] = process.argv.slice(2);
@@ -25,6 +27,36 @@ if (kind === "replica") {
   report(`running:${replica.role}`);
   await replica.close();
   await replica.close(); // idempotent
+} else if (kind === "console") {
+  const options = resolveReplicaOptions({
+    etcdEndpoints: target,
+    listen: "127.0.0.1:0",
+    id: "probe",
+    namespace: `/probe-${process.pid}`,
+  });
+  const log = createLogger("probe", "silent");
+  const replica = await Replica.start(options, log);
+  const http = await startHttpServer(replica, "127.0.0.1:0", log);
+  for (let i = 0; i < 100 && replica.role !== "leader"; i++) await new Promise((r) => setTimeout(r, 50));
+  // Two pages following the feed: each gets a view, then the streams stay open.
+  const streams = await Promise.all(
+    [0, 1].map(async () => {
+      const res = await fetch(`http://127.0.0.1:${http.port}/events`);
+      const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+      let text = "";
+      while (!text.includes("event: view")) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        text += new TextDecoder().decode(value);
+      }
+      return reader;
+    }),
+  );
+  report(`running:${replica.role}:${streams.length}`);
+  await http.close();
+  await replica.close();
+  // The server ended the streams: each reader sees its end.
+  for (const r of streams) while (!(await r.read().catch(() => ({ done: true }))).done);
 } else if (kind === "worker") {
   const worker = await connectWorker({
     coordinators: [target ?? ""],

@@ -19,12 +19,34 @@ const $ = (id: string): HTMLElement => {
 
 const esc = (v: unknown): string => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
-/** A stable colour per owner, so a shard's row reads as one colour per owner. */
+/** Distinct colours (Tableau 10), given to a group's owners in sorted order. */
+const palette = [
+  "#4e79a7",
+  "#f28e2b",
+  "#59a14f",
+  "#e15759",
+  "#76b7b2",
+  "#edc948",
+  "#b07aa1",
+  "#ff9da7",
+  "#9c755f",
+  "#bab0ac",
+];
+let colours = new Map<string, string>();
+
+/** The colour of an owner in the view being rendered (see {@link assignColours}). */
 function colour(owner: string): string {
-  // FNV-1a, so ids differing in one character get far-apart hues.
-  let h = 0x811c9dc5;
-  for (let i = 0; i < owner.length; i++) h = Math.imul(h ^ owner.charCodeAt(i), 0x01000193) >>> 0;
-  return `hsl(${h % 360} 60% ${40 + ((h >>> 9) % 3) * 8}%)`;
+  return colours.get(owner) ?? "#777";
+}
+
+/** Gives each node named in the view (members and timeline owners) a colour, in sorted order. */
+function assignColours(v: ConsoleView): void {
+  const names = new Set<string>();
+  for (const g of v.groups) {
+    for (const m of g.members) names.add(m.nodeId);
+    for (const segs of g.timeline) for (const s of segs) if (s.owner !== null) names.add(s.owner);
+  }
+  colours = new Map([...names].sort().map((n, i) => [n, palette[i % palette.length] ?? "#777"]));
 }
 
 const ago = (ms: number): string => (ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`);
@@ -130,6 +152,7 @@ ${handoff}
 }
 
 function render(v: ConsoleView): void {
+  assignColours(v);
   renderLeader(v);
   renderReplicas(v);
   $("groups").innerHTML =

@@ -10,6 +10,8 @@
  * - `etcd_failed`: any other etcd failure (a request or answer too large, a compacted revision, ...).
  * - `invalid_data`: a record read from etcd does not have the expected shape.
  * - `closed`: the object was closed.
+ * - `leader_unavailable`: no leader is elected, or its console cannot be read (CLI).
+ * - `not_found`: a named thing (a group) does not exist (CLI).
  */
 export type CoordinatorErrorCode =
   | "invalid_config"
@@ -19,7 +21,9 @@ export type CoordinatorErrorCode =
   | "etcd_auth"
   | "etcd_failed"
   | "invalid_data"
-  | "closed";
+  | "closed"
+  | "leader_unavailable"
+  | "not_found";
 
 /**
  * The one error class of the coordinator package: a code, a message and an optional cause.

@@ -14,6 +14,14 @@
 
 export type { StatusReport } from "./cli/status-report.js";
 export { formatStatus, readStatus } from "./cli/status-report.js";
+export type {
+  ConsoleGroup,
+  ConsoleMember,
+  ConsoleReplica,
+  ConsoleTasks,
+  ConsoleView,
+  TimelineSegment,
+} from "./console/console-view.js";
 export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
 export { FencedStore } from "./leadership/fenced-store.js";
@@ -27,6 +35,7 @@ export type { TokenRecord, TokenRole } from "./server/auth-tokens.js";
 export { newToken, tokenRoles } from "./server/auth-tokens.js";
 export type { AuthMode, Grant, Identity, Right } from "./server/authorizer.js";
 export { allows, authModes, certificateGrants } from "./server/authorizer.js";
+export { startHttpServer } from "./server/http-server.js";
 export type {
   MemberSpec,
   Owners,

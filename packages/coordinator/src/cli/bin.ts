@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
+import type { ConsoleView } from "../console/console-view.js";
 import { CoordinatorError } from "../errors.js";
 import { createLogger } from "../logger.js";
 import { etcdSecurityOf, Replica } from "../replica/replica.js";
@@ -18,6 +19,16 @@ import { loadEtcdSecurity } from "../store/etcd-security.js";
 import { keyLayout } from "../store/keys.js";
 import { groupConfigSchema, parseRecord } from "../store/records.js";
 import { type ControlChange, changeControl, requestRepair, setClusterSettings } from "./admin-commands.js";
+import {
+  consoleViews,
+  describeChanges,
+  formatGroups,
+  formatMembers,
+  formatShards,
+  groupOf,
+  leaderConsoleAddress,
+  readLeaderView,
+} from "./console-client.js";
 import { discoverCoordinators, uploadShardData } from "./data-upload.js";
 import { formatStatus, readStatus } from "./status-report.js";
 import { addTaskCommands } from "./task-commands.js";
@@ -397,6 +408,136 @@ program
         await new Promise((r) => setTimeout(r, every));
       }
     } finally {
+      client.close();
+    }
+  });
+
+/** Runs a read of the leader's view with the `status` flags; errors are one line, exit 1. */
+async function withLeaderView(
+  o: { etcd: string; namespace: string },
+  fn: (view: ConsoleView) => string | object,
+  json: boolean,
+): Promise<void> {
+  const client = createEtcdClient(o.etcd.split(","));
+  try {
+    const out = fn(await readLeaderView(client, keyLayout(o.namespace)));
+    process.stdout.write(json ? `${JSON.stringify(out)}\n` : `${String(out)}\n`);
+  } catch (e) {
+    process.stderr.write(
+      `coordinator: ${e instanceof CoordinatorError ? e.message : describeEtcdError(e)}\n`,
+    );
+    process.exitCode = 1;
+  } finally {
+    client.close();
+  }
+}
+
+program
+  .command("groups")
+  .description("list the groups with strategy, version, phase and members, from the leader")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .option("--json", "print JSON")
+  .action((o: { etcd: string; namespace: string; json?: boolean }) =>
+    withLeaderView(
+      o,
+      (v) => (o.json ? v.groups.map(({ timeline: _t, ...g }) => g) : formatGroups(v)),
+      o.json === true,
+    ),
+  );
+
+program
+  .command("members")
+  .description("a group's members as the leader sees them: connected, last heard, running shards and tasks")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .option("--json", "print JSON")
+  .action((o: { etcd: string; namespace: string; group: string; json?: boolean }) =>
+    withLeaderView(
+      o,
+      (v) => (o.json ? groupOf(v, o.group).members : formatMembers(groupOf(v, o.group))),
+      o.json === true,
+    ),
+  );
+
+program
+  .command("shards")
+  .description("a group's shard -> owner map and, during a handoff, the pending moves, from the leader")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .option("--json", "print JSON")
+  .action((o: { etcd: string; namespace: string; group: string; json?: boolean }) =>
+    withLeaderView(
+      o,
+      (v) => {
+        const g = groupOf(v, o.group);
+        return o.json
+          ? {
+              group: g.group,
+              version: g.version,
+              phase: g.phase,
+              owners: g.owners,
+              moves: g.moves,
+              awaitingRelease: g.awaitingRelease,
+              released: g.released,
+            }
+          : formatShards(g);
+      },
+      o.json === true,
+    ),
+  );
+
+program
+  .command("watch")
+  .description(
+    "follow the cluster live from the leader's console feed: leader, candidates, versions, members joining and leaving (one line per change; follows failovers)",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .option("--json", "print each view as one JSON line")
+  .action(async (o: { etcd: string; namespace: string; json?: boolean }) => {
+    const client = createEtcdClient(o.etcd.split(","));
+    const stop = new AbortController();
+    const onSignal = () => stop.abort();
+    process.once("SIGINT", onSignal);
+    process.once("SIGTERM", onSignal);
+    let prev: ConsoleView | undefined;
+    let lastProblem = "";
+    try {
+      while (!stop.signal.aborted) {
+        try {
+          const { http } = await leaderConsoleAddress(client, keyLayout(o.namespace));
+          for await (const view of consoleViews(http, stop.signal)) {
+            const lines = o.json ? [JSON.stringify(view)] : describeChanges(prev, view);
+            // Plain lines, no terminal escape codes: the output may be a file or a pipe.
+            for (const l of lines)
+              process.stdout.write(o.json ? `${l}\n` : `${new Date(view.at).toISOString()} ${l}\n`);
+            prev = view;
+            lastProblem = "";
+          }
+        } catch (e) {
+          if (stop.signal.aborted) break;
+          const why = e instanceof CoordinatorError ? e.message : describeEtcdError(e);
+          if (why !== lastProblem) process.stderr.write(`coordinator: ${why}; retrying\n`);
+          lastProblem = why;
+        }
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 500);
+          stop.signal.addEventListener(
+            "abort",
+            () => {
+              clearTimeout(t);
+              resolve();
+            },
+            { once: true },
+          );
+        });
+      }
+    } finally {
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
       client.close();
     }
   });

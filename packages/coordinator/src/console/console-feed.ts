@@ -242,9 +242,15 @@ export class ConsoleFeed {
               .map((l) => l.slice(6))
               .join("\n");
             if (data === "") continue;
-            const view = JSON.parse(data) as ConsoleView;
+            const relayed = JSON.parse(data) as ConsoleView;
             up.lastAt = performance.now();
-            for (const g of view.groups) this.#timeline.adopt(g.group, g.timeline);
+            const view: ConsoleView = {
+              ...relayed,
+              groups: relayed.groups.map((g) => ({
+                ...g,
+                timeline: this.#timeline.adopt(g.group, g.timeline, relayed.at),
+              })),
+            };
             if (!signal.aborted) this.#broadcast(view);
           }
         }

@@ -29,7 +29,28 @@ describe("OwnershipTimeline", () => {
 
   it("adopts a timeline relayed from the leader and continues it", () => {
     const t = new OwnershipTimeline(60_000);
-    t.adopt("g", [[{ owner: "a", from: 0, to: 1000 }]]);
+    t.adopt("g", [[{ owner: "a", from: 0, to: 1000 }]], 1000);
     expect(t.record("g", ["a"], 2000)).toEqual([[{ owner: "a", from: 0, to: 2000 }]]);
+  });
+
+  it("keeps its own history before a new leader's shorter timeline", () => {
+    const t = new OwnershipTimeline(60_000);
+    t.adopt("g", [[{ owner: "a", from: 0, to: 10_000 }], [{ owner: "c", from: 0, to: 10_000 }]], 10_000);
+    // The new leader knows only the seconds since its election (from 12 s).
+    const merged = t.adopt(
+      "g",
+      [[{ owner: "a", from: 12_000, to: 14_000 }], [{ owner: "b", from: 12_000, to: 14_000 }]],
+      14_000,
+    );
+    expect(merged).toEqual([
+      [
+        { owner: "a", from: 0, to: 10_000 },
+        { owner: "a", from: 12_000, to: 14_000 },
+      ],
+      [
+        { owner: "c", from: 0, to: 10_000 },
+        { owner: "b", from: 12_000, to: 14_000 },
+      ],
+    ]);
   });
 });

@@ -40,12 +40,27 @@ export class OwnershipTimeline {
     return next;
   }
 
-  /** Takes over timelines built elsewhere (the previous leader's, relayed to this follower). */
-  adopt(group: string, timeline: readonly (readonly TimelineSegment[])[]): void {
-    this.#groups.set(
-      group,
-      timeline.map((segs) => segs.map((s) => ({ ...s }))),
-    );
+  /**
+   * Takes over a timeline built elsewhere (the leader's, relayed by this follower) and
+   * returns it merged with what this replica already had before it: a leader elected
+   * moments ago knows only its own seconds, the follower relaying it remembers the minutes
+   * before. Per shard, this replica's segments up to the first relayed one are kept.
+   */
+  adopt(
+    group: string,
+    timeline: readonly (readonly TimelineSegment[])[],
+    at: number,
+  ): readonly (readonly TimelineSegment[])[] {
+    const own = this.#groups.get(group) ?? [];
+    const merged: TimelineSegment[][] = timeline.map((segs, shard) => {
+      const first = segs[0]?.from ?? at;
+      const older = (own[shard] ?? [])
+        .filter((s) => s.from < first && s.to >= at - this.windowMs)
+        .map((s) => (s.to > first ? { ...s, to: first } : { ...s }));
+      return [...older, ...segs.map((s) => ({ ...s }))];
+    });
+    this.#groups.set(group, merged);
+    return merged;
   }
 
   /** Forgets the groups not named (deleted groups). */
