@@ -26,6 +26,7 @@ export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
 export { FencedStore } from "./leadership/fenced-store.js";
 export { LeaseFence } from "./leadership/lease-fence.js";
+export { type LeaseAck, LeaseKeeper } from "./leadership/lease-keeper.js";
 export { createLogger } from "./logger.js";
 export type { ReplicaReadiness, ReplicaRole, ReplicaStatus } from "./replica/replica.js";
 export { Replica } from "./replica/replica.js";

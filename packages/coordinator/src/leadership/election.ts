@@ -90,12 +90,17 @@ export class Election {
   constructor(options: ElectionOptions) {
     this.#o = options;
     this.#fence = new LeaseFence(LeaseFence.marginFor(options.ttlSec));
-    this.#keeper = new LeaseKeeper(options.client, options.log, (ack) => {
-      if (ack.leaseId !== this.#leaseId) return;
-      options.health?.ok();
-      this.#fence.confirm(ack.sentAt, ack.ttlSec);
-      this.#onFenceChange?.();
-    });
+    this.#keeper = new LeaseKeeper(
+      options.client,
+      options.log,
+      (ack) => {
+        if (ack.leaseId !== this.#leaseId) return;
+        options.health?.ok();
+        this.#fence.confirm(ack.sentAt, ack.ttlSec);
+        this.#onFenceChange?.();
+      },
+      { stallMs: Math.max(250, (options.ttlSec * 1000) / 4) },
+    );
   }
 
   /**

@@ -11,7 +11,16 @@ import {
   noop,
   retry,
 } from "cockatiel";
-import { Etcd3, GRPCDeadlineExceededError, GRPCUnavailableError, type ICallable, LeaseClient } from "etcd3";
+import {
+  Etcd3,
+  GRPCDeadlineExceededError,
+  GRPCUnavailableError,
+  type ICallable,
+  type IDuplexStream,
+  type ILeaseKeepAliveRequest,
+  type ILeaseKeepAliveResponse,
+  LeaseClient,
+} from "etcd3";
 import type { EtcdSecurity } from "./etcd-security.js";
 
 /** Deadline of every unary etcd call, in ms: a call to a cluster without quorum fails instead of hanging. */
@@ -182,4 +191,59 @@ export function createEtcdClient(endpoints: readonly string[], security: EtcdSec
 export function rawLeaseClient(client: Etcd3): LeaseClient {
   const pool = (client as unknown as { pool: ICallable<unknown> }).pool;
   return new LeaseClient(pool);
+}
+
+/** The parts of etcd3 1.1.2's internal connection pool that {@link openLeaseKeepAlive} uses. */
+interface PoolInternals {
+  readonly hosts: readonly object[];
+  withConnection<T>(
+    service: string,
+    fn: (c: {
+      resource: object;
+      client: { leaseKeepAlive(metadata: unknown, options: object): LeaseKeepAliveStream };
+      metadata: unknown;
+    }) => T,
+    hosts: Iterator<object>,
+  ): Promise<T>;
+  markFailed(resource: object, error: Error): void;
+}
+
+/** A lease keep-alive stream, as etcd3 types it. */
+export type LeaseKeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
+
+/**
+ * Opens a lease keep-alive stream like etcd3's `leaseKeepAlive`, on a host other than `avoid`
+ * when there is one (tried last). etcd3 picks hosts at random and knows nothing of a stream
+ * that stalls on a half-open connection to a partitioned member: without this, a replaced
+ * stream lands on the same dead host one time in three. Returns the host with the stream, to
+ * be avoided next time if it stalls.
+ */
+export function openLeaseKeepAlive(
+  client: Etcd3,
+  avoid?: object,
+): Promise<{ stream: LeaseKeepAliveStream; host: object }> {
+  const pool = (client as unknown as { pool: PoolInternals }).pool;
+  function* order(): Generator<object> {
+    for (;;) {
+      const others = pool.hosts.filter((h) => h !== avoid);
+      for (let i = others.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1));
+        [others[i], others[j]] = [others[j] as object, others[i] as object];
+      }
+      yield* others;
+      if (avoid !== undefined && pool.hosts.includes(avoid)) yield avoid;
+    }
+  }
+  return pool.withConnection(
+    "Lease",
+    ({ resource, client: lease, metadata }) => {
+      const stream = lease.leaseKeepAlive(metadata, {});
+      // As etcd3 does: an error on a live stream counts against the host's breaker.
+      stream.on("error", (err: Error) => {
+        if ((stream as unknown as { writable: boolean }).writable) pool.markFailed(resource, err);
+      });
+      return { stream, host: resource };
+    },
+    order(),
+  );
 }
