@@ -50,7 +50,9 @@ ETCD_CLIENT=(2379 22379 32379); ETCD_PEER=(2380 22380 32380)
 # watch of the coordinator re-reads when its revision was compacted, so the window only
 # saves re-reads after short disconnections), and an explicit backend quota (etcd's default,
 # 2 GiB) past which etcd raises its NOSPACE alarm and refuses writes until an operator acts.
-ETCD_HYGIENE=(--auto-compaction-mode periodic --auto-compaction-retention 10m --quota-backend-bytes $((2 * 1024 * 1024 * 1024)))
+# --pre-vote: a member that was cut off does not depose the healthy raft leader when it
+# comes back (etcd 3.4's default is off; README, "Operating etcd").
+ETCD_HYGIENE=(--auto-compaction-mode periodic --auto-compaction-retention 10m --quota-backend-bytes $((2 * 1024 * 1024 * 1024)) --pre-vote)
 CLUSTER=""
 for i in 0 1 2; do CLUSTER+="${CLUSTER:+,}etcd-$i=http://127.0.0.1:${ETCD_PEER[$i]}"; done
 for i in 0 1 2; do

@@ -202,6 +202,10 @@ export class BinaryEtcdMember implements EtcdMember {
       "50",
       "--election-timeout",
       "500",
+      // A member cut off from the others keeps campaigning; without pre-vote its higher term
+      // deposes the healthy leader when it comes back and the cluster stops for an election
+      // (the net-etcd-leader-cut drill saw every replica's lease fence run out then).
+      "--pre-vote",
       ...(spec.extraArgs ?? []),
     ]);
     const { command, args } = withParentDeathSignal(onHost.command, onHost.args);

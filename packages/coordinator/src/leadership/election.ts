@@ -99,7 +99,7 @@ export class Election {
         this.#fence.confirm(ack.sentAt, ack.ttlSec);
         this.#onFenceChange?.();
       },
-      { stallMs: Math.max(250, (options.ttlSec * 1000) / 4) },
+      { stallMs: Math.max(250, (options.ttlSec * 1000) / 8) },
     );
   }
 
@@ -150,7 +150,10 @@ export class Election {
 
   #keepAliveLoop(leaseId: string, lost: AbortController): () => void {
     const ttlMs = this.#o.ttlSec * 1000;
-    const interval = setInterval(() => this.#keeper.keepAlive(leaseId), Math.max(100, ttlMs / 3));
+    // Every TTL/6 (Go's client: TTL/3): a stream stalled on a partitioned etcd member is
+    // then noticed and replaced (the keeper's stallMs, TTL/8) with more than half the fence
+    // left for the remaining members to elect a raft leader and answer.
+    const interval = setInterval(() => this.#keeper.keepAlive(leaseId), Math.max(100, ttlMs / 6));
     this.#keeper.keepAlive(leaseId);
     let fenceTimer: NodeJS.Timeout | undefined;
     const arm = () => {
