@@ -33,14 +33,15 @@ afterEach(async () => {
   for (const c of closers.splice(0).reverse()) await c();
 });
 
-function setup() {
-  const store = new FlakyStore();
+function setup(o: { store?: FlakyStore; epoch?: number } = {}) {
+  const store = o.store ?? new FlakyStore();
+  const epoch = o.epoch ?? 3;
   const options = resolveTaskOptions({});
   const sent: CoordinatorMessageKind[] = [];
   let dispatcher: TaskDispatcher | undefined;
   const board = new TaskBoard({
     persistence: store,
-    epoch: 3,
+    epoch,
     options,
     log,
     onWaiting: (g) => dispatcher?.kick(g),
@@ -70,7 +71,7 @@ function setup() {
     log,
     membership: () => member,
     now: () => performance.now(),
-    epoch: 3,
+    epoch,
   });
   const d = dispatcher;
   closers.push(async () => {
@@ -88,7 +89,44 @@ async function until(pred: () => boolean | Promise<boolean>, timeoutMs = 5000): 
   }
 }
 
+const task = (id: string) => ({
+  id,
+  payload: new TextEncoder().encode("p"),
+  placement: "balanced" as const,
+  selector: {},
+  priority: 3,
+  maxAttempts: 3,
+  timeoutMs: 0,
+});
+
 describe("TaskDispatcher", () => {
+  it("reconciles a worker that resumes before the new leader has loaded the group's tasks", async () => {
+    // The old leader wrote the dispatch and died before the TaskDispatch reached the worker;
+    // the worker's Hello (claiming nothing) reaches the next leader before its task load.
+    const store = new FlakyStore();
+    const old = setup({ store, epoch: 2 });
+    await old.board.submit("g", [task("t")], never);
+    old.dispatcher.kick("g");
+    await until(() => old.sent.some((k) => k?.case === "task"));
+    const next = setup({ store, epoch: 3 });
+    expect(next.board.loaded("g")).toBeUndefined();
+    next.dispatcher.resumed("g", "w", []);
+    await until(() => next.sent.some((k) => k?.case === "task" && k.value.attempt === 2));
+  });
+
+  it("after a deferred reconcile, requeues nothing this leader dispatched itself", async () => {
+    const store = new FlakyStore();
+    const next = setup({ store, epoch: 3 });
+    await next.board.submit("g", [task("mine")], never);
+    next.dispatcher.kick("g");
+    await until(() => next.sent.some((k) => k?.case === "task"));
+    const g = next.board.loaded("g");
+    expect(g?.onWorker("w")).toEqual(["mine"]);
+    next.dispatcher.resumed("g", "w", ["mine"]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(next.sent.filter((k) => k?.case === "task")).toHaveLength(1);
+  });
+
   it("applies a worker's final report again when its write failed (etcd unavailable for a moment)", async () => {
     const { store, board, dispatcher, sent } = setup();
     await board.submit(

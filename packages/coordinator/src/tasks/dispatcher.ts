@@ -230,11 +230,35 @@ export class TaskDispatcher implements TaskEvents {
 
   resumed(group: string, nodeId: string, runningTaskIds: readonly string[]): void {
     const g = this.#o.board.loaded(group);
-    if (g === undefined) return;
+    if (g === undefined) {
+      // The worker is back before this leader loaded the group's tasks (right after a
+      // failover): reconcile once they are, or a dispatch an earlier leader wrote and never
+      // delivered stays with the live worker forever (the task-storm drill saw 3 of 300).
+      void this.#o.board.group(group).then(
+        () => this.#reconcile(group, nodeId, runningTaskIds, true),
+        (e: unknown) => this.#failed("task_load_failed", group, e),
+      );
+      return;
+    }
+    this.#reconcile(group, nodeId, runningTaskIds, false);
+  }
+
+  /**
+   * `deferred`: the Hello was answered before the tasks were loaded, and this leader may
+   * have dispatched to the node since, on the live stream; only earlier leaders' dispatches
+   * can have been lost (requeueing one of ours would run a second attempt beside it).
+   */
+  #reconcile(group: string, nodeId: string, runningTaskIds: readonly string[], deferred: boolean): void {
+    const g = this.#o.board.loaded(group);
+    if (g === undefined || this.#closed) return;
     const claimed = new Set(runningTaskIds);
     // What the leader gave the node and the node does not run was never received (the
     // stream it went on is gone): it goes back to the queue at once.
-    const unclaimed = g.onWorker(nodeId).filter((id) => !claimed.has(id));
+    const unclaimed = g
+      .onWorker(nodeId)
+      .filter(
+        (id) => !claimed.has(id) && (!deferred || (g.get(id)?.record.leaderEpoch ?? 0) < this.#o.epoch),
+      );
     if (unclaimed.length > 0)
       void this.#o.board.attempts
         .workerLost(group, nodeId, `worker ${nodeId} did not claim it on reconnect`, unclaimed)
