@@ -1,3 +1,4 @@
+import { Etcd3 } from "etcd3";
 import { NodeChild } from "./children.js";
 import type { Reporter, Row } from "./report.js";
 import { round } from "./stats.js";
@@ -21,6 +22,32 @@ const COLDSTART_FLAGS = [
   "--shards",
   "256",
 ] as const;
+
+/** LeaseKeepAlive requests etcd has received so far (its own /metrics on the client URL). */
+async function etcdKeepAlives(endpoint: string): Promise<number> {
+  const text = await (await fetch(`${endpoint}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split("\n"))
+    if (line.startsWith("grpc_server_msg_received_total") && line.includes('grpc_method="LeaseKeepAlive"'))
+      sum += Number(line.split(" ").at(-1));
+  return sum;
+}
+
+/** Distinct leases of the group's member keys. */
+async function memberLeases(endpoints: readonly string[], group: string): Promise<number> {
+  const client = new Etcd3({ hosts: [...endpoints] });
+  try {
+    const r = await client.getAll().prefix("").exec();
+    return new Set(
+      r.kvs.filter((kv) => kv.key.toString().includes(`/groups/${group}/members/`)).map((kv) => kv.lease),
+    ).size;
+  } finally {
+    client.close();
+  }
+}
+
+/** Keep-alives are counted over this window after the version is active: one member lease TTL. */
+const KEEPALIVE_WINDOW_MS = 30_000;
 
 /**
  * Cold start: N workers that have never joined say Hello at the same moment (one load
@@ -105,6 +132,14 @@ export async function benchColdStart(rep: Reporter, smoke: boolean): Promise<voi
             .filter((l) => l.event === "version_written" && l.group === "cold")
             .map((l) => l.version),
         );
+        const leases = await memberLeases(etcd.endpoints, "cold");
+        let keepAlivesPerTtl: number | string = "-";
+        if (!smoke) {
+          const endpoint = etcd.endpoints[0] ?? "";
+          const k0 = await etcdKeepAlives(endpoint);
+          await new Promise((r) => setTimeout(r, KEEPALIVE_WINDOW_MS));
+          keepAlivesPerTtl = (await etcdKeepAlives(endpoint)) - k0;
+        }
         rows.push({
           workers: n,
           welcomed: connected.connected,
@@ -113,6 +148,8 @@ export async function benchColdStart(rep: Reporter, smoke: boolean): Promise<voi
           "versions written": versions.size,
           "largest join batch": Math.max(...batches),
           "mean join batch": round(batches.reduce((a, b) => a + b, 0) / Math.max(1, batches.length), 1),
+          "member leases": leases,
+          "keep-alives per TTL": keepAlivesPerTtl,
         });
       } finally {
         await gen.kill();
@@ -128,7 +165,8 @@ export async function benchColdStart(rep: Reporter, smoke: boolean): Promise<voi
     rows,
     notes: [
       "'active version ms' counts from the load generator's last Hello to the activation of the first version with all N members; it includes the 500 ms rebalance delay.",
-      "Joins are batched: the leases of the Hellos that arrive while a batch is written are granted concurrently and their member records go 100 per transaction.",
+      "Joins are batched: the Hellos that arrive while a batch is written share one member lease (one LeaseGrant per batch) and their member records go 100 per transaction; 'mean join batch' is weighted by member.",
+      "'keep-alives per TTL': LeaseKeepAlive requests etcd received (its /metrics) over one member lease TTL (30 s) after the version was active, every lease of the process included (the election's too); not measured with --smoke.",
     ],
   });
 }

@@ -143,7 +143,7 @@ const sameLabels = (a: Readonly<Record<string, string>>, b: Readonly<Record<stri
 /** New members written per transaction (etcd's --max-txn-ops defaults to 128). */
 const membersPerTxn = 100;
 /** New members written per batch (their lease grants run concurrently). */
-const maxJoinBatch = 1000;
+const maxJoinBatch = 5000;
 
 /** A brand-new member's Hello, waiting for its batch to be written. */
 interface PendingJoin {
@@ -175,7 +175,10 @@ const ADOPT = "~adopt";
 export class Group implements TaskMembership {
   readonly #ctx: GroupContext;
   readonly #members = new Map<string, GroupMember>();
-  readonly #byLease = new Map<string, GroupMember>();
+  // Members by lease: first-time members that join in one batch share one lease (see #flushJoins).
+  readonly #byLease = new Map<string, Set<GroupMember>>();
+  // When each lease was last kept alive: a shared lease is renewed once for all its members.
+  readonly #leaseKeptAt = new Map<string, number>();
   /** Removed incarnations that may still run: node id → until when (monotonic ms). */
   readonly #tombstones = new Map<string, number>();
   readonly #deadlines = new DeadlineQueue<string>();
@@ -297,9 +300,9 @@ export class Group implements TaskMembership {
         load: { ...noLoad },
       };
       this.#members.set(s.nodeId, m);
-      this.#byLease.set(s.leaseId, m);
+      const first = this.#attachLease(m);
       // Extend the adopted lease at once: the grace period must not outlive it.
-      keeper.keepAlive(s.leaseId);
+      if (first) keeper.keepAlive(s.leaseId);
       if (corrupt !== undefined) {
         this.#degrade("member_invalid", `member ${s.nodeId}: ${corrupt}`);
         log.error({ event: "member_record_invalid", group, node: s.nodeId, err: corrupt });
@@ -611,17 +614,22 @@ export class Group implements TaskMembership {
     });
     if (live.length === 0) return;
     const { options, group, keeper, keys, store, log } = this.#ctx;
-    const granted = await Promise.allSettled(live.map(() => keeper.grant(options.memberLeaseTtlSec)));
+    // One lease for the whole batch: a LeaseGrant is a raft proposal of its own, and 5,000
+    // of them were most of a cold start's time. The lease still ends by itself when no
+    // replica keeps it alive, and members leave one key at a time (the lease is revoked with
+    // its last member); see docs/membership.md, "Shared member leases".
+    let leaseId: string;
+    try {
+      ({ leaseId } = await keeper.grant(options.memberLeaseTtlSec));
+    } catch (e) {
+      for (const j of live) settle(j, CoordinatorError.from(e));
+      return;
+    }
     const writes: { j: PendingJoin; leaseId: string; record: MemberRecord }[] = [];
-    for (const [i, j] of live.entries()) {
-      const g = granted[i];
-      if (g?.status !== "fulfilled") {
-        settle(j, CoordinatorError.from(g?.status === "rejected" ? g.reason : "lease grant failed"));
-        continue;
-      }
+    for (const j of live) {
       writes.push({
         j,
-        leaseId: g.value.leaseId,
+        leaseId,
         record: {
           nodeId: j.nodeId,
           group,
@@ -650,16 +658,15 @@ export class Group implements TaskMembership {
       ),
     );
     const now = this.#ctx.now();
+    if (committed.every((r) => r.status !== "fulfilled")) void keeper.revoke(leaseId).catch(() => undefined);
     for (const [i, chunk] of chunks.entries()) {
       const r = committed[i];
       if (r?.status !== "fulfilled") {
-        for (const w of chunk) {
-          void keeper.revoke(w.leaseId).catch(() => undefined);
+        for (const w of chunk)
           settle(w.j, CoordinatorError.from(r?.status === "rejected" ? r.reason : "write failed"));
-        }
         continue;
       }
-      for (const { j, leaseId, record } of chunk) {
+      for (const { j, record } of chunk) {
         const fresh: GroupMember = {
           record,
           leaseId,
@@ -678,7 +685,7 @@ export class Group implements TaskMembership {
           load: { ...noLoad },
         };
         this.#members.set(j.nodeId, fresh);
-        this.#byLease.set(leaseId, fresh);
+        this.#attachLease(fresh);
         this.#tombstones.delete(j.nodeId);
         this.#ctx.metrics?.memberJoined(group, "new");
         log.info({
@@ -862,14 +869,48 @@ export class Group implements TaskMembership {
 
   /** etcd says a member lease is gone (TTL 0): its key went with it. */
   leaseGone(leaseId: string): void {
-    const m = this.#byLease.get(leaseId);
-    if (m === undefined || m.removing) return;
-    void this.#remove(
-      m,
-      "lease_expired",
-      { code: status.UNAVAILABLE, details: "membership lease expired; reconnect to rejoin" },
-      false,
-    ).catch((e: unknown) => this.#writeFailed("lease_expired", e));
+    for (const m of [...(this.#byLease.get(leaseId) ?? [])]) {
+      if (m.removing) continue;
+      void this.#remove(
+        m,
+        "lease_expired",
+        { code: status.UNAVAILABLE, details: "membership lease expired; reconnect to rejoin" },
+        false,
+      ).catch((e: unknown) => this.#writeFailed("lease_expired", e));
+    }
+  }
+
+  /** Counts `m` on its lease; true when it is the lease's first member here. */
+  #attachLease(m: GroupMember): boolean {
+    let set = this.#byLease.get(m.leaseId);
+    const first = set === undefined;
+    if (set === undefined) {
+      set = new Set();
+      this.#byLease.set(m.leaseId, set);
+    }
+    set.add(m);
+    return first;
+  }
+
+  /** Forgets `m` on its lease; true when no member uses the lease any more. */
+  #detachLease(m: GroupMember): boolean {
+    const set = this.#byLease.get(m.leaseId);
+    set?.delete(m);
+    if (set !== undefined && set.size > 0) return false;
+    this.#byLease.delete(m.leaseId);
+    this.#leaseKeptAt.delete(m.leaseId);
+    return true;
+  }
+
+  /**
+   * Renews a member's lease unless another member of the same lease renewed it within half
+   * an interval: a lease shared by a batch costs one keep-alive, not one per member.
+   */
+  #keepLease(leaseId: string, now: number): void {
+    const last = this.#leaseKeptAt.get(leaseId);
+    if (last !== undefined && now - last < keepAliveEveryMs(this.#ctx.options) / 2) return;
+    this.#leaseKeptAt.set(leaseId, now);
+    this.#ctx.keeper.keepAlive(leaseId);
   }
 
   // ---- deadlines ------------------------------------------------------------------------
@@ -902,7 +943,7 @@ export class Group implements TaskMembership {
 
   #memberDue(m: GroupMember, now: number): void {
     if (m.removing) return;
-    const { options, keeper } = this.#ctx;
+    const { options } = this.#ctx;
     const s = this.#ctx.settings();
     if (m.stoppedAt !== undefined) {
       if (now - m.stoppedAt >= options.restartGraceMs) {
@@ -929,7 +970,7 @@ export class Group implements TaskMembership {
       (m.heardSinceKeepAlive || m.stoppedAt !== undefined) &&
       now - m.lastKeepAliveAt >= keepAliveEveryMs(options)
     ) {
-      keeper.keepAlive(m.leaseId);
+      this.#keepLease(m.leaseId, now);
       m.lastKeepAliveAt = now;
       m.heardSinceKeepAlive = false;
     }
@@ -1002,14 +1043,16 @@ export class Group implements TaskMembership {
       const current = this.#members.get(nodeId) === m;
       try {
         if (write && current) await store.commit(store.client.delete().key(keys.member(group, nodeId)));
-        if (write) void keeper.revoke(m.leaseId).catch(() => undefined);
       } catch (e) {
         m.removing = false; // retried at its next deadline
         this.#scheduleMember(m, this.#ctx.now() + this.#retryDelayMs());
         throw e;
       }
-      keeper.forget(m.leaseId);
-      this.#byLease.delete(m.leaseId);
+      // A lease shared with other members stays theirs; the last one out revokes it.
+      if (this.#detachLease(m)) {
+        if (write) void keeper.revoke(m.leaseId).catch(() => undefined);
+        keeper.forget(m.leaseId);
+      }
       this.#deadlines.cancel(nodeId);
       if (current) this.#members.delete(nodeId);
       m.session?.close(st);
