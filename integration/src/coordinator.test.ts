@@ -130,6 +130,35 @@ describe("coordinator replicas", () => {
     console.log(`leader SIGTERM -> new leader ${next.id} in ${Math.round(handoffMs)} ms`);
   });
 
+  it("leader SIGTERM names the next leader as its streams close; that replica serves a Hello sent at once", async () => {
+    const c = await cluster();
+    const leader = await c.waitForLeader();
+    const s = new RawStream(leader.address);
+    env.cleanup(() => s.close());
+    s.hello("g-term", "n-1");
+    await s.waitFor((m) => m.kind.case === "welcome");
+    const beat = setInterval(() => s.heartbeat("n-1"), 400);
+    env.cleanup(() => clearInterval(beat));
+    const stopping = leader.stop();
+    const ended = await s.ended;
+    expect(ended.code).toBe(status.UNAVAILABLE);
+    const named = String(ended.metadata.get("x-shard-leader")[0] ?? "");
+    const others = c.replicas.filter((r) => r !== leader).map((r) => r.address);
+    expect(others).toContain(named);
+    // Straight to the named replica, which may still be loading its groups: it holds the
+    // Hello until it serves instead of refusing it.
+    const s2 = new RawStream(named);
+    env.cleanup(() => s2.close());
+    s2.hello("g-term", "n-2");
+    const first = await Promise.race([
+      s2.waitFor((m) => m.kind.case === "welcome").then(() => "welcome"),
+      s2.ended.then((e) => `ended ${status[e.code]}: ${e.details}`),
+    ]);
+    expect(first).toBe("welcome");
+    expect((await c.waitForLeader({ not: leader })).address).toBe(named);
+    expect(await stopping).toBe(0);
+  });
+
   it("leader paused past its TTL: it steps down on resume and never writes as a stale leader", async () => {
     const c = await cluster();
     await worker(c, "p-1");

@@ -274,16 +274,16 @@ export class Leader implements SessionHost {
   }
 
   /**
-   * Ends this leadership's work: timers stop, every stream closes with UNAVAILABLE and an
-   * empty `x-shard-leader` (we cannot name the next leader yet), and queued writes settle.
+   * Ends this leadership's work: timers stop, every stream closes with UNAVAILABLE and
+   * `x-shard-leader` naming `successor` (empty when it is not known), and queued writes settle.
    */
-  async close(): Promise<void> {
+  async close(successor = ""): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#tick);
     clearInterval(this.#sweep);
     this.#dispatcher.close();
-    const st = notLeader();
+    const st = notLeader(successor);
     for (const g of this.#groups.values()) g.close(st);
     for (const s of this.#sessions) s.close(st);
     this.#sessions.clear();
@@ -295,12 +295,15 @@ export class Leader implements SessionHost {
   }
 }
 
-function notLeader(): StreamStatus {
+function notLeader(successor = ""): StreamStatus {
   const metadata = new Metadata();
-  metadata.set("x-shard-leader", "");
+  metadata.set("x-shard-leader", successor);
   return {
     code: status.UNAVAILABLE,
-    details: "this replica no longer leads; reconnect to the leader",
+    details:
+      successor === ""
+        ? "this replica no longer leads; reconnect to the leader"
+        : `this replica no longer leads; the leader is ${successor}`,
     metadata,
   };
 }

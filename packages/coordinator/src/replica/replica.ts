@@ -109,6 +109,11 @@ export class Replica {
   #server: ShardServer | undefined;
   #leadership: Leadership | undefined;
   #leader: Leader | undefined;
+  // Settles when this replica, just elected, has loaded its groups and serves (or failed to):
+  // Hellos that arrive meanwhile wait for it instead of being refused (see #heartbeatStreamAs).
+  #starting: Promise<void> | undefined;
+  // On a graceful stop: the next leader's address, to name when our streams close.
+  #successor: Promise<string> | undefined;
   #loop: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #writes = 0;
@@ -390,6 +395,40 @@ export class Replica {
     this.#grpcHealth.update({ role, etcdConnected: this.#health.state === "connected" });
   }
 
+  /**
+   * The address of the next leader once the election shows one other than us (right after our
+   * resign the next candidate's key is the lowest), or "" after `withinMs`.
+   */
+  #awaitSuccessor(withinMs: number): Promise<string> {
+    const watch = this.#watch;
+    if (watch === undefined) return Promise.resolve("");
+    return new Promise<string>((resolve) => {
+      const other = () => {
+        const info = watch.view.info;
+        return info !== undefined && info.id !== this.options.id ? info.address : undefined;
+      };
+      let off = (): void => undefined;
+      const timer = setTimeout(() => {
+        off();
+        resolve("");
+      }, withinMs);
+      off = watch.onChange(() => {
+        const a = other();
+        if (a === undefined) return;
+        clearTimeout(timer);
+        off();
+        resolve(a);
+      });
+      // Checked after subscribing: a change between the two would otherwise be missed.
+      const now = other();
+      if (now !== undefined) {
+        clearTimeout(timer);
+        off();
+        resolve(now);
+      }
+    });
+  }
+
   /** The leader's address to name in a refusal; never ourselves (we may be between terms). */
   #leaderAddress(): string {
     const info = this.#watch?.view.info;
@@ -456,8 +495,19 @@ export class Replica {
   #heartbeatStreamAs(
     call: ServerDuplexStream<Buffer, CoordinatorMessage>,
     identity: Identity | undefined,
+    waited = false,
   ): void {
     const leader = this.#leader;
+    const starting = this.#starting;
+    if (leader === undefined && starting !== undefined && !waited) {
+      // Just elected and loading: hold the stream (its Hello stays buffered) until we serve,
+      // at most a few seconds; then it is served or refused as usual.
+      const bound = new Promise<void>((r) => setTimeout(r, 3000).unref());
+      void Promise.race([starting, bound]).then(() => {
+        if (!call.cancelled) this.#heartbeatStreamAs(call, identity, true);
+      });
+      return;
+    }
     if (leader === undefined) {
       const info = this.#watch?.view.info;
       const etcdDown = this.#health.notReadyReason();
@@ -610,6 +660,8 @@ export class Replica {
     };
     this.#log = this.#baseLog.child({ role: "leader", leaderEpoch: leadership.epoch });
     let leader: Leader | undefined;
+    const starting = Promise.withResolvers<void>();
+    this.#starting = starting.promise;
     try {
       leader = await Leader.start({
         client: this.#client,
@@ -631,18 +683,24 @@ export class Replica {
       this.#metrics.elected();
       this.#syncHealth();
       this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });
+      this.#starting = undefined;
+      starting.resolve();
       await new Promise<void>((resolve) => {
         if (leadership.signal.aborted) resolve();
         leadership.signal.addEventListener("abort", () => resolve(), { once: true });
       });
       this.#log.warn({ event: "leadership_lost", reason: String(leadership.signal.reason) });
     } finally {
+      this.#starting = undefined;
+      starting.resolve();
       this.#leader = undefined;
       if (this.#role === "leader") this.#role = "follower";
       this.#syncHealth();
       if (leader !== undefined) {
         this.#writes += leader.store.writes;
-        await leader.close();
+        // A graceful stop names the next leader as the streams close, so workers go straight
+        // to it instead of trying replicas at random (it holds their Hellos until it serves).
+        await leader.close((await this.#successor) ?? "");
       }
       await leadership.resign();
       this.#leadership = undefined;
@@ -661,7 +719,10 @@ export class Replica {
       this.#offEtcdState?.();
       this.#syncHealth();
       const leadership = this.#leadership;
-      if (leadership !== undefined) await leadership.resign();
+      if (leadership !== undefined) {
+        this.#successor = this.#awaitSuccessor(1000);
+        await leadership.resign();
+      }
       await this.#loop?.catch(() => undefined);
       await this.#server?.close();
       this.#tls?.close();
