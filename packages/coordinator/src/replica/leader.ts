@@ -13,6 +13,7 @@ import type { KeyLayout } from "../store/keys.js";
 import { listChildren } from "../store/paged-range.js";
 import { TaskDispatcher } from "../tasks/dispatcher.js";
 import { TaskBoard } from "../tasks/task-board.js";
+import type { TaskMetricsSink } from "../tasks/task-ledger.js";
 import { TaskStore } from "../tasks/task-store.js";
 import { ClusterConfig } from "./cluster-config.js";
 import type { ReplicaOptions } from "./replica-options.js";
@@ -30,8 +31,8 @@ export interface LeaderOptions {
   readonly onDeposed: (e: CoordinatorError) => void;
   /** The replica's etcd health: times and counts every fenced write, logs failures once. */
   readonly health?: EtcdHealth;
-  /** Where the groups count joins, removals, versions and releases (replica/metrics.ts). */
-  readonly metrics?: GroupMetricsSink;
+  /** Where the groups count joins, removals, versions and releases, and the tasks their events (replica/metrics.ts). */
+  readonly metrics?: GroupMetricsSink & TaskMetricsSink;
 }
 
 /** Groups read from etcd at once while a leadership starts. */
@@ -82,6 +83,7 @@ export class Leader implements SessionHost {
       log: o.log,
       onWaiting: (group) => this.#dispatcher.kick(group),
       onCancel: (group, record) => this.#dispatcher.cancelled(group, record),
+      metrics: o.metrics,
     });
     this.#dispatcher = new TaskDispatcher({
       board: this.#tasks,

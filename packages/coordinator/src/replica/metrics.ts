@@ -2,6 +2,7 @@ import { Counter, Histogram, Registry } from "prom-client";
 import type { GroupMetricsSink } from "../membership/group.js";
 import type { EtcdErrorKind } from "../store/etcd-errors.js";
 import type { EtcdMetricsSink } from "../store/etcd-health.js";
+import type { TaskMetricsSink } from "../tasks/task-ledger.js";
 
 /**
  * The replica's Prometheus metrics, in one registry that the HTTP server exports at
@@ -24,6 +25,16 @@ import type { EtcdMetricsSink } from "../store/etcd-health.js";
  * - `shard_leader_elections_total`: terms this replica started leading (summed over the
  *   replicas, the elections of the cluster: flapping shows here).
  *
+ * - `shard_tasks_submitted_total`, `shard_tasks_dispatched_total`, `shard_tasks_succeeded_total`,
+ *   `shard_tasks_failed_total`, `shard_tasks_cancelled_total` (`{group}`), and
+ *   `shard_tasks_requeued_total{group}` (an attempt that ended without a final state: its
+ *   worker gone or lost, a timeout, a retryable failure), counted by the leader.
+ * - `shard_task_updates_dropped_total{group,reason}`: worker reports dropped as stale
+ *   (`stale_attempt`, `wrong_worker`, `not_running`, `unknown_task`).
+ * - `shard_task_start_latency_seconds{group}`: submit -> first dispatch of a task (the leader's
+ *   clock; the worker starts it on receipt).
+ * - The queue depth, `shard_tasks{group,state}`, is a gauge the HTTP server computes.
+ *
  * `op` is a short fixed name per call site (`campaign`, `lease_grant`, `leader_read`,
  * `fenced_commit`, ...), never a key or a group, so the series stay few.
  *
@@ -35,7 +46,7 @@ import type { EtcdMetricsSink } from "../store/etcd-health.js";
  * await metrics.registry.metrics(); // the text exposition
  * ```
  */
-export interface Metrics extends EtcdMetricsSink, GroupMetricsSink {
+export interface Metrics extends EtcdMetricsSink, GroupMetricsSink, TaskMetricsSink {
   readonly registry: Registry;
   /** Counts a term this replica started leading. */
   elected(): void;
@@ -98,6 +109,33 @@ export function createMetrics(): Metrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30],
     registers: [registry],
   });
+  const taskCounters = Object.fromEntries(
+    (["submitted", "dispatched", "succeeded", "failed", "cancelled", "requeued"] as const).map((e) => [
+      e,
+      new Counter({
+        name: `shard_tasks_${e}_total`,
+        help: `Tasks ${e}, by group (leader only)`,
+        labelNames: ["group"] as const,
+        registers: [registry],
+      }),
+    ]),
+  ) as Record<
+    "submitted" | "dispatched" | "succeeded" | "failed" | "cancelled" | "requeued",
+    Counter<"group">
+  >;
+  const staleUpdates = new Counter({
+    name: "shard_task_updates_dropped_total",
+    help: "Worker task reports dropped as stale, by group and reason (leader only)",
+    labelNames: ["group", "reason"] as const,
+    registers: [registry],
+  });
+  const startLatency = new Histogram({
+    name: "shard_task_start_latency_seconds",
+    help: "Time from a task's submit to the dispatch of its first attempt (leader only)",
+    labelNames: ["group"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [registry],
+  });
   const elections = new Counter({
     name: "shard_leader_elections_total",
     help: "Terms this replica started leading",
@@ -125,6 +163,15 @@ export function createMetrics(): Metrics {
     },
     heartbeatGap(group, ms) {
       gaps.observe({ group }, ms / 1000);
+    },
+    taskEvent(group, event, n) {
+      taskCounters[event].inc({ group }, n);
+    },
+    taskStaleUpdate(group, reason) {
+      staleUpdates.inc({ group, reason });
+    },
+    taskStartLatency(group, ms) {
+      startLatency.observe({ group }, Math.max(0, ms) / 1000);
     },
     etcdErrors,
     etcdRequestDuration,

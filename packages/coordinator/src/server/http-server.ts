@@ -135,6 +135,12 @@ export async function startHttpServer(
     labelNames: ["group"],
     registers: [registry],
   });
+  const tasks = new Gauge({
+    name: "shard_tasks",
+    help: "Unfinished tasks of each group by state (queued, dispatched, running) in the leader's memory (leader only)",
+    labelNames: ["group", "state"],
+    registers: [registry],
+  });
   const connected = new Gauge({
     name: "shard_group_connected_members",
     help: "Members of each group with a live stream to this leader (leader only)",
@@ -163,7 +169,13 @@ export async function startHttpServer(
           .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
           .end(ready ? `${reason}\n` : `not ready: ${reason}\n`);
       } else if (url === "/metrics") {
-        for (const gauge of [members, version, degraded, pending, connected]) gauge.reset();
+        for (const gauge of [members, version, degraded, pending, connected, tasks]) gauge.reset();
+        for (const g of replica.leaderState()?.groups ?? []) {
+          const counts = g.tasks?.counts();
+          if (counts === undefined) continue;
+          for (const state of ["queued", "dispatched", "running"] as const)
+            tasks.set({ group: g.snapshot.group, state }, counts[state] ?? 0);
+        }
         for (const g of replica.status().groups) {
           members.set({ group: g.group }, g.members.length);
           connected.set({ group: g.group }, g.members.filter((m) => m.connected).length);

@@ -68,6 +68,9 @@ export class TaskAttempts {
           const record = dispatchTask(v.record, d.nodeId, l.ctx());
           await l.persist(g, { kind: "update", record });
           l.stats.dispatched += 1;
+          l.o.metrics?.taskEvent(group, "dispatched", 1);
+          if (record.attempt === 1)
+            l.o.metrics?.taskStartLatency(group, l.now() - Date.parse(record.createdAt));
           return { record, payload: payloads.get(d.taskId) ?? new Uint8Array() };
         }),
       ),
@@ -112,6 +115,7 @@ export class TaskAttempts {
       const out = applyReport(before, report, l.ctx());
       if (!out.accepted) {
         l.stats.stale[out.reason] += 1;
+        l.o.metrics?.taskStaleUpdate(group, out.reason);
         l.o.log.info({
           event: "task_update_stale",
           group,

@@ -101,6 +101,7 @@ export class TaskBoard implements TaskHost {
       digest: payloadDigest(s.payload),
     }));
     l.stats.submitted += items.length;
+    l.o.metrics?.taskEvent(group, "submitted", items.length);
     for (let round = 0; ; round++) {
       const existing = await this.#known(group, g, items);
       for (const it of items) {

@@ -19,6 +19,22 @@ export interface TaskLedgerOptions {
   readonly now?: () => number;
   /** A group has new waiting tasks (submitted, requeued, loaded): the dispatcher runs a placement round. */
   readonly onWaiting?: (group: string) => void;
+  /** Where task events are counted (Prometheus, see replica/metrics.ts). */
+  readonly metrics?: TaskMetricsSink;
+}
+
+/** What happened to a group's tasks, as the leader counts it for Prometheus. */
+export interface TaskMetricsSink {
+  /** `n` tasks reached `event` (a submit counts the tasks asked for, new or not). */
+  taskEvent(
+    group: string,
+    event: "submitted" | "dispatched" | "succeeded" | "failed" | "cancelled" | "requeued",
+    n: number,
+  ): void;
+  /** A worker's report was dropped (an older attempt, another worker, an unknown task). */
+  taskStaleUpdate(group: string, reason: StaleReason): void;
+  /** A task's first attempt was dispatched `ms` after it was submitted. */
+  taskStartLatency(group: string, ms: number): void;
 }
 
 /** A group's tasks on the leader. */
@@ -204,11 +220,19 @@ export class TaskLedger {
   /** Counts a change for metrics, and signals a requeue to the dispatcher. */
   count(after: TaskRecord, before: TaskRecord | undefined): void {
     if (before?.state === after.state && before.attempt === after.attempt) return;
-    if (after.state === "succeeded") this.stats.succeeded += 1;
-    else if (after.state === "failed") this.stats.failed += 1;
-    else if (after.state === "cancelled") this.stats.cancelled += 1;
-    else if (after.state === "queued" && before !== undefined) {
+    const m = this.o.metrics;
+    if (after.state === "succeeded") {
+      this.stats.succeeded += 1;
+      m?.taskEvent(after.group, "succeeded", 1);
+    } else if (after.state === "failed") {
+      this.stats.failed += 1;
+      m?.taskEvent(after.group, "failed", 1);
+    } else if (after.state === "cancelled") {
+      this.stats.cancelled += 1;
+      m?.taskEvent(after.group, "cancelled", 1);
+    } else if (after.state === "queued" && before !== undefined) {
       this.stats.requeued += 1;
+      m?.taskEvent(after.group, "requeued", 1);
       this.o.onWaiting?.(after.group);
     }
   }
