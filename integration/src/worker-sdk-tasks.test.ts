@@ -365,4 +365,34 @@ describe("SDK workers run tasks (worker.runTasks)", () => {
     );
     expect(events).toEqual(["capacity_changed", "drain_requested"]);
   });
+
+  it("an operator's group pause and resume reach the SDK worker as paused/resumed events; no task runs while paused", async () => {
+    const c = await startCluster(env);
+    const w = await startWorker(env, c, "pz-1", "st8");
+    const events: string[] = [];
+    void (async () => {
+      for await (const e of w.events()) if (e.type === "paused" || e.type === "resumed") events.push(e.type);
+    })();
+    const started: string[] = [];
+    void w.runTasks(async (task) => {
+      started.push(task.id);
+      return "ok";
+    });
+    const pause = await runCli(env, c.namespace, ["group", "pause", "--group", "st8"]);
+    expect(pause.code, pause.stderr).toBe(0);
+    await until(
+      () => events.length,
+      (n) => n === 1,
+    );
+    expect(events).toEqual(["paused"]);
+    const tc = client(c);
+    await tc.submit("st8", [{ id: "p1" }]);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(started).toEqual([]);
+    expect((await tc.get("st8", "p1")).state).toBe("queued");
+    const resume = await runCli(env, c.namespace, ["group", "resume", "--group", "st8"]);
+    expect(resume.code, resume.stderr).toBe(0);
+    expect((await tc.wait("st8", "p1")).state).toBe("succeeded");
+    expect(events).toEqual(["paused", "resumed"]);
+  });
 });

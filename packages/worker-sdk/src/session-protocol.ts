@@ -1,5 +1,13 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { Assignment, HeartbeatAck, HeartbeatSchema, HelloSchema, Welcome } from "@org/proto";
+import {
+  type Assignment,
+  CommandKind,
+  type ControlCommand,
+  type HeartbeatAck,
+  type HeartbeatSchema,
+  type HelloSchema,
+  type Welcome,
+} from "@org/proto";
 import type { Staleness } from "./leader-order.js";
 import { LoadSampler } from "./load-sampler.js";
 import type { AssignmentView } from "./ownership.js";
@@ -144,7 +152,7 @@ export class SessionProtocol {
       command: (c) =>
         this.#port.send({
           case: "commandAck",
-          value: { commandId: c.commandId, ...this.#runners.command(c) },
+          value: { commandId: c.commandId, ...this.#command(c) },
         }),
       task: (t) => this.#runners.task(t),
       heartbeat: (seq, now) => this.#heartbeat(seq, now),
@@ -279,6 +287,21 @@ export class SessionProtocol {
   }
 
   /** The heartbeat that will carry `seq` (its send time starts the fence once acked). */
+  /**
+   * PAUSE and RESUME concern the whole group and the leader enforces them itself (no new
+   * versions, no dispatch; shards keep running): the application only hears of them. The
+   * rest goes to the runners (CANCEL_TASK, SET_CAPACITY, DRAIN).
+   */
+  #command(c: ControlCommand): { ok: boolean; message: string } {
+    if (c.kind === CommandKind.PAUSE || c.kind === CommandKind.RESUME) {
+      const paused = c.kind === CommandKind.PAUSE;
+      this.#hub.log({ event: paused ? "group_paused" : "group_resumed", reason: c.reason });
+      this.#hub.emit({ type: paused ? "paused" : "resumed", reason: c.reason });
+      return { ok: true, message: `told the application (event ${paused ? "paused" : "resumed"})` };
+    }
+    return this.#runners.command(c);
+  }
+
   #heartbeat(seq: bigint, now: number): MessageInitShape<typeof HeartbeatSchema> {
     this.#state.sent(seq, now);
     let load = 0;

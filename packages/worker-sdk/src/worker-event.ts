@@ -97,6 +97,14 @@ export type WorkerEventBody =
       readonly type: "drain_requested";
       readonly reason: string;
     }
+  | {
+      /**
+       * An operator paused (`paused`) or resumed (`resumed`) the worker's group: while paused
+       * the leader writes no new versions and dispatches no tasks; running shards go on.
+       */
+      readonly type: "paused" | "resumed";
+      readonly reason: string;
+    }
   | { readonly type: "closed"; readonly error: Error | undefined };
 
 /** What happens to a worker, as data (see `Worker.events`); `at` is the wall-clock time in ms. */

@@ -1252,6 +1252,13 @@ export class Group implements TaskMembership {
     const { log, group } = this.#ctx;
     if (before.paused !== next.paused) {
       log.warn({ event: next.paused ? "group_paused" : "group_resumed", group });
+      // Every connected member hears it (PAUSE/RESUME; the SDK surfaces it as an event).
+      for (const m of this.#members.values())
+        if (m.session !== undefined && !m.session.closed)
+          this.#command(m.record.nodeId, {
+            kind: next.paused ? CommandKind.PAUSE : CommandKind.RESUME,
+            reason: next.paused ? "group paused by an operator" : "group resumed by an operator",
+          });
       if (!next.paused && this.#rebalanceOnResume) {
         this.#rebalanceOnResume = false;
         this.#scheduleRebalance("resumed");
@@ -1301,6 +1308,8 @@ export class Group implements TaskMembership {
 
   /** After a Welcome: the standing switches that concern this node. */
   #standingCommands(nodeId: string): void {
+    if (this.#control.paused)
+      this.#command(nodeId, { kind: CommandKind.PAUSE, reason: "group paused by an operator" });
     if (this.#control.drained.has(nodeId))
       this.#command(nodeId, { kind: CommandKind.DRAIN, reason: "drained by an operator" });
     const cap = this.#control.capacity.get(nodeId);
