@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one run command: a local 3-member etcd cluster, 3 coordinator replicas, a dataset
-# and 4 demo workers, then a live status view (leader, version, each worker's shards).
+# and 4 demo workers, 2 task workers with a feed of demo tasks, then a live status view
+# (leader, version, each worker's shards, task counts).
 #
 #   bash scripts/run.sh                      # until Ctrl-C
 #   bash scripts/run.sh --kill-leader 20     # SIGKILL the leader after 20 s, watch the failover
@@ -61,7 +62,7 @@ for i in 0 1 2; do
     --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[$i]}" --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[$i]}" \
     --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token shard-demo \
     "${ETCD_HYGIENE[@]}" >"$RUN/etcd-$i.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); echo $! >"$RUN/etcd-$i.pid"
 done
 ENDPOINTS="http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379"
 for _ in $(seq 1 100); do
@@ -122,6 +123,16 @@ for i in $(seq 1 "$WORKERS"); do
   PIDS+=($!); echo $! >"$RUN/worker-$i.pid"
 done
 echo "[run] workers: worker-1..$WORKERS (JSON event lines in .run/worker-*.log)"
+# The scheduling half: two task workers in group "jobs" (2 slots each) and a feed of demo
+# tasks (4 per second, each working 0.2-1.5 s), visible in the console and in the view below.
+for i in 1 2; do
+  node examples/dist/task-worker.js --node "task-worker-$i" --group jobs --coordinators "$ADDRS" --capacity 2 >"$RUN/task-worker-$i.log" 2>&1 &
+  PIDS+=($!); echo $! >"$RUN/task-worker-$i.pid"
+done
+node examples/dist/task-feed.js --group jobs --rate 4 --coordinators "$ADDRS" >"$RUN/task-feed.log" 2>&1 &
+PIDS+=($!); echo $! >"$RUN/task-feed.pid"
+echo "[run] tasks: task-worker-1..2 in group jobs, 4 demo tasks/s from examples/task-feed (.run/task-*.log)"
+echo "[run] try: pnpm coordinator tasks list --etcd $ENDPOINTS --group jobs --state running"
 echo "[run] try: etcdctl --endpoints $ENDPOINTS get --prefix /shardmgr/groups/demo/assignment"
 echo "[run]      kill -9 \$(cat .run/rm-1.pid)   # kill a replica and watch the view below"
 
@@ -144,5 +155,7 @@ while :; do
     n=$(grep -c '"event":"processed"' "$RUN/worker-$i.log" 2>/dev/null || true)
     echo "  worker-$i processed ${n:-0} items"
   done
+  FEED=$(tail -n 1 "$RUN/task-feed.log" 2>/dev/null || true)
+  [ -n "$FEED" ] && echo "  tasks (group jobs): $FEED"
   sleep 1
 done

@@ -1,0 +1,57 @@
+import { execFile } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+
+// The README's first command, as a newcomer runs it: `bash scripts/run.sh` (here for 20 s).
+// Both halves must show: the dataset workers process items, the demo tasks succeed; and
+// nothing it started may outlive it. It uses the demo's fixed ports (etcd 2379, replicas
+// 50051-50053, HTTP 9464-9466), like the README says.
+const root = fileURLToPath(new URL("../../", import.meta.url));
+const run = promisify(execFile);
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe("bash scripts/run.sh", () => {
+  it("runs etcd, 3 replicas, dataset workers and demo tasks, then stops everything", async () => {
+    const { stdout } = await run("bash", ["scripts/run.sh", "--duration", "20"], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 150_000,
+      maxBuffer: 64 * 1024 * 1024,
+      env: { ...process.env, CI: "true" },
+    });
+    const views = stdout.split("\n== ").slice(1);
+    expect(views.length).toBeGreaterThanOrEqual(2);
+    const last = views.at(-1) ?? "";
+    expect(last).toMatch(/^leader: rm-\d/m);
+    expect(last).toMatch(/group demo: version \d+ active/);
+    expect(last).toMatch(/group jobs: version \d+ active/);
+    const processed = [...last.matchAll(/worker-\d processed (\d+) items/g)].map((m) => Number(m[1]));
+    expect(processed.length).toBe(4);
+    for (const n of processed) expect(n).toBeGreaterThan(0);
+    const feed = /tasks \(group jobs\): (\{.*\})/.exec(last)?.[1];
+    const f = JSON.parse(feed ?? "{}") as {
+      submitted?: number;
+      finished?: { succeeded?: number; failed?: number };
+    };
+    expect(f.submitted ?? 0).toBeGreaterThan(20);
+    expect(f.finished?.succeeded ?? 0).toBeGreaterThan(10);
+    expect(f.finished?.failed ?? 0).toBe(0);
+    // Nothing it started is left: every pid it recorded is gone.
+    const runDir = `${root}.run`;
+    const pids = readdirSync(runDir)
+      .filter((n) => n.endsWith(".pid"))
+      .map((n) => Number(readFileSync(`${runDir}/${n}`, "utf8").trim()));
+    expect(pids.length).toBe(13); // 3 etcd, 3 replicas, 4 workers, 2 task workers, the feed
+    expect(pids.filter(alive)).toEqual([]);
+  }, 180_000);
+});
