@@ -93,4 +93,72 @@ describe("operator CLI", () => {
     expect(raw).not.toContain("\x1b");
     for (const l of lines) expect(l).toMatch(/^\d{4}-\d\d-\d\dT\S+Z /);
   });
+  it("group config set is validated and applied by the leader at once; leader step-down hands over without a version", async () => {
+    const c = await startCluster(env, ["--strategy", "modulo"]);
+    const w1 = await startWorker(env, c, "cfg-1", "gc");
+    await startWorker(env, c, "cfg-2", "gc");
+    const first = await until(
+      () => assignmentOf(env, c, "gc"),
+      (a) => a?.phase === "active" && Object.keys(a.owners).length === 2,
+      30_000,
+    );
+    expect(first?.totalShards).toBe(2);
+    const ns = c.namespace;
+    const bad = await runCli(env, ns, [
+      "group",
+      "config",
+      "set",
+      "--group",
+      "gc",
+      "--strategy",
+      "round-robin",
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim().split("\n")).toHaveLength(1);
+    const set = await runCli(env, ns, [
+      "group",
+      "config",
+      "set",
+      "--group",
+      "gc",
+      "--strategy",
+      "sticky",
+      "--shards",
+      "8",
+    ]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toEqual({ strategy: "sticky", shards: 8 });
+    // No membership change: the leader applies it from its watch.
+    const reshaped = await until(
+      () => assignmentOf(env, c, "gc"),
+      (a) => a?.phase === "active" && a.totalShards === 8,
+      15_000,
+    );
+    expect(reshaped?.strategy).toBe("sticky");
+    const get = await runCli(env, ns, ["group", "config", "get", "--group", "gc"]);
+    expect(JSON.parse(get.stdout)).toEqual({ strategy: "sticky", shards: 8 });
+
+    const typo = await runCli(env, ns, ["stauts"]);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toContain("did you mean status?");
+    const help = await runCli(env, ns, ["--help"]);
+    expect(help.stdout).toContain("Replica flags");
+    expect(help.stdout).toContain("--session-timeout");
+
+    const leader = await c.waitForLeader();
+    const down = await runCli(env, ns, ["leader", "step-down", "--json"]);
+    expect(down.code, down.stderr).toBe(0);
+    const body = JSON.parse(down.stdout) as { steppedDown: string; successor: string };
+    expect(body.steppedDown).toBe(leader.id);
+    const next = await c.waitForLeader({ not: leader });
+    expect(body.successor).toBe(next.address);
+    expect(leader.running).toBe(true);
+    // The workers follow without a new version.
+    await until(
+      () => w1.coordinator,
+      (a) => a === next.address,
+      15_000,
+    );
+    expect((await assignmentOf(env, c, "gc"))?.version).toBe(reshaped?.version);
+  });
 });

@@ -23,7 +23,8 @@ export type CoordinatorErrorCode =
   | "invalid_data"
   | "closed"
   | "leader_unavailable"
-  | "not_found";
+  | "not_found"
+  | "not_leader";
 
 /**
  * The one error class of the coordinator package: a code, a message and an optional cause.

@@ -814,6 +814,113 @@ async function control(
 const groupCommand = program
   .command("group")
   .description("a group's operator switches (<ns>/groups/<g>/control)");
+const groupConfig = groupCommand
+  .command("config")
+  .description("a group's config (<ns>/groups/<g>/config): strategy, shard count, data source");
+groupConfig
+  .command("get")
+  .description("print the group's config record")
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .action(async (o: { etcd: string; namespace: string; group: string }) => {
+    const bad = checkName("group", o.group);
+    if (bad !== undefined) usageError(bad);
+    const client = etcdClient(o);
+    try {
+      const raw = await client.get(keyLayout(o.namespace).config(o.group)).string();
+      process.stdout.write(`${raw ?? "{}"}\n`);
+    } finally {
+      client.close();
+    }
+  });
+groupConfig
+  .command("set")
+  .description(
+    "change the group's strategy or shard count (validated; other fields such as dataSource are kept); the leader applies it at once",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .requiredOption("--group <group>", "the worker group")
+  .option("--strategy <name>", "modulo or sticky")
+  .option("--shards <n>", "shard count (sticky; modulo uses one shard per member)")
+  .action(
+    async (o: { etcd: string; namespace: string; group: string; strategy?: string; shards?: string }) => {
+      const bad = checkName("group", o.group);
+      if (bad !== undefined) usageError(bad);
+      if (o.strategy === undefined && o.shards === undefined) usageError("give --strategy and/or --shards");
+      if (o.strategy !== undefined && o.strategy !== "modulo" && o.strategy !== "sticky")
+        usageError(`--strategy must be modulo or sticky, got ${JSON.stringify(o.strategy)}`);
+      const shards = o.shards === undefined ? undefined : Number(o.shards);
+      if (shards !== undefined && (!Number.isInteger(shards) || shards < 1 || shards > 65_536))
+        usageError(`--shards must be an integer in 1..65536, got ${JSON.stringify(o.shards)}`);
+      const client = etcdClient(o);
+      try {
+        const key = keyLayout(o.namespace).config(o.group);
+        // Compare-and-swap on the record's revision: a concurrent edit is not overwritten.
+        for (;;) {
+          const res = await client.get(key).exec();
+          const kv = res.kvs[0];
+          const current =
+            kv === undefined ? {} : (JSON.parse(kv.value.toString()) as Record<string, unknown>);
+          const next = {
+            ...current,
+            ...(o.strategy === undefined ? {} : { strategy: o.strategy }),
+            ...(shards === undefined ? {} : { shards }),
+          };
+          const parsed = groupConfigSchema.safeParse(next);
+          if (!parsed.success) usageError(`the resulting config is not valid: ${parsed.error.message}`);
+          const cmp =
+            kv === undefined
+              ? client.if(key, "Create", "==", 0)
+              : client.if(key, "Mod", "==", kv.mod_revision);
+          const r = await cmp.then(client.put(key).value(JSON.stringify(next))).commit();
+          if (r.succeeded) {
+            process.stdout.write(`${JSON.stringify(next)}\n`);
+            return;
+          }
+        }
+      } finally {
+        client.close();
+      }
+    },
+  );
+
+const leaderCommand = program.command("leader").description("the leading replica");
+leaderCommand
+  .command("step-down")
+  .description(
+    "ask the leader to resign gracefully: its streams close naming the next leader, workers move there without a version change; it campaigns again behind the others",
+  )
+  .addOption(etcdOption())
+  .addOption(nsOption())
+  .option("--json", "print JSON")
+  .action(async (o: { etcd: string; namespace: string; json?: boolean }) => {
+    const client = etcdClient(o);
+    try {
+      const { id, http } = await leaderConsoleAddress(client, keyLayout(o.namespace));
+      const res = await fetch(`http://${http}/leader/step-down`, { method: "POST" });
+      const body = (await res.json()) as { steppedDown?: string; successor?: string; error?: string };
+      if (!res.ok) {
+        process.stderr.write(`coordinator: ${id} did not step down: ${body.error ?? `HTTP ${res.status}`}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      process.stdout.write(
+        o.json === true
+          ? `${JSON.stringify(body)}\n`
+          : `${id} stepped down; next leader ${body.successor === "" ? "not known yet" : `at ${body.successor}`}\n`,
+      );
+    } catch (e) {
+      process.stderr.write(
+        `coordinator: ${e instanceof CoordinatorError ? e.message : describeEtcdError(e)}\n`,
+      );
+      process.exitCode = 1;
+    } finally {
+      client.close();
+    }
+  });
+
 groupCommand
   .command("pause")
   .description("no new versions and no task dispatch in the group; shards keep running")
@@ -836,7 +943,7 @@ groupCommand
 program
   .command("drain")
   .description(
-    "drain a node: it takes no new tasks, its shards move away through the normal handoff, then the SDK leaves (--undo to stop draining)",
+    "drain a node: it takes no new tasks, its shards move away through the normal handoff; its worker is told (SDK event drain_requested) and may leave (--undo to stop draining)",
   )
   .addOption(etcdOption())
   .addOption(nsOption())
@@ -964,6 +1071,51 @@ const withSubcommands = (c: Command): Command[] => [c, ...c.commands.flatMap(wit
 for (const c of withSubcommands(program))
   if (c.options.some((opt) => opt.long === "--etcd"))
     for (const opt of etcdSecurityOptions()) c.addOption(opt);
+
+// `coordinator --help` shows the replica's flags too (serve is the default command).
+const serveCommand = program.commands.find((c) => c.name() === "serve");
+if (serveCommand !== undefined)
+  program.addHelpText(
+    "after",
+    () =>
+      `\nReplica flags (coordinator [serve] [options]):\n${serveCommand.helpInformation().split("\n").slice(1).join("\n")}`,
+  );
+
+/** Edit distance (Levenshtein) between two short words. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(
+        (prev[j] ?? 0) + 1,
+        (cur[j - 1] ?? 0) + 1,
+        (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
+}
+
+// A word where a command goes that names none would otherwise reach the default command
+// (serve) as a stray argument: say so, with the nearest command.
+const word = process.argv[2];
+if (
+  word !== undefined &&
+  !word.startsWith("-") &&
+  !program.commands.some((c) => c.name() === word || c.aliases().includes(word))
+) {
+  const names = program.commands.map((c) => c.name());
+  const nearest = names.map((n) => [n, distance(word, n)] as const).sort((x, y) => x[1] - y[1])[0];
+  const hint =
+    nearest !== undefined && nearest[1] <= Math.max(2, Math.floor(word.length / 3))
+      ? ` (did you mean ${nearest[0]}?)`
+      : "";
+  process.stderr.write(
+    `coordinator: unknown command ${JSON.stringify(word)}${hint}; see coordinator --help\n`,
+  );
+  process.exit(2);
+}
 
 try {
   await program.parseAsync(process.argv);

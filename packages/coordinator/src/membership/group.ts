@@ -1203,7 +1203,9 @@ export class Group implements TaskMembership {
         this.#applyConfig(undefined, { kind: "missing" });
       } else {
         try {
-          this.#applyConfig(parseRecord(groupConfigSchema, key, raw), { kind: "ok" });
+          const config = parseRecord(groupConfigSchema, key, raw);
+          this.#applyConfig(config, { kind: "ok" });
+          log.info({ event: "group_config_applied", group, strategy: config.strategy, shards: config.shards });
         } catch (e) {
           this.#applyConfig(undefined, { kind: "invalid", error: String(e) });
         }

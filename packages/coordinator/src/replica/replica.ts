@@ -659,6 +659,7 @@ export class Replica {
       void leadership.resign();
     };
     this.#log = this.#baseLog.child({ role: "leader", leaderEpoch: leadership.epoch });
+    this.#successor = undefined;
     let leader: Leader | undefined;
     const starting = Promise.withResolvers<void>();
     this.#starting = starting.promise;
@@ -706,6 +707,23 @@ export class Replica {
       this.#leadership = undefined;
       this.#log = this.#baseLog.child({ role: "follower", leaderEpoch: 0 });
     }
+  }
+
+  /**
+   * Gives up leadership gracefully while this replica keeps running (`coordinator leader
+   * step-down`): it resigns, its streams close naming the next leader, and it campaigns again
+   * behind the candidates already waiting (with none, it leads again). Resolves with the
+   * next leader's address ("" when none showed within a second).
+   */
+  async stepDown(): Promise<string> {
+    const leadership = this.#leadership;
+    if (this.#role !== "leader" || leadership === undefined)
+      throw new CoordinatorError("not_leader", "this replica does not lead");
+    this.#log.warn({ event: "stepping_down" });
+    const successor = this.#awaitSuccessor(1000);
+    this.#successor = successor;
+    await leadership.resign();
+    return successor;
   }
 
   /**

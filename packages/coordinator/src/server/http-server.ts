@@ -150,6 +150,25 @@ export async function startHttpServer(
   const handler = (req: IncomingMessage, res: import("node:http").ServerResponse) => {
     void (async () => {
       const url = (req.url ?? "/").split("?")[0] ?? "/";
+      if (req.method === "POST" && url === "/leader/step-down") {
+        if (!permitted(req, security)) {
+          res
+            .writeHead(401, { "content-type": "text/plain", "www-authenticate": "Bearer" })
+            .end("unauthorized: use loopback or authorization: Bearer <the --http-token-file token>\n");
+          return;
+        }
+        try {
+          const successor = await replica.stepDown();
+          res
+            .writeHead(200, { "content-type": "application/json" })
+            .end(`${JSON.stringify({ steppedDown: replica.options.id, successor })}\n`);
+        } catch (e) {
+          res
+            .writeHead(409, { "content-type": "application/json" })
+            .end(`${JSON.stringify({ error: String(e instanceof Error ? e.message : e) })}\n`);
+        }
+        return;
+      }
       if (req.method !== "GET") {
         res.writeHead(405).end();
         return;
