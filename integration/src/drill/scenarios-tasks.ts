@@ -143,7 +143,17 @@ async function storm(
     }
     if (a.attemptOverlaps > 0) problems.push(`${a.attemptOverlaps} pairs of attempts of one task overlapped`);
     if (a.unexplainedDuplicates > 0)
-      problems.push(`${a.unexplainedDuplicates} tasks ran again after a run that was not cut short`);
+      problems.push(
+        `${a.unexplainedDuplicates} tasks ran again after a run that was not cut short, e.g. ${a.unexplained
+          .slice(0, 3)
+          .map(
+            (r) =>
+              `${r.task} attempt ${r.attempt} on ${r.node} ${r.outcome} at ${r.end}${
+                f.killed && r.node === f.victim ? ` (${f.at - r.end} ms before that worker's SIGKILL)` : ""
+              }`,
+          )
+          .join("; ")}`,
+      );
     if (a.openAttempts > 0) problems.push(`${a.openAttempts} attempts never ended on a live worker`);
     if (migrationMs !== null && !Number.isFinite(migrationMs))
       problems.push("a task in flight on the victim never started elsewhere");

@@ -38,6 +38,8 @@ export interface TaskAccounting {
   readonly unexplainedDuplicates: number;
   /** Attempts that never ended on a worker that is still alive. */
   readonly openAttempts: number;
+  /** The runs behind `unexplainedDuplicates`: a completed run that another run followed. */
+  readonly unexplained: readonly AttemptSpan[];
 }
 
 /**
@@ -90,6 +92,7 @@ export function taskAccounting(
   let attemptOverlaps = 0;
   let duplicateAttempts = 0;
   let unexplainedDuplicates = 0;
+  const unexplained: AttemptSpan[] = [];
   for (const runs of byTask.values()) {
     runs.sort((a, b) => a.start - b.start);
     for (let i = 0; i < runs.length; i++)
@@ -103,11 +106,21 @@ export function taskAccounting(
     if (ran.length > 1) {
       duplicateAttempts += ran.length - 1;
       // Explained: every run but the last was killed with its worker.
-      unexplainedDuplicates += ran.slice(0, -1).filter((r) => r.outcome !== "killed").length;
+      const notKilled = ran.slice(0, -1).filter((r) => r.outcome !== "killed");
+      unexplainedDuplicates += notKilled.length;
+      unexplained.push(...notKilled);
     }
   }
   let tasksLost = 0;
   for (const state of finalStates.values()) if (state !== "succeeded") tasksLost += 1;
   const openAttempts = spans.filter((s) => s.outcome === "open").length;
-  return { spans, tasksLost, attemptOverlaps, duplicateAttempts, unexplainedDuplicates, openAttempts };
+  return {
+    spans,
+    tasksLost,
+    attemptOverlaps,
+    duplicateAttempts,
+    unexplainedDuplicates,
+    openAttempts,
+    unexplained,
+  };
 }
