@@ -1205,7 +1205,12 @@ export class Group implements TaskMembership {
         try {
           const config = parseRecord(groupConfigSchema, key, raw);
           this.#applyConfig(config, { kind: "ok" });
-          log.info({ event: "group_config_applied", group, strategy: config.strategy, shards: config.shards });
+          log.info({
+            event: "group_config_applied",
+            group,
+            strategy: config.strategy,
+            shards: config.shards,
+          });
         } catch (e) {
           this.#applyConfig(undefined, { kind: "invalid", error: String(e) });
         }
