@@ -37,6 +37,8 @@ const { values } = parseArgs({
     // Start only on SIGUSR2: lets a drill release many workers at the same instant.
     "wait-for-signal": { type: "boolean", default: false },
     "on-sigterm": { type: "string", default: "leave" },
+    // "leave": once an operator drains this node (DRAIN) and it runs no shard any more, leave.
+    "on-drain": { type: "string", default: "stay" },
     // A bearer token of the group (replicas with --auth tokens): its first line.
     "token-file": { type: "string" },
   },
@@ -45,6 +47,12 @@ const onSigterm = values["on-sigterm"];
 if (onSigterm !== "leave" && onSigterm !== "restart") {
   process.stderr.write(
     `dataset-job: --on-sigterm must be leave or restart, got ${JSON.stringify(onSigterm)}\n`,
+  );
+  process.exit(2);
+}
+if (values["on-drain"] !== "stay" && values["on-drain"] !== "leave") {
+  process.stderr.write(
+    `dataset-job: --on-drain must be stay or leave, got ${JSON.stringify(values["on-drain"])}\n`,
   );
   process.exit(2);
 }
@@ -91,6 +99,8 @@ const shutdown = () => {
 process.once("SIGTERM", shutdown);
 process.once("SIGINT", shutdown);
 
+let draining = false;
+let leaving = false;
 void (async () => {
   for await (const e of worker.events()) {
     if (e.type === "assignment") print("assignment", { ...e.assignment });
@@ -113,6 +123,19 @@ void (async () => {
     else if (e.type === "stale_view") print("stale_view", { ...e });
     else if (e.type === "fenced") print("fenced");
     else if (e.type === "released") print("released", { version: e.version });
+    else if (e.type === "drain_requested") {
+      print("drain_requested", { reason: e.reason });
+      draining = true;
+    }
+    // Drained and nothing left to run: the shards went elsewhere through the handoff.
+    if (draining && values["on-drain"] === "leave" && !leaving) {
+      const a = worker.assignment;
+      if (a.phase === "active" && a.shards.length === 0 && a.running.length === 0) {
+        leaving = true;
+        print("drained_leaving");
+        void worker.close();
+      }
+    }
   }
 })();
 

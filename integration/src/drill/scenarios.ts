@@ -1,6 +1,7 @@
 import { connect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { status } from "@grpc/grpc-js";
+import { changeControl, keyLayout } from "@org/coordinator";
 import { fetchShardData, RawStream } from "../support/raw-client.js";
 import { type DrillEnvironment, drillTiming } from "./environment.js";
 import { timeNewLeader, waitForExpulsion } from "./scenario-helpers.js";
@@ -135,6 +136,38 @@ export const scenarios: readonly Scenario[] = [
         workersAlive: false,
         expectSameVersion: false,
         problems: detectionMs === undefined ? ["never expelled"] : [],
+      };
+    },
+  },
+  {
+    name: "drain-under-load",
+    description:
+      "drain one worker (coordinator drain) while every worker processes items: its shards move through the handoff, then it leaves by itself",
+    options: { workerArgs: ["--on-drain", "leave"] },
+    async run(env) {
+      const victim = env.workers[0];
+      if (victim === undefined) throw new Error("no worker");
+      const t0 = Date.now();
+      await changeControl(env.client, keyLayout(env.namespace), env.group, {
+        kind: "drain",
+        node: victim.node,
+        drained: true,
+      });
+      const code = await Promise.race([
+        victim.exited,
+        sleep(t.sessionTimeoutMs * 6).then(() => "timeout" as const),
+      ]);
+      const problems: string[] = [];
+      if (code !== 0) problems.push(`the drained worker did not leave cleanly (exit ${String(code)})`);
+      if (!victim.events.some((e) => e.event === "drain_requested"))
+        problems.push("DRAIN never reached the worker");
+      if (!victim.events.some((e) => e.event === "drained_leaving"))
+        problems.push("the worker did not leave after its shards moved");
+      return {
+        workersAlive: false,
+        expectSameVersion: false,
+        problems,
+        measured: { leftAfterMs: code === "timeout" ? null : Date.now() - t0 },
       };
     },
   },

@@ -12,6 +12,7 @@
  * ```
  */
 
+export { type ControlChange, changeControl } from "./cli/admin-commands.js";
 export type { StatusReport } from "./cli/status-report.js";
 export { formatStatus, readStatus } from "./cli/status-report.js";
 export type {
