@@ -68,9 +68,14 @@ describe("operator switches", () => {
     );
     expect(three?.version).toBeGreaterThan(two?.version ?? 0);
     // Drain b: a DRAIN command, and a version in which b owns nothing (after it releases).
+    // b heard the pause and the resume (every connected member is told).
+    const kinds = (m: { kind: { case?: string; value?: unknown } }) =>
+      m.kind.case === "command" ? (m.kind.value as { kind: CommandKind }).kind : undefined;
+    await b.waitFor((m) => kinds(m) === CommandKind.PAUSE);
+    await b.waitFor((m) => kinds(m) === CommandKind.RESUME);
     await cli(c, "drain", "--group", "ops", "--node", "b");
-    const cmd = await b.waitFor((m) => m.kind.case === "command");
-    expect(cmd.kind.case === "command" && cmd.kind.value.kind).toBe(CommandKind.DRAIN);
+    const cmd = await b.waitFor((m) => kinds(m) === CommandKind.DRAIN);
+    expect(cmd.kind.case === "command" && cmd.kind.value.reason).toBe("drained by an operator");
     const drained = await until(
       () => assignmentOf(env, c, "ops"),
       (x) => x !== null && x.version > (three?.version ?? 0) && x.phase === "active",
