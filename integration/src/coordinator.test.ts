@@ -133,6 +133,12 @@ describe("coordinator replicas", () => {
   it("leader SIGTERM names the next leader as its streams close; that replica serves a Hello sent at once", async () => {
     const c = await cluster();
     const leader = await c.waitForLeader();
+    // A successor can only be named once another replica is a candidate: wait until all
+    // three campaign (a replica that just started may not have put its key yet).
+    await until(
+      () => env.client.getAll().prefix(keyLayout(c.namespace).electionPrefix).keys(),
+      (keys) => keys.length === 3,
+    );
     const s = new RawStream(leader.address);
     env.cleanup(() => s.close());
     s.hello("g-term", "n-1");

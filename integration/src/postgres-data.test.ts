@@ -170,6 +170,23 @@ describe("PostgreSQL data source through the RM", () => {
         }))
           ids.push(r.id);
         expect(ids).toEqual(all.filter((id) => shardOf(id, 4) === shard));
+        // FetchShardDataPages: the same records, in the same order, at most batch_size a page.
+        const pageSizes: number[] = [];
+        const paged: string[] = [];
+        for await (const p of client.fetchShardDataPages({
+          group: "pg-a",
+          nodeId: "reader-1",
+          shardId: shard,
+          batchSize: 200,
+          sessionToken: member.token,
+        })) {
+          pageSizes.push(p.records.length);
+          for (const r of p.records) paged.push(r.id);
+        }
+        expect(paged).toEqual(ids);
+        expect(Math.max(...pageSizes)).toBeLessThanOrEqual(200);
+        expect(Math.min(...pageSizes)).toBeGreaterThan(0);
+        expect(pageSizes.length).toBeLessThan(ids.length / 50);
         // Direct read: the location's query, paged by its keyset, gives the same rows.
         const loc = info.locations.get(shard);
         expect(loc?.kind).toBe("postgres");

@@ -8,6 +8,7 @@ import {
   AssignmentPhase,
   CommandKind,
   type CoordinatorMessageSchema,
+  type FetchShardDataRequest,
   ShardService,
   TaskState,
   type WorkerMessage,
@@ -90,7 +91,17 @@ afterEach(async () => {
 });
 
 /** A scripted coordinator: `onStream` is called for each new HeartbeatStream. */
-async function coordinator(onStream: (c: Conn, n: number) => void = () => undefined): Promise<Coordinator> {
+/** How the scripted coordinator serves data: pages, or only FetchShardData (an older replica). */
+interface DataScript {
+  readonly pages?: { id: string }[][];
+  readonly records?: { id: string }[];
+  readonly calls: { pages: FetchShardDataRequest[]; records: FetchShardDataRequest[] };
+}
+
+async function coordinator(
+  onStream: (c: Conn, n: number) => void = () => undefined,
+  data?: DataScript,
+): Promise<Coordinator> {
   const conns: Conn[] = [];
   const handler = connectNodeAdapter({
     routes: (router) =>
@@ -104,9 +115,23 @@ async function coordinator(onStream: (c: Conn, n: number) => void = () => undefi
         getShardInfo() {
           throw new ConnectError("not scripted", Code.Unimplemented);
         },
-        // biome-ignore lint/correctness/useYield: a stream that refuses
-        async *fetchShardData() {
-          throw new ConnectError("not scripted", Code.Unimplemented);
+        async *fetchShardDataPages(req) {
+          data?.calls.pages.push(req);
+          if (data?.pages === undefined) throw new ConnectError("not scripted", Code.Unimplemented);
+          const from = data.pages.flat().findIndex((r) => r.id > req.afterId);
+          let seen = 0;
+          for (const page of data.pages) {
+            const rest = page.filter((_, i) => seen + i >= from);
+            seen += page.length;
+            if (from >= 0 && rest.length > 0)
+              yield { records: rest.map((r) => ({ id: r.id, payload: new TextEncoder().encode(r.id) })) };
+          }
+        },
+        async *fetchShardData(req) {
+          if (data?.records === undefined) throw new ConnectError("not scripted", Code.Unimplemented);
+          data.calls.records.push(req);
+          for (const r of data.records)
+            if (r.id > req.afterId) yield { id: r.id, payload: new TextEncoder().encode(r.id) };
         },
       }),
   });
@@ -249,6 +274,51 @@ async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
 const isHeartbeat = (m: WorkerMessage) => m.kind.case === "heartbeat";
 
 describe("Worker against a scripted coordinator", () => {
+  it("fetchShardData reads FetchShardDataPages: every record of every page, in order", async () => {
+    const calls = { pages: [] as FetchShardDataRequest[], records: [] as FetchShardDataRequest[] };
+    const pages = [[{ id: "a" }, { id: "b" }, { id: "c" }], [{ id: "d" }], [{ id: "e" }, { id: "f" }]];
+    const c = await coordinator((conn) => conn.send(welcome({ epoch: 1, version: 1, shards: [0] })), {
+      pages,
+      records: pages.flat(),
+      calls,
+    });
+    const o = await worker(c.address);
+    const got: string[] = [];
+    for await (const r of o.w.fetchShardData(0, { batchSize: 3, afterId: "" })) {
+      got.push(r.id);
+      expect(new TextDecoder().decode(r.payload)).toBe(r.id);
+    }
+    expect(got).toEqual(["a", "b", "c", "d", "e", "f"]);
+    expect(calls.pages).toHaveLength(1);
+    expect(calls.pages[0]).toMatchObject({
+      group: "g",
+      nodeId: "n-1",
+      shardId: 0,
+      batchSize: 3,
+      afterId: "",
+    });
+    expect(calls.records).toHaveLength(0);
+  });
+
+  it("fetchShardData falls back to FetchShardData on a replica without pages (UNIMPLEMENTED), and remembers it", async () => {
+    const calls = { pages: [] as FetchShardDataRequest[], records: [] as FetchShardDataRequest[] };
+    const c = await coordinator((conn) => conn.send(welcome({ epoch: 1, version: 1, shards: [0] })), {
+      records: [{ id: "a" }, { id: "b" }, { id: "c" }],
+      calls,
+    });
+    const o = await worker(c.address);
+    const read = async (afterId: string) => {
+      const got: string[] = [];
+      for await (const r of o.w.fetchShardData(0, { afterId })) got.push(r.id);
+      return got;
+    };
+    expect(await read("")).toEqual(["a", "b", "c"]);
+    expect(await read("a")).toEqual(["b", "c"]);
+    // Two reads through FetchShardData; pages were asked for once, never again after the refusal.
+    expect(calls.records.map((r) => r.afterId)).toEqual(["", "a"]);
+    expect(calls.pages).toHaveLength(1);
+  });
+
   it("rejects an ack of an older version in the same epoch: stale_view, the stream dropped, nothing of it runs", async () => {
     const c = await coordinator((conn, n) => {
       conn.send(welcome({ epoch: 5, version: 3, shards: [0], resumed: n > 0 }));

@@ -38,6 +38,8 @@ export class Worker implements AsyncDisposable {
   readonly #shards: ShardRunner;
   readonly #tasks: TaskRunner;
   readonly #closing = new AbortController();
+  /** Replicas that answered FetchShardDataPages with UNIMPLEMENTED (older than it). */
+  readonly #noDataPages = new Set<string>();
   #closed: Promise<Error | undefined> | undefined;
   #closeError: Error | undefined;
 
@@ -219,18 +221,35 @@ export class Worker implements AsyncDisposable {
         : AbortSignal.any([options.signal, this.#closing.signal]);
     for (let attempt = 0; ; attempt++) {
       try {
-        const stream = this.#session.dataClient(this.#session.target).fetchShardData(
-          {
-            group: this.#o.group,
-            nodeId: this.#o.nodeId,
-            shardId,
-            batchSize: options.batchSize ?? 100,
-            afterId,
-            sessionToken: this.#session.sessionToken,
-          },
-          { signal },
-        );
-        for await (const rec of stream) {
+        const target = this.#session.target;
+        const client = this.#session.dataClient(target);
+        const request = {
+          group: this.#o.group,
+          nodeId: this.#o.nodeId,
+          shardId,
+          batchSize: options.batchSize ?? 100,
+          afterId,
+          sessionToken: this.#session.sessionToken,
+        };
+        if (!this.#noDataPages.has(target)) {
+          // A page per message: small records cost a fraction of a message each.
+          try {
+            for await (const page of client.fetchShardDataPages(request, { signal })) {
+              for (const rec of page.records) {
+                afterId = rec.id;
+                attempt = 0;
+                yield rec;
+              }
+            }
+            return;
+          } catch (e) {
+            // A replica older than FetchShardDataPages: use FetchShardData from now on.
+            if (signal.aborted || ConnectError.from(e).code !== Code.Unimplemented) throw e;
+            this.#noDataPages.add(target);
+            request.afterId = afterId;
+          }
+        }
+        for await (const rec of client.fetchShardData(request, { signal })) {
           afterId = rec.id;
           attempt = 0;
           yield rec;

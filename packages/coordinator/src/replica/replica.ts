@@ -191,9 +191,9 @@ export class Replica {
             r.#limit(req.group, req.nodeId);
             return getShardInfo(r.#client, r.#keys, req);
           },
-          fetchShardData: async (req, signal, write) => {
+          fetchShardData: async (req, signal, writePage) => {
             r.#limit(req.group, req.nodeId);
-            await fetchShardData(r.#client, r.#keys, source, req, signal, write);
+            await fetchShardData(r.#client, r.#keys, source, req, signal, writePage);
           },
           putShardData: (metadata, records, signal) => {
             const first = (key: string) => {

@@ -14,6 +14,7 @@ import {
 import {
   type CoordinatorMessage,
   CoordinatorMessageSchema,
+  DataPageSchema,
   type DataRecord,
   DataRecordSchema,
   type FetchShardDataRequest,
@@ -27,6 +28,7 @@ import {
   shardServiceName,
 } from "@org/proto";
 import type { Logger } from "pino";
+import { encodeDataPages, encodeDataRecord } from "../sharding/data-record-codec.js";
 import type { Authorizer, Right } from "./authorizer.js";
 import { gzipResponses } from "./gzip-responses.js";
 
@@ -46,11 +48,12 @@ export class StatusError extends Error {
 export interface ShardHandlers {
   heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void;
   getShardInfo(req: GetShardInfoRequest, signal: AbortSignal): Promise<GetShardInfoResponse>;
+  /** Serves FetchShardData and FetchShardDataPages alike; the transport decides the framing. */
   fetchShardData(
     req: FetchShardDataRequest,
     signal: AbortSignal,
-    /** Sends a record (or its encoded bytes); returns a promise only when the stream pushes back. */
-    write: (rec: DataRecord | Uint8Array) => Promise<void> | undefined,
+    /** Sends records in id order; returns a promise only when the stream pushes back. */
+    writePage: (page: readonly DataRecordLike[]) => Promise<void> | undefined,
   ): Promise<void>;
   /**
    * A client stream of records: `records` pulls them as the handler consumes them (HTTP/2
@@ -80,6 +83,15 @@ export interface ShardServerOptions {
   /** Adds further services (TaskService) to the same server before it binds. */
   readonly register?: (server: Server) => void;
 }
+
+/** A record as a data source yields it. */
+export interface DataRecordLike {
+  readonly id: string;
+  readonly payload: Uint8Array;
+}
+
+/** The most bytes one DataPage message carries (one larger record goes alone). */
+const maxPageMessageBytes = 1 << 20;
 
 const identity = (b: Buffer) => b;
 // A Buffer view of the encoded bytes (no second copy: this runs once per ack).
@@ -125,6 +137,16 @@ const service: ServiceDefinition = {
       asBuffer(m instanceof Uint8Array ? m : toBinary(DataRecordSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(DataRecordSchema, b),
   },
+  FetchShardDataPages: {
+    path: `/${shardServiceName}/FetchShardDataPages`,
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    // Pages come encoded (sharding/data-record-codec.ts).
+    responseSerialize: (m: Uint8Array) => asBuffer(m),
+    responseDeserialize: (b: Buffer) => fromBinary(DataPageSchema, b),
+  },
   PutShardData: {
     path: `/${shardServiceName}/PutShardData`,
     requestStream: true,
@@ -137,7 +159,10 @@ const service: ServiceDefinition = {
 };
 
 /** Methods whose responses are gzipped when the client's request was (see gzip-responses.ts). */
-const gzipPaths: ReadonlySet<string> = new Set([`/${shardServiceName}/FetchShardData`]);
+const gzipPaths: ReadonlySet<string> = new Set([
+  `/${shardServiceName}/FetchShardData`,
+  `/${shardServiceName}/FetchShardDataPages`,
+]);
 
 function toStatus(e: unknown): { code: status; details: string; metadata: Metadata } {
   if (e instanceof StatusError)
@@ -184,6 +209,84 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
     interceptors: [gzipResponses({ paths: gzipPaths })],
   });
   const controllers = new Set<AbortController>();
+  /**
+   * One server stream of a shard's records; `frame` turns a page into the messages to send
+   * (one per record for FetchShardData, DataPages for FetchShardDataPages).
+   */
+  const serveFetch = (
+    call: ServerWritableStream<Buffer, Uint8Array>,
+    frame: (page: readonly DataRecordLike[]) => Uint8Array[],
+  ) => {
+    const ac = new AbortController();
+    controllers.add(ac);
+    call.on("cancelled", () => ac.abort());
+    let req: FetchShardDataRequest;
+    try {
+      req = fromBinary(FetchShardDataRequestSchema, call.request);
+    } catch (e) {
+      controllers.delete(ac);
+      call.emit("error", {
+        code: status.INVALID_ARGUMENT,
+        details: `undecodable FetchShardDataRequest: ${String(e)}`,
+      });
+      return;
+    }
+    const drained = (): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const onDrain = () => {
+          ac.signal.removeEventListener("abort", onAbort);
+          resolve();
+        };
+        const onAbort = () => {
+          call.off("drain", onDrain);
+          reject(new StatusError(status.CANCELLED, "cancelled"));
+        };
+        call.once("drain", onDrain);
+        ac.signal.addEventListener("abort", onAbort, { once: true });
+      });
+    // HTTP/2 flow control sets the pace: when the client stops reading, write() returns
+    // false and the next message waits for 'drain', so at most one message is held beyond
+    // the stream's buffer. Synchronous (no promise) while the stream keeps up.
+    const writePage = (page: readonly DataRecordLike[]): Promise<void> | undefined => {
+      if (ac.signal.aborted) return Promise.reject(new StatusError(status.CANCELLED, "cancelled"));
+      const messages = frame(page);
+      for (let i = 0; i < messages.length; i++) {
+        if (call.write(messages[i] as Uint8Array)) continue;
+        if (i === messages.length - 1) return drained();
+        return (async () => {
+          await drained();
+          for (let j = i + 1; j < messages.length; j++)
+            if (!call.write(messages[j] as Uint8Array)) await drained();
+        })();
+      }
+      return undefined;
+    };
+    let forget = (): void => undefined;
+    admit(call, req.group, "worker", req.nodeId, () => {
+      // The token was revoked: end the stream now, with the reason.
+      if (ac.signal.aborted) return;
+      call.emit("error", {
+        code: status.UNAUTHENTICATED,
+        details: "token revoked",
+        metadata: new Metadata(),
+      });
+      ac.abort();
+    })
+      .then((f) => {
+        forget = f;
+        return handlers.fetchShardData(req, ac.signal, writePage);
+      })
+      .then(
+        () => call.end(),
+        (e: unknown) => {
+          if (!ac.signal.aborted) call.emit("error", toStatus(e));
+        },
+      )
+      .finally(() => {
+        forget();
+        controllers.delete(ac);
+      });
+  };
   server.addService(service, {
     HeartbeatStream: (call: ServerDuplexStream<Buffer, CoordinatorMessage>) => handlers.heartbeatStream(call),
     GetShardInfo: (
@@ -212,65 +315,10 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
         )
         .finally(() => controllers.delete(ac));
     },
-    FetchShardData: (call: ServerWritableStream<Buffer, DataRecord | Uint8Array>) => {
-      const ac = new AbortController();
-      controllers.add(ac);
-      call.on("cancelled", () => ac.abort());
-      let req: FetchShardDataRequest;
-      try {
-        req = fromBinary(FetchShardDataRequestSchema, call.request);
-      } catch (e) {
-        controllers.delete(ac);
-        call.emit("error", {
-          code: status.INVALID_ARGUMENT,
-          details: `undecodable FetchShardDataRequest: ${String(e)}`,
-        });
-        return;
-      }
-      // HTTP/2 flow control sets the pace: when the client stops reading, write() returns
-      // false and we wait for 'drain' before producing more.
-      const write = (rec: DataRecord | Uint8Array): Promise<void> | undefined => {
-        if (ac.signal.aborted) return Promise.reject(new StatusError(status.CANCELLED, "cancelled"));
-        if (call.write(rec)) return undefined;
-        return new Promise<void>((resolve, reject) => {
-          const onDrain = () => {
-            ac.signal.removeEventListener("abort", onAbort);
-            resolve();
-          };
-          const onAbort = () => {
-            call.off("drain", onDrain);
-            reject(new StatusError(status.CANCELLED, "cancelled"));
-          };
-          call.once("drain", onDrain);
-          ac.signal.addEventListener("abort", onAbort, { once: true });
-        });
-      };
-      let forget = (): void => undefined;
-      admit(call, req.group, "worker", req.nodeId, () => {
-        // The token was revoked: end the stream now, with the reason.
-        if (ac.signal.aborted) return;
-        call.emit("error", {
-          code: status.UNAUTHENTICATED,
-          details: "token revoked",
-          metadata: new Metadata(),
-        });
-        ac.abort();
-      })
-        .then((f) => {
-          forget = f;
-          return handlers.fetchShardData(req, ac.signal, write);
-        })
-        .then(
-          () => call.end(),
-          (e: unknown) => {
-            if (!ac.signal.aborted) call.emit("error", toStatus(e));
-          },
-        )
-        .finally(() => {
-          forget();
-          controllers.delete(ac);
-        });
-    },
+    FetchShardData: (call: ServerWritableStream<Buffer, Uint8Array>) =>
+      serveFetch(call, (page) => page.map((r) => encodeDataRecord(r.id, r.payload))),
+    FetchShardDataPages: (call: ServerWritableStream<Buffer, Uint8Array>) =>
+      serveFetch(call, (page) => encodeDataPages(page, maxPageMessageBytes)),
     PutShardData: (
       call: ServerReadableStream<Buffer, PutShardDataResponse>,
       callback: sendUnaryData<PutShardDataResponse>,

@@ -1,8 +1,8 @@
-import { create, toBinary } from "@bufbuild/protobuf";
-import { DataRecordSchema } from "@org/proto";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { DataPageSchema, DataRecordSchema } from "@org/proto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { encodeDataRecord } from "./data-record-codec.js";
+import { encodeDataPages, encodeDataRecord } from "./data-record-codec.js";
 
 describe("encodeDataRecord", () => {
   it("gives exactly the bytes toBinary gives", () => {
@@ -27,5 +27,41 @@ describe("encodeDataRecord", () => {
         true,
       );
     }
+  });
+});
+
+describe("encodeDataPages", () => {
+  const recordArb = fc.record({
+    id: fc.string({ unit: "grapheme", maxLength: 40 }),
+    payload: fc.uint8Array({ maxLength: 3000 }),
+  });
+
+  it("gives, per message, exactly the bytes toBinary(DataPage) gives, and every record once in order", () => {
+    fc.assert(
+      fc.property(
+        fc.array(recordArb, { maxLength: 60 }),
+        fc.integer({ min: 1, max: 20_000 }),
+        (records, max) => {
+          const messages = encodeDataPages(records, max);
+          const back = messages.flatMap((m) => fromBinary(DataPageSchema, m).records);
+          expect(back.map((r) => r.id)).toEqual(records.map((r) => r.id));
+          expect(back.map((r) => Buffer.from(r.payload).toString("hex"))).toEqual(
+            records.map((r) => Buffer.from(r.payload).toString("hex")),
+          );
+          for (const m of messages) {
+            const page = fromBinary(DataPageSchema, m);
+            expect(page.records.length).toBeGreaterThan(0);
+            expect(Buffer.from(toBinary(DataPageSchema, page)).equals(m)).toBe(true);
+            // Over the bound only when one record alone is larger.
+            if (m.length > max) expect(page.records).toHaveLength(1);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it("sends no message for no records", () => {
+    expect(encodeDataPages([], 1024)).toEqual([]);
   });
 });

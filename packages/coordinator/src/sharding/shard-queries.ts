@@ -3,7 +3,6 @@ import { create } from "@bufbuild/protobuf";
 import { Metadata, status } from "@grpc/grpc-js";
 import {
   AssignmentPhase,
-  type DataRecord,
   type FetchShardDataRequest,
   type GetShardInfoRequest,
   type GetShardInfoResponse,
@@ -23,8 +22,7 @@ import {
   parseRecord,
 } from "../store/records.js";
 import { primaryShard } from "./assignment.js";
-import { encodeDataRecord } from "./data-record-codec.js";
-import type { DataSource } from "./data-source.js";
+import type { DataSource, ShardRecord } from "./data-source.js";
 import { DataSourceError } from "./data-source-error.js";
 import { shardLocations } from "./shard-location.js";
 
@@ -110,7 +108,7 @@ export async function fetchShardData(
   source: DataSource,
   req: FetchShardDataRequest,
   signal: AbortSignal,
-  write: (rec: DataRecord | Uint8Array) => Promise<void> | undefined,
+  writePage: (page: readonly ShardRecord[]) => Promise<void> | undefined,
 ): Promise<void> {
   validate(req.group, req.nodeId);
   if (req.batchSize > 1000)
@@ -156,12 +154,13 @@ export async function fetchShardData(
   await checkMember();
   let checkedAt = performance.now();
   const options = { afterId: req.afterId, pageSize, signal };
-  // A page at a time where the source reads in pages: each record is written without an
-  // await unless the stream pushes back (HTTP/2 flow control), and ownership is re-checked
-  // between pages at most every 500 ms.
+  // A page at a time where the source reads in pages: the page is written without an await
+  // unless the stream pushes back (HTTP/2 flow control), and ownership is re-checked between
+  // pages at most every 500 ms. How a page goes on the wire (a message per record, or a
+  // DataPage) is the transport's business.
   const pages =
     source.readPages?.(req.group, req.shardId, totalShards, options) ??
-    singles(source.read(req.group, req.shardId, totalShards, options));
+    batches(source.read(req.group, req.shardId, totalShards, options), pageSize, pageBytes);
   try {
     for await (const page of pages) {
       if (performance.now() - checkedAt > ownershipRecheckMs) {
@@ -171,18 +170,39 @@ export async function fetchShardData(
         await checkMember();
         checkedAt = performance.now();
       }
-      for (const rec of page) {
-        const pending = write(encodeDataRecord(rec.id, rec.payload));
-        if (pending !== undefined) await pending;
-      }
+      const pending = writePage(page);
+      if (pending !== undefined) await pending;
     }
   } catch (e) {
     throw dataSourceStatus(e);
   }
 }
 
-async function* singles<T>(items: AsyncIterable<T>): AsyncIterable<readonly T[]> {
-  for await (const item of items) yield [item];
+/** Bytes a page gathered from a record-at-a-time source may hold (a larger record goes alone). */
+const pageBytes = 1 << 20;
+
+/**
+ * Pages of up to `size` records and about `maxBytes` from a source that yields one record at
+ * a time (the etcd source reads ranges in pages underneath, so waiting for a page to fill
+ * costs little latency and saves a write per record).
+ */
+async function* batches(
+  items: AsyncIterable<ShardRecord>,
+  size: number,
+  maxBytes: number,
+): AsyncIterable<readonly ShardRecord[]> {
+  let page: ShardRecord[] = [];
+  let bytes = 0;
+  for await (const item of items) {
+    page.push(item);
+    bytes += item.id.length + item.payload.length;
+    if (page.length >= size || bytes >= maxBytes) {
+      yield page;
+      page = [];
+      bytes = 0;
+    }
+  }
+  if (page.length > 0) yield page;
 }
 
 /**
