@@ -42,7 +42,11 @@ export async function startLeader(etcd: EtcdCluster, args: readonly string[]): P
     address: leader.address,
     pid,
     baselineRssBytes: rssBytes(pid),
-    stop: () => cluster.stop(),
+    // SIGTERM first: a replica run with RM_CPU_PROF writes its profile only on a clean exit.
+    stop: async () => {
+      await leader.stop();
+      await cluster.stop();
+    },
   };
 }
 

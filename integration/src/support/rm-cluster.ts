@@ -114,6 +114,9 @@ export class RmProcess {
   start(): void {
     const o = this.options;
     const args = [
+      // RM_CPU_PROF=<dir>: each replica writes a V8 CPU profile there when it exits cleanly
+      // (SIGTERM; docs/benchmarks.md, "Profiling a replica").
+      ...(process.env.RM_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.RM_CPU_PROF}`] : []),
       coordinatorBin,
       "serve",
       "--etcd",

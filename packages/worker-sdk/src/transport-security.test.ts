@@ -7,7 +7,10 @@ describe("resolveTransportSecurity", () => {
     expect(resolveTransportSecurity({})).toMatchObject({ scheme: "http", interceptors: [] });
     const s = resolveTransportSecurity({ tls: { ca: "CA", serverName: "rm" }, token: "shd_x" });
     expect(s.scheme).toBe("https");
-    expect(s.sessionOptions).toEqual({ ca: "CA", servername: "rm" });
+    // Both tuned the same way for data reads (TCP_NODELAY, a 4 MiB stream window).
+    const tuning = { noDelay: true, settings: { initialWindowSize: 4 << 20 } };
+    expect(resolveTransportSecurity({}).sessionOptions).toEqual(tuning);
+    expect(s.sessionOptions).toEqual({ ...tuning, ca: "CA", servername: "rm" });
     expect(s.interceptors).toHaveLength(1);
   });
 

@@ -36,6 +36,18 @@ export interface ResolvedTransportSecurity {
   readonly interceptors: Interceptor[];
 }
 
+/**
+ * Every connection to a replica: TCP_NODELAY, or each WINDOW_UPDATE the worker sends while
+ * reading data waits behind Nagle's algorithm for the server's delayed ACK (40 ms on Linux)
+ * whenever a stream window fills; and a 4 MiB stream window instead of 64 KiB, so a window
+ * lasts several pages of FetchShardDataPages. Heartbeats gain the lower latency too.
+ */
+// `noDelay` reaches net.connect (http2.connect passes its options on); @types/node does not list it.
+const connectionTuning: http2.SecureClientSessionOptions & { readonly noDelay?: boolean } = {
+  noDelay: true,
+  settings: { initialWindowSize: 4 << 20 },
+};
+
 /** Checks the options once (throws `WorkerError("invalid_options")`, never quoting a secret). */
 export function resolveTransportSecurity(o: TransportSecurityOptions): ResolvedTransportSecurity {
   const tls = o.tls;
@@ -59,8 +71,9 @@ export function resolveTransportSecurity(o: TransportSecurityOptions): ResolvedT
         ];
   const sessionOptions: http2.SecureClientSessionOptions =
     tls === undefined
-      ? {}
+      ? connectionTuning
       : {
+          ...connectionTuning,
           ...(tls.ca === undefined ? {} : { ca: tls.ca }),
           ...(tls.cert === undefined ? {} : { cert: tls.cert }),
           ...(tls.key === undefined ? {} : { key: tls.key }),
@@ -72,6 +85,6 @@ export function resolveTransportSecurity(o: TransportSecurityOptions): ResolvedT
 /** Plaintext, no token (the default). */
 export const plaintextTransport: ResolvedTransportSecurity = {
   scheme: "http",
-  sessionOptions: {},
+  sessionOptions: connectionTuning,
   interceptors: [],
 };
