@@ -53,4 +53,5 @@ export { isFinalTaskState } from "./task-info.js";
 export type { TlsClientOptions, TransportSecurityOptions } from "./transport-security.js";
 export { connectWorker, Worker } from "./worker.js";
 export type { Shard, ShardHandler, WorkerAssignment, WorkerEvent } from "./worker-event.js";
+export type { WorkerMetric, WorkerMetricsHook } from "./worker-metrics.js";
 export type { WorkerOptions } from "./worker-options.js";

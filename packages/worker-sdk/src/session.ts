@@ -318,6 +318,17 @@ export class Session implements SessionPort {
       closing: this.#closing.signal,
       log: (entry) => this.#hub.log(entry),
       security: this.#o.security,
+      ...(this.#o.metrics === undefined
+        ? {}
+        : {
+            onAckLatency: (seconds: number) =>
+              this.#hub.metric({
+                name: "shard_worker_heartbeat_ack_seconds",
+                kind: "histogram",
+                value: seconds,
+                labels: {},
+              }),
+          }),
     });
     this.#stream = stream;
     try {

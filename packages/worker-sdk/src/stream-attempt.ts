@@ -46,6 +46,8 @@ export interface StreamAttemptOptions {
   readonly log: (entry: Record<string, unknown>) => void;
   /** For the liveness probe's own connection. */
   readonly security?: ResolvedTransportSecurity;
+  /** Seconds from a heartbeat sent to its ack received. */
+  readonly onAckLatency?: (seconds: number) => void;
 }
 
 /**
@@ -59,6 +61,8 @@ export class StreamAttempt {
   readonly #abort = new AbortController();
   #seq = 0n;
   #peerSeq = 0n;
+  /** When each heartbeat still unacknowledged was sent (at most a few: acks come in order). */
+  readonly #sentAt = new Map<bigint, number>();
 
   constructor(o: StreamAttemptOptions) {
     this.#o = o;
@@ -95,7 +99,12 @@ export class StreamAttempt {
     const beat = () => {
       heartbeat = setTimeout(beat, o.intervalMs());
       const now = performance.now();
-      this.send({ case: "heartbeat", value: h.heartbeat(this.#seq + 1n, now) });
+      const seq = this.send({ case: "heartbeat", value: h.heartbeat(this.#seq + 1n, now) });
+      if (o.onAckLatency !== undefined && seq !== 0n) {
+        this.#sentAt.set(seq, now);
+        // Heartbeats never acked (a lost leader) must not pile up.
+        if (this.#sentAt.size > 16) this.#sentAt.delete(this.#sentAt.keys().next().value as bigint);
+      }
     };
     const watchdog = new StreamWatchdog({
       target: o.target,
@@ -123,10 +132,16 @@ export class StreamAttempt {
           }
         } else if (welcomed) {
           switch (kind.case) {
-            case "heartbeatAck":
+            case "heartbeatAck": {
               watchdog.acked(now);
+              const sentAt = this.#sentAt.get(kind.value.heartbeatSeq);
+              if (sentAt !== undefined) {
+                this.#sentAt.delete(kind.value.heartbeatSeq);
+                o.onAckLatency?.((now - sentAt) / 1000);
+              }
               if (kind.value.accepted) refused = h.ack(kind.value, now);
               break;
+            }
             case "assignment":
               refused = h.assignment(kind.value, now);
               break;

@@ -1,5 +1,6 @@
 import { Channel } from "./channel.js";
 import type { Phase } from "./ownership.js";
+import { metricsOfEvent, type WorkerMetric, type WorkerMetricsHook } from "./worker-metrics.js";
 
 /** A shard handed to a {@link ShardHandler}. */
 export interface Shard {
@@ -118,14 +119,18 @@ export class EventHub {
   readonly #subscribers = new Set<Channel<WorkerEvent>>();
   readonly #onLog: (entry: Readonly<Record<string, unknown>>) => void;
   readonly #fields: Readonly<Record<string, unknown>>;
+  readonly #metrics: WorkerMetricsHook | undefined;
+  #running = 0;
   #closed = false;
 
   constructor(
     onLog: (entry: Readonly<Record<string, unknown>>) => void,
     fields: Readonly<Record<string, unknown>>,
+    metrics?: WorkerMetricsHook,
   ) {
     this.#onLog = onLog;
     this.#fields = fields;
+    this.#metrics = metrics;
   }
 
   /** A new subscription; a consumer that falls more than 1,000 events behind loses the oldest. */
@@ -140,6 +145,20 @@ export class EventHub {
   emit(e: WorkerEventBody): void {
     const event: WorkerEvent = { ...e, at: Date.now() };
     for (const s of this.#subscribers) s.push(event);
+    if (this.#metrics === undefined) return;
+    if (e.type === "shard_started") this.#running += 1;
+    else if (e.type === "shard_stopped") this.#running = Math.max(0, this.#running - 1);
+    for (const m of metricsOfEvent(e, this.#running)) this.metric(m);
+  }
+
+  /** Hands one measurement to the `metrics` hook, if any (its exceptions are swallowed). */
+  metric(m: WorkerMetric): void {
+    if (this.#metrics === undefined) return;
+    try {
+      this.#metrics(m);
+    } catch {
+      // a metrics callback must not break the worker
+    }
   }
 
   log(entry: Record<string, unknown>): void {

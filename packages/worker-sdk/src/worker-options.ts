@@ -7,6 +7,7 @@ import {
   resolveTransportSecurity,
   type TransportSecurityOptions,
 } from "./transport-security.js";
+import type { WorkerMetricsHook } from "./worker-metrics.js";
 
 /** Options of {@link connectWorker}. */
 export interface WorkerOptions extends TransportSecurityOptions {
@@ -51,6 +52,12 @@ export interface WorkerOptions extends TransportSecurityOptions {
   readonly compression?: DataCompression;
   /** Called with one object per event (for logs); never throws into the SDK. */
   readonly onLog?: (entry: Readonly<Record<string, unknown>>) => void;
+  /**
+   * Called with each measurement (connects, disconnects by code, running shards, the view's
+   * version, tasks, heartbeat ack latency): see {@link WorkerMetric} for the names, and
+   * docs/operations.md for a prom-client adapter. @default none
+   */
+  readonly metrics?: WorkerMetricsHook;
 }
 
 export interface ResolvedWorkerOptions {
@@ -68,6 +75,7 @@ export interface ResolvedWorkerOptions {
   readonly pingIntervalMs: number;
   readonly compression: DataCompression;
   readonly onLog: (entry: Readonly<Record<string, unknown>>) => void;
+  readonly metrics: WorkerMetricsHook | undefined;
   /** TLS and token (see {@link TransportSecurityOptions}). */
   readonly security: ResolvedTransportSecurity;
 }
@@ -132,6 +140,7 @@ export function resolveWorkerOptions(o: WorkerOptions): ResolvedWorkerOptions {
     pingIntervalMs: positive("pingIntervalMs", o.pingIntervalMs, 10_000, 1000),
     compression: compressionOption(o.compression),
     onLog: o.onLog ?? (() => undefined),
+    metrics: o.metrics,
     security: resolveTransportSecurity(o),
   };
 }

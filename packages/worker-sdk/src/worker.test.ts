@@ -18,6 +18,7 @@ import { Channel } from "./channel.js";
 import { WorkerError } from "./errors.js";
 import { connectWorker, type Worker } from "./worker.js";
 import type { WorkerEvent } from "./worker-event.js";
+import type { WorkerMetric } from "./worker-metrics.js";
 
 // The Worker end to end against a scripted coordinator: a real gRPC server (connect-node over
 // HTTP/2, port 0) whose HeartbeatStream answers as each test says. It plays what real replicas
@@ -274,6 +275,39 @@ async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
 const isHeartbeat = (m: WorkerMessage) => m.kind.case === "heartbeat";
 
 describe("Worker against a scripted coordinator", () => {
+  it("reports metrics through the hook: connects, the view's version, running shards, heartbeat ack latency", async () => {
+    const c = await coordinator((conn) => {
+      conn.send(welcome({ epoch: 2, version: 5, shards: [0, 1], heartbeatIntervalMs: 100 }));
+      ackAll(conn, { epoch: 2, version: 5, shards: [0, 1] });
+    });
+    const seen: WorkerMetric[] = [];
+    const o = await worker(c.address, { metrics: (m) => seen.push(m) });
+    await until(
+      () =>
+        o.starts.length === 2 &&
+        seen.filter((m) => m.name === "shard_worker_heartbeat_ack_seconds").length >= 2,
+    );
+    expect(seen.filter((m) => m.name === "shard_worker_connects_total")).toEqual([
+      { name: "shard_worker_connects_total", kind: "counter", value: 1, labels: {} },
+    ]);
+    expect(seen.filter((m) => m.name === "shard_worker_assignment_version").at(-1)?.value).toBe(5);
+    expect(seen.filter((m) => m.name === "shard_worker_running_shards").map((m) => m.value)).toEqual([1, 2]);
+    for (const m of seen.filter((x) => x.name === "shard_worker_heartbeat_ack_seconds")) {
+      expect(m.kind).toBe("histogram");
+      expect(m.value).toBeGreaterThanOrEqual(0);
+      expect(m.value).toBeLessThan(5);
+    }
+    // A hook that throws changes nothing for the worker.
+    const o2 = await worker(c.address, {
+      nodeId: "n-2",
+      metrics: () => {
+        throw new Error("broken exporter");
+      },
+    });
+    await until(() => o2.starts.length === 2);
+    expect(o2.w.assignment.version).toBe(5);
+  });
+
   it("fetchShardData reads FetchShardDataPages: every record of every page, in order", async () => {
     const calls = { pages: [] as FetchShardDataRequest[], records: [] as FetchShardDataRequest[] };
     const pages = [[{ id: "a" }, { id: "b" }, { id: "c" }], [{ id: "d" }], [{ id: "e" }, { id: "f" }]];

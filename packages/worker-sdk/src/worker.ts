@@ -46,7 +46,7 @@ export class Worker implements AsyncDisposable {
   /** @internal use {@link connectWorker} */
   constructor(options: ResolvedWorkerOptions) {
     this.#o = options;
-    this.#hub = new EventHub(options.onLog, { group: options.group, node: options.nodeId });
+    this.#hub = new EventHub(options.onLog, { group: options.group, node: options.nodeId }, options.metrics);
     this.#session = new Session(options, this.#hub, (e) => {
       // A refusal retrying cannot fix: stop every handler first, then close with the error.
       this.#closeError ??= e;

@@ -690,7 +690,10 @@ export class Replica {
         if (leadership.signal.aborted) resolve();
         leadership.signal.addEventListener("abort", () => resolve(), { once: true });
       });
-      this.#log.warn({ event: "leadership_lost", reason: String(leadership.signal.reason) });
+      // Giving it up on purpose (a graceful stop, a step-down) is not a warning.
+      if (this.#stop.signal.aborted || this.#successor !== undefined)
+        this.#log.info({ event: "leadership_resigned" });
+      else this.#log.warn({ event: "leadership_lost", reason: String(leadership.signal.reason) });
     } finally {
       this.#starting = undefined;
       starting.resolve();
@@ -719,7 +722,7 @@ export class Replica {
     const leadership = this.#leadership;
     if (this.#role !== "leader" || leadership === undefined)
       throw new CoordinatorError("not_leader", "this replica does not lead");
-    this.#log.warn({ event: "stepping_down" });
+    this.#log.info({ event: "stepping_down" });
     const successor = this.#awaitSuccessor(1000);
     this.#successor = successor;
     await leadership.resign();
