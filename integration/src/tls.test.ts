@@ -6,7 +6,7 @@ import { connect as tlsConnect } from "node:tls";
 import { connectWorker, WorkerError } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
 import { getFreePorts } from "./harness/free-port.js";
-import { startCluster, until } from "./support/cluster-helpers.js";
+import { runCli, startCluster, until } from "./support/cluster-helpers.js";
 import { RmProcess } from "./support/rm-cluster.js";
 import { type CertPair, TestCa } from "./support/test-certs.js";
 import { fastFlags, useTestEnv } from "./support/test-env.js";
@@ -336,6 +336,24 @@ describe("gRPC TLS", () => {
       security: unknown;
     };
     expect(status.security).toMatchObject({ tls: { mutual: false }, insecure: false });
+
+    // The operator's CLI reads the leader's listener the same way: HTTPS (the election value
+    // says so), the CA from --http-ca, the token from --http-token-file.
+    const cli = (...args: string[]) => runCli(env, "/tls-http", args);
+    const withCreds = ["--http-ca", ca.ca.certFile, "--http-token-file", tokenFile];
+    const groups = await cli("groups", "--json", ...withCreds);
+    expect(groups.stderr).toBe("");
+    expect(groups.code).toBe(0);
+    expect(JSON.parse(groups.stdout)).toEqual([]);
+    const noToken = await cli("groups", "--http-ca", ca.ca.certFile);
+    expect(noToken.code).toBe(1);
+    expect(noToken.stderr).toMatch(/https:\/\/.*\/events answered HTTP 401: .*--http-token-file/);
+    const noCa = await cli("groups", "--http-token-file", tokenFile);
+    expect(noCa.code).toBe(1);
+    expect(noCa.stderr).toMatch(/certificate/i);
+    const stepDown = await cli("leader", "step-down", "--json", ...withCreds);
+    expect(stepDown.stderr).toBe("");
+    expect(JSON.parse(stepDown.stdout)).toMatchObject({ steppedDown: "rm-http" });
     expect(r.tail(10_000)).not.toContain(token);
   });
 });

@@ -30,6 +30,7 @@ import {
   readLeaderView,
 } from "./console-client.js";
 import { discoverCoordinators, uploadShardData } from "./data-upload.js";
+import { type ReplicaHttpAuth, readBody, replicaRequest } from "./replica-http.js";
 import { formatStatus, readStatus } from "./status-report.js";
 import { addTaskCommands } from "./task-commands.js";
 
@@ -95,6 +96,46 @@ function etcdClient(o: EtcdFlags): ReturnType<typeof createEtcdClient> {
   } catch (e) {
     return usageError(e instanceof CoordinatorError ? e.message : String(e));
   }
+}
+
+/** The bytes of a file a flag names, or exit 2 with one line. */
+function readOrExit(flag: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    return usageError(`${flag} ${path}: cannot read (${(e as Error).message})`);
+  }
+}
+
+/** `--http-token-file`, `--http-ca`: how commands that read the leader's HTTP listener reach it. */
+const httpAuthOptions = (): Option[] => [
+  new Option(
+    "--http-token-file <file>",
+    "first line: the replicas' --http-token-file token (needed beyond loopback when they have one)",
+  ).env("RM_HTTP_TOKEN_FILE"),
+  new Option(
+    "--http-ca <file>",
+    "PEM CA of the replicas' certificate (their HTTP listener serves HTTPS with --tls-cert)",
+  ).env("RM_HTTP_CA"),
+];
+
+interface HttpAuthFlags {
+  httpTokenFile?: string;
+  httpCa?: string;
+}
+
+/** The credentials a command's HTTP flags name (exit 2 with one line when a file is bad). */
+function httpAuth(o: HttpAuthFlags): ReplicaHttpAuth {
+  const token =
+    o.httpTokenFile === undefined
+      ? undefined
+      : readOrExit("--http-token-file", o.httpTokenFile).toString("utf8").split(/\r?\n/)[0]?.trim();
+  if (token !== undefined && token === "")
+    usageError(`--http-token-file ${o.httpTokenFile}: the file is empty`);
+  return {
+    ...(token === undefined ? {} : { token }),
+    ...(o.httpCa === undefined ? {} : { ca: readOrExit("--http-ca", o.httpCa) }),
+  };
 }
 
 const nsOption = () =>
@@ -414,13 +455,14 @@ program
 
 /** Runs a read of the leader's view with the `status` flags; errors are one line, exit 1. */
 async function withLeaderView(
-  o: { etcd: string; namespace: string },
+  o: EtcdFlags & HttpAuthFlags & { namespace: string },
   fn: (view: ConsoleView) => string | object,
   json: boolean,
 ): Promise<void> {
-  const client = createEtcdClient(o.etcd.split(","));
+  const auth = httpAuth(o);
+  const client = etcdClient(o);
   try {
-    const out = fn(await readLeaderView(client, keyLayout(o.namespace)));
+    const out = fn(await readLeaderView(client, keyLayout(o.namespace), auth));
     process.stdout.write(json ? `${JSON.stringify(out)}\n` : `${String(out)}\n`);
   } catch (e) {
     process.stderr.write(
@@ -497,8 +539,9 @@ program
   .addOption(etcdOption())
   .addOption(nsOption())
   .option("--json", "print each view as one JSON line")
-  .action(async (o: { etcd: string; namespace: string; json?: boolean }) => {
-    const client = createEtcdClient(o.etcd.split(","));
+  .action(async (o: EtcdFlags & HttpAuthFlags & { namespace: string; json?: boolean }) => {
+    const auth = httpAuth(o);
+    const client = etcdClient(o);
     const stop = new AbortController();
     const onSignal = () => stop.abort();
     process.once("SIGINT", onSignal);
@@ -508,8 +551,8 @@ program
     try {
       while (!stop.signal.aborted) {
         try {
-          const { http } = await leaderConsoleAddress(client, keyLayout(o.namespace));
-          for await (const view of consoleViews(http, stop.signal)) {
+          const target = await leaderConsoleAddress(client, keyLayout(o.namespace));
+          for await (const view of consoleViews(target, stop.signal, auth)) {
             const lines = o.json ? [JSON.stringify(view)] : describeChanges(prev, view);
             // Plain lines, no terminal escape codes: the output may be a file or a pipe.
             for (const l of lines)
@@ -607,13 +650,6 @@ program
       coordinatorKey?: string;
       tokenFile?: string;
     }) => {
-      const readOrExit = (flag: string, path: string): Buffer => {
-        try {
-          return readFileSync(path);
-        } catch (e) {
-          return usageError(`${flag} ${path}: cannot read (${(e as Error).message})`);
-        }
-      };
       if ((o.coordinatorCert === undefined) !== (o.coordinatorKey === undefined))
         usageError("--coordinator-cert and --coordinator-key go together");
       const tls =
@@ -895,14 +931,22 @@ leaderCommand
   .addOption(etcdOption())
   .addOption(nsOption())
   .option("--json", "print JSON")
-  .action(async (o: { etcd: string; namespace: string; json?: boolean }) => {
+  .action(async (o: EtcdFlags & HttpAuthFlags & { namespace: string; json?: boolean }) => {
+    const auth = httpAuth(o);
     const client = etcdClient(o);
     try {
-      const { id, http } = await leaderConsoleAddress(client, keyLayout(o.namespace));
-      const res = await fetch(`http://${http}/leader/step-down`, { method: "POST" });
-      const body = (await res.json()) as { steppedDown?: string; successor?: string; error?: string };
-      if (!res.ok) {
-        process.stderr.write(`coordinator: ${id} did not step down: ${body.error ?? `HTTP ${res.status}`}\n`);
+      const target = await leaderConsoleAddress(client, keyLayout(o.namespace));
+      const { id } = target;
+      let body: { steppedDown?: string; successor?: string; error?: string };
+      try {
+        body = JSON.parse(
+          await readBody(await replicaRequest(target, "/leader/step-down", auth, { method: "POST" })),
+        ) as typeof body;
+      } catch (e) {
+        // 409: it no longer leads (the answer's body says so); anything else as it came.
+        process.stderr.write(
+          `coordinator: ${id} did not step down: ${e instanceof CoordinatorError ? e.message : String(e)}\n`,
+        );
         process.exitCode = 1;
         return;
       }
@@ -1071,6 +1115,11 @@ const withSubcommands = (c: Command): Command[] => [c, ...c.commands.flatMap(wit
 for (const c of withSubcommands(program))
   if (c.options.some((opt) => opt.long === "--etcd"))
     for (const opt of etcdSecurityOptions()) c.addOption(opt);
+
+// Every command that reads the leader's HTTP listener takes the same token and CA flags.
+for (const c of withSubcommands(program))
+  if (["groups", "members", "shards", "watch", "step-down"].includes(c.name()) && c.parent !== null)
+    for (const opt of httpAuthOptions()) c.addOption(opt);
 
 // `coordinator --help` shows the replica's flags too (serve is the default command).
 const serveCommand = program.commands.find((c) => c.name() === "serve");

@@ -3,6 +3,7 @@ import type { ConsoleGroup, ConsoleView } from "../console/console-view.js";
 import { CoordinatorError } from "../errors.js";
 import { parseLeaderInfo } from "../leadership/election.js";
 import type { KeyLayout } from "../store/keys.js";
+import { type ReplicaHttpAuth, type ReplicaHttpTarget, replicaRequest } from "./replica-http.js";
 
 /**
  * The leader's console address, from its election value (the lowest create revision under
@@ -12,7 +13,7 @@ import type { KeyLayout } from "../store/keys.js";
 export async function leaderConsoleAddress(
   client: Etcd3,
   keys: KeyLayout,
-): Promise<{ id: string; http: string }> {
+): Promise<{ id: string; http: string; tls: boolean }> {
   const res = await client.getAll().prefix(keys.electionPrefix).sort("Create", "Ascend").limit(1).exec();
   const kv = res.kvs[0];
   const info = kv === undefined ? undefined : parseLeaderInfo(kv.value.toString());
@@ -22,42 +23,55 @@ export async function leaderConsoleAddress(
       "leader_unavailable",
       `the leader ${info.id} serves no HTTP (--http-listen is off)`,
     );
-  return { id: info.id, http: info.http };
+  return { id: info.id, http: info.http, tls: info.httpTls === true };
 }
 
 /**
- * The views of a console feed (`http://<address>/events`) as they come, until `signal`
+ * The views of a console feed (`<scheme>://<address>/events`) as they come, until `signal`
  * aborts or the stream ends (the caller reconnects, to a new leader after a failover).
  */
-export async function* consoleViews(address: string, signal: AbortSignal): AsyncGenerator<ConsoleView> {
-  const res = await fetch(`http://${address}/events`, { signal, headers: { accept: "text/event-stream" } });
-  if (!res.ok || res.body === null)
-    throw new CoordinatorError("leader_unavailable", `${address}/events answered HTTP ${res.status}`);
-  const decoder = new TextDecoder();
+export async function* consoleViews(
+  target: ReplicaHttpTarget,
+  signal: AbortSignal,
+  auth: ReplicaHttpAuth = {},
+): AsyncGenerator<ConsoleView> {
+  const res = await replicaRequest(target, "/events", auth, { signal, accept: "text/event-stream" });
+  res.setEncoding("utf8");
   let buf = "";
-  for await (const chunk of res.body) {
-    buf += decoder.decode(chunk, { stream: true });
-    for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
-      const data = buf
-        .slice(0, i)
-        .split("\n")
-        .filter((l) => l.startsWith("data: "))
-        .map((l) => l.slice(6))
-        .join("\n");
-      buf = buf.slice(i + 2);
-      if (data !== "") yield JSON.parse(data) as ConsoleView;
+  try {
+    for await (const chunk of res) {
+      buf += chunk as string;
+      for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
+        const data = buf
+          .slice(0, i)
+          .split("\n")
+          .filter((l) => l.startsWith("data: "))
+          .map((l) => l.slice(6))
+          .join("\n");
+        buf = buf.slice(i + 2);
+        if (data !== "") yield JSON.parse(data) as ConsoleView;
+      }
     }
+  } finally {
+    res.destroy();
   }
 }
 
 /** The leader's current view (its first event), from etcd's election value and its feed. */
-export async function readLeaderView(client: Etcd3, keys: KeyLayout, timeoutMs = 5000): Promise<ConsoleView> {
-  const { http } = await leaderConsoleAddress(client, keys);
+export async function readLeaderView(
+  client: Etcd3,
+  keys: KeyLayout,
+  auth: ReplicaHttpAuth = {},
+  timeoutMs = 5000,
+): Promise<ConsoleView> {
+  const target = await leaderConsoleAddress(client, keys);
+  const { http } = target;
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {
-    for await (const view of consoleViews(http, ac.signal)) if (view.problem === null) return view;
+    for await (const view of consoleViews(target, ac.signal, auth)) if (view.problem === null) return view;
   } catch (e) {
+    if (e instanceof CoordinatorError) throw e;
     throw new CoordinatorError(
       "leader_unavailable",
       `cannot read the leader's console at ${http}: ${String(e)}`,

@@ -14,6 +14,8 @@ export interface LeaderInfo {
   readonly address: string;
   /** The HTTP address of its console and `/status` (absent: none, or an older replica). */
   readonly http?: string;
+  /** Whether that listener serves HTTPS (with the gRPC certificate). */
+  readonly httpTls?: boolean;
 }
 
 /** Parses an election value; undefined when it is not ours (an operator's `etcdctl elect`, say). */
@@ -22,9 +24,11 @@ export function parseLeaderInfo(raw: string | undefined): LeaderInfo | undefined
   try {
     const v: unknown = JSON.parse(raw);
     if (typeof v === "object" && v !== null) {
-      const { id, address, http } = v as Record<string, unknown>;
+      const { id, address, http, httpTls } = v as Record<string, unknown>;
       if (typeof id === "string" && typeof address === "string")
-        return typeof http === "string" && http !== "" ? { id, address, http } : { id, address };
+        return typeof http === "string" && http !== ""
+          ? { id, address, http, ...(httpTls === true ? { httpTls } : {}) }
+          : { id, address };
     }
   } catch {
     // not JSON

@@ -320,9 +320,11 @@ export class Replica {
     return `${a.slice(0, a.lastIndexOf(":"))}:${listen.slice(i + 1)}`;
   }
 
-  #httpInfo(): { http?: string } {
+  #httpInfo(): { http?: string; httpTls?: boolean } {
     const http = this.httpAdvertise;
-    return http === "" ? {} : { http };
+    if (http === "") return {};
+    // The HTTP listener serves HTTPS with the gRPC certificate whenever there is one.
+    return this.options.tlsCertFile === "" ? { http } : { http, httpTls: true };
   }
 
   /** The leader as this replica's watch sees it (with its console address), or undefined. */
