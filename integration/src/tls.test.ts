@@ -275,6 +275,93 @@ describe("gRPC TLS", () => {
     });
   });
 
+  it("a follower's console relays the leader's feed over HTTPS with the token, beyond loopback", async () => {
+    const ip = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
+    if (ip === undefined) {
+      console.log("no non-loopback IPv4 address on this machine: skipped");
+      return;
+    }
+    const ca = await newCa();
+    const server = await ca.issue("relay-ip", {
+      cn: "replica",
+      san: [`IP:${ip}`, "IP:127.0.0.1"],
+      usage: "server",
+    });
+    const tokenFile = `${ca.dir}/relay-token`;
+    const token = "another-long-enough-http-token";
+    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const ports = await getFreePorts(4);
+    const replicas = [0, 1].map(
+      (i) =>
+        new RmProcess({
+          id: `rm-relay-${i}`,
+          etcd: env.etcd.endpoints,
+          namespace: "/tls-relay",
+          port: ports[2 * i] ?? 0,
+          httpPort: ports[2 * i + 1] ?? 0,
+          args: [
+            ...fastFlags,
+            ...tlsFlags(server, ca.ca.certFile),
+            "--listen",
+            `${ip}:${ports[2 * i]}`,
+            "--http-listen",
+            `${ip}:${ports[2 * i + 1]}`,
+            "--http-token-file",
+            tokenFile,
+          ],
+        }),
+    );
+    for (const r of replicas) {
+      r.start();
+      env.cleanup(() => r.kill());
+    }
+    const leader = await Promise.race(
+      replicas.map((r) => r.waitForLog((l) => l.event === "leading", 30_000).then(() => r)),
+    );
+    const follower = replicas.find((r) => r !== leader) as RmProcess;
+    await follower.waitForLog((l) => l.event === "http_listening", 30_000);
+    // A view built by the leader, served by the follower, with no problem: the relay works.
+    const view = await new Promise<{ builtBy: string; servedBy: string; problem: string | null }>(
+      (resolve, reject) => {
+        const req = httpsGet(
+          `https://${ip}:${follower.options.httpPort}/events`,
+          { ca: ca.ca.cert, headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } },
+          (res) => {
+            let buf = "";
+            res.setEncoding("utf8");
+            res.on("data", (d: string) => {
+              buf += d;
+              for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
+                const data = buf
+                  .slice(0, i)
+                  .split("\n")
+                  .filter((l) => l.startsWith("data: "))
+                  .map((l) => l.slice(6))
+                  .join("\n");
+                buf = buf.slice(i + 2);
+                if (data === "") continue;
+                const v = JSON.parse(data) as { builtBy: string; servedBy: string; problem: string | null };
+                if (v.problem === null && v.builtBy === leader.id) {
+                  req.destroy();
+                  resolve(v);
+                }
+              }
+            });
+          },
+        );
+        req.on("error", (e) => reject(e));
+        setTimeout(() => {
+          req.destroy();
+          reject(new Error(`no relayed view in 15 s; follower log: ${follower.tail(20)}`));
+        }, 15_000);
+      },
+    );
+    expect(view).toMatchObject({ builtBy: leader.id, servedBy: follower.id, problem: null });
+    expect(follower.logs.filter((l) => l.event === "console_relay_failed")).toEqual([]);
+  });
+
   it("HTTP: HTTPS with the same certificate; probes open, /status and /metrics only for loopback or the --http-token-file token", async () => {
     const ip = Object.values(networkInterfaces())
       .flat()

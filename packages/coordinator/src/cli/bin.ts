@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import type { ConsoleView } from "../console/console-view.js";
+import { type ReplicaHttpAuth, readBody, replicaRequest } from "../console/replica-http.js";
 import { CoordinatorError } from "../errors.js";
 import { createLogger } from "../logger.js";
 import { etcdSecurityOf, Replica } from "../replica/replica.js";
@@ -30,7 +31,6 @@ import {
   readLeaderView,
 } from "./console-client.js";
 import { discoverCoordinators, uploadShardData } from "./data-upload.js";
-import { type ReplicaHttpAuth, readBody, replicaRequest } from "./replica-http.js";
 import { formatStatus, readStatus } from "./status-report.js";
 import { addTaskCommands } from "./task-commands.js";
 

@@ -1,9 +1,9 @@
 import type { Etcd3 } from "etcd3";
 import type { ConsoleGroup, ConsoleView } from "../console/console-view.js";
+import { type ReplicaHttpAuth, type ReplicaHttpTarget, replicaRequest } from "../console/replica-http.js";
 import { CoordinatorError } from "../errors.js";
 import { parseLeaderInfo } from "../leadership/election.js";
 import type { KeyLayout } from "../store/keys.js";
-import { type ReplicaHttpAuth, type ReplicaHttpTarget, replicaRequest } from "./replica-http.js";
 
 /**
  * The leader's console address, from its election value (the lowest create revision under

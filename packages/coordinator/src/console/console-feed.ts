@@ -4,6 +4,7 @@ import { sleep } from "../store/backoff.js";
 import { consoleGroup, runningOwners } from "./console-group.js";
 import type { ConsoleReplica, ConsoleView } from "./console-view.js";
 import { OwnershipTimeline } from "./ownership-timeline.js";
+import { type ReplicaHttpAuth, replicaRequest } from "./replica-http.js";
 
 /** What the feed reads from its replica (implemented by `Replica`). */
 export interface ConsoleSource {
@@ -11,7 +12,9 @@ export interface ConsoleSource {
   /** Present while this replica leads: see `Replica.leaderState`. */
   leaderState(): ReturnType<import("../replica/replica.js").Replica["leaderState"]>;
   /** The leader per this replica's watch, with its console address. */
-  knownLeader(): { readonly id: string; readonly http: string | null } | undefined;
+  knownLeader():
+    | { readonly id: string; readonly http: string | null; readonly httpTls?: boolean | undefined }
+    | undefined;
   /** Every campaigning replica (an etcd read). */
   candidates(): Promise<{ id: string; address: string; http: string | null; revision: number }[]>;
 }
@@ -24,6 +27,12 @@ export interface ConsoleFeedOptions {
   readonly timelineWindowMs?: number;
   /** A client whose unsent bytes pass this is dropped (it reconnects). @default 1048576 */
   readonly maxBufferedBytes?: number;
+  /**
+   * How a follower reaches the leader's listener: the replicas' `--http-token-file` token
+   * (the leader wants it from beyond loopback) and the CA of their certificate when they
+   * serve HTTPS (else the system CAs and NODE_EXTRA_CA_CERTS).
+   */
+  readonly relayAuth?: ReplicaHttpAuth;
   readonly log: Logger;
 }
 
@@ -46,12 +55,15 @@ export class ConsoleFeed {
   readonly #log: Logger;
   readonly #intervalMs: number;
   readonly #maxBuffered: number;
+  readonly #relayAuth: ReplicaHttpAuth;
   readonly #timeline: OwnershipTimeline;
   readonly #clients = new Set<ServerResponse>();
   readonly #stop = new AbortController();
   #loop: Promise<void> | undefined;
   #last: ConsoleView | undefined;
-  #upstream: { target: string; ac: AbortController; done: Promise<void>; lastAt: number } | undefined;
+  #upstream:
+    | { target: string; tls: boolean; ac: AbortController; done: Promise<void>; lastAt: number }
+    | undefined;
   #closing: Promise<void> | undefined;
   /** Upstream readers not finished yet (an aborted one ends at its next await). */
   readonly #pumps = new Set<Promise<void>>();
@@ -61,6 +73,7 @@ export class ConsoleFeed {
     this.#log = o.log;
     this.#intervalMs = o.intervalMs ?? 1000;
     this.#maxBuffered = o.maxBufferedBytes ?? 1 << 20;
+    this.#relayAuth = o.relayAuth ?? {};
     this.#timeline = new OwnershipTimeline(o.timelineWindowMs ?? 300_000);
   }
 
@@ -144,7 +157,8 @@ export class ConsoleFeed {
       );
       return;
     }
-    if (this.#upstream?.target !== target) this.#startUpstream(target);
+    const tls = leader?.httpTls === true;
+    if (this.#upstream?.target !== target || this.#upstream.tls !== tls) this.#startUpstream(target, tls);
     const up = this.#upstream;
     if (up !== undefined && performance.now() - up.lastAt > 2.5 * this.#intervalMs)
       this.#problem(`waiting for the leader's feed (${leader?.id} at ${target})`);
@@ -203,15 +217,15 @@ export class ConsoleFeed {
     };
   }
 
-  #startUpstream(target: string): void {
+  #startUpstream(target: string, tls: boolean): void {
     this.#stopUpstream();
     const ac = new AbortController();
-    const up = { target, ac, done: Promise.resolve(), lastAt: performance.now() };
+    const up = { target, tls, ac, done: Promise.resolve(), lastAt: performance.now() };
     up.done = this.#pump(up);
     this.#pumps.add(up.done);
     void up.done.finally(() => this.#pumps.delete(up.done));
     this.#upstream = up;
-    this.#log.info({ event: "console_relay", leaderHttp: target });
+    this.#log.info({ event: "console_relay", leaderHttp: target, tls });
   }
 
   #stopUpstream(): void {
@@ -220,19 +234,20 @@ export class ConsoleFeed {
   }
 
   /** Reads the leader's event stream and relays each view, reconnecting until aborted. */
-  async #pump(up: { target: string; ac: AbortController; lastAt: number }): Promise<void> {
+  async #pump(up: { target: string; tls: boolean; ac: AbortController; lastAt: number }): Promise<void> {
     const signal = AbortSignal.any([up.ac.signal, this.#stop.signal]);
+    let lastError = "";
     while (!signal.aborted) {
       try {
-        const res = await fetch(`http://${up.target}/events`, {
+        const res = await replicaRequest({ http: up.target, tls: up.tls }, "/events", this.#relayAuth, {
           signal,
-          headers: { accept: "text/event-stream", "x-console-relay": this.#source.id },
+          accept: "text/event-stream",
+          headers: { "x-console-relay": this.#source.id },
         });
-        if (!res.ok || res.body === null) throw new Error(`HTTP ${res.status}`);
-        const decoder = new TextDecoder();
+        res.setEncoding("utf8");
         let buf = "";
-        for await (const chunk of res.body) {
-          buf += decoder.decode(chunk, { stream: true });
+        for await (const chunk of res) {
+          buf += chunk as string;
           for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
             const event = buf.slice(0, i);
             buf = buf.slice(i + 2);
@@ -254,8 +269,13 @@ export class ConsoleFeed {
             if (!signal.aborted) this.#broadcast(view);
           }
         }
-      } catch {
-        // The leader went away or is not serving yet: the tick reports it; retry.
+      } catch (e) {
+        // The leader went away or is not serving yet: the tick reports it; retry. A refusal
+        // (401, a certificate) is logged once, not at every retry.
+        const why = e instanceof Error ? e.message : String(e);
+        if (!signal.aborted && why !== lastError && !/ECONNREFUSED|ECONNRESET|aborted/.test(why))
+          this.#log.warn({ event: "console_relay_failed", leaderHttp: up.target, err: why });
+        lastError = why;
       }
       await sleep(this.#intervalMs, signal);
     }

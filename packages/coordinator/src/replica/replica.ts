@@ -329,11 +329,23 @@ export class Replica {
 
   /** The leader as this replica's watch sees it (with its console address), or undefined. */
   knownLeader():
-    | { readonly id: string; readonly address: string; readonly http: string | null; readonly epoch: number }
+    | {
+        readonly id: string;
+        readonly address: string;
+        readonly http: string | null;
+        readonly httpTls: boolean;
+        readonly epoch: number;
+      }
     | undefined {
     const view = this.#watch?.view;
     if (view?.info === undefined) return undefined;
-    return { id: view.info.id, address: view.info.address, http: view.info.http ?? null, epoch: view.epoch };
+    return {
+      id: view.info.id,
+      address: view.info.address,
+      http: view.info.http ?? null,
+      httpTls: view.info.httpTls === true,
+      epoch: view.epoch,
+    };
   }
 
   /**

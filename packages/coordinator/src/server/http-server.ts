@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import type { SecureContextOptions } from "node:tls";
+import { rootCertificates, type SecureContextOptions } from "node:tls";
 import type { Logger } from "pino";
 import { collectDefaultMetrics, Gauge } from "prom-client";
 import { ConsoleFeed } from "../console/console-feed.js";
@@ -122,7 +122,16 @@ export async function startHttpServer(
     registers: [registry],
   });
   const assets = await loadConsoleAssets(log);
-  const feed = ConsoleFeed.start(replica, { log });
+  // A follower relays the leader's feed with the replicas' token and, over HTTPS, trusts
+  // the CA of --tls-client-ca (replicas' certificates usually share it) besides the system's.
+  const clientCa = replica.options.tlsClientCaFile;
+  const feed = ConsoleFeed.start(replica, {
+    log,
+    relayAuth: {
+      ...(security.token === undefined ? {} : { token: security.token }),
+      ...(clientCa === "" ? {} : { ca: [...rootCertificates, (await readFile(clientCa)).toString("utf8")] }),
+    },
+  });
   const degraded = new Gauge({
     name: "shard_group_degraded",
     help: "1 while a group is degraded (an invalid record or config it cannot apply), by reason (leader only)",

@@ -9,7 +9,7 @@ import { CoordinatorError } from "../errors.js";
  */
 export interface ReplicaHttpAuth {
   readonly token?: string | undefined;
-  readonly ca?: Buffer | undefined;
+  readonly ca?: Buffer | string | string[] | undefined;
 }
 
 /** A replica's HTTP address with the scheme its election value announces. */
@@ -33,10 +33,15 @@ export function replicaRequest(
   target: ReplicaHttpTarget,
   path: string,
   auth: ReplicaHttpAuth,
-  o: { readonly method?: "GET" | "POST"; readonly signal?: AbortSignal; readonly accept?: string } = {},
+  o: {
+    readonly method?: "GET" | "POST";
+    readonly signal?: AbortSignal;
+    readonly accept?: string;
+    readonly headers?: Readonly<Record<string, string>>;
+  } = {},
 ): Promise<IncomingMessage> {
   const url = `${target.tls ? "https" : "http"}://${target.http}${path}`;
-  const headers: Record<string, string> = { accept: o.accept ?? "application/json" };
+  const headers: Record<string, string> = { ...o.headers, accept: o.accept ?? "application/json" };
   if (auth.token !== undefined) headers.authorization = `Bearer ${auth.token}`;
   return new Promise<IncomingMessage>((resolve, reject) => {
     const options = {
