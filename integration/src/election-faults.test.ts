@@ -111,9 +111,9 @@ describe("election under etcd faults", () => {
     const keys = await env.client.getAll().prefix(`${namespace}/election/leader/`).exec();
     expect(keys.kvs).toHaveLength(1);
     expect(st.leaderEpoch).toBe(Number(keys.kvs[0]?.create_revision));
-    expect(r.logs.some((l) => l.event === "campaign_key_recovered" && l.leaderEpoch === st.leaderEpoch)).toBe(
-      true,
-    );
+    expect(
+      r.logs.some((l) => l.event === "campaign_key_recovered" && l.campaignEpoch === st.leaderEpoch),
+    ).toBe(true);
   });
 
   it("a follower's leader view recovers when the revision its watch would resume from was compacted", async () => {

@@ -69,6 +69,8 @@ export interface RmProcessOptions {
 export class RmProcess {
   readonly options: RmProcessOptions;
   readonly logs: LogLine[] = [];
+  /** The same lines as written (to check what JSON.parse hides, e.g. a key written twice). */
+  readonly rawLogs: string[] = [];
   readonly stderr: string[] = [];
   #child: ChildProcess | undefined;
   #exit: Promise<number | null> = Promise.resolve(null);
@@ -147,6 +149,7 @@ export class RmProcess {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
         this.logs.push({ at: performance.now(), ...(JSON.parse(line) as Record<string, unknown>) });
+        this.rawLogs.push(line);
       } catch {
         this.stderr.push(line);
       }

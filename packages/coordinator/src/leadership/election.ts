@@ -237,7 +237,7 @@ export class Election {
     this.#o.log.warn({
       event: "campaign_key_recovered",
       key,
-      leaderEpoch: epoch,
+      campaignEpoch: epoch,
       detail: "an earlier attempt of the campaign transaction committed but its answer was lost",
     });
     return epoch;

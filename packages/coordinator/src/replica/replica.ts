@@ -50,6 +50,7 @@ export interface ReplicaStatus {
   readonly role: ReplicaRole;
   readonly address: string;
   readonly leader: { readonly id: string; readonly address: string; readonly epoch: number } | null;
+  /** The epoch of the leader this replica knows (its own while it leads); 0 when none is known. */
   readonly leaderEpoch: number;
   readonly etcdWrites: number;
   /** Whether this replica reaches etcd, and the last failure (with the next retry). */
@@ -94,8 +95,7 @@ export interface ReplicaReadiness {
  */
 export class Replica {
   readonly options: ReplicaOptions;
-  readonly #baseLog: Logger;
-  #log: Logger;
+  readonly #log: Logger;
   readonly #client: Etcd3;
   readonly #keys: KeyLayout;
   readonly #metrics: Metrics;
@@ -133,16 +133,29 @@ export class Replica {
 
   private constructor(options: ReplicaOptions, log: Logger, etcdSecurity: EtcdSecurity) {
     this.options = options;
-    this.#baseLog = log;
-    this.#log = log.child({ role: "follower", leaderEpoch: 0 });
-    this.#refusals = new RefusalLog(log);
+    // Every line says the role and leader epoch of its moment: a log formatter reads them as
+    // each line is written, so the components that outlive a role change (the leader
+    // watch, the data sources, the server) never log a stale role.
+    this.#log = log.child(
+      {},
+      {
+        formatters: {
+          log: (obj: object) => ({
+            role: this.#leadership !== undefined ? "leader" : this.#role,
+            leaderEpoch: this.#leadership?.epoch ?? this.#watch?.view.epoch ?? 0,
+            ...obj,
+          }),
+        },
+      },
+    );
+    this.#refusals = new RefusalLog(this.#log);
     this.#unary = new UnaryLimiter(options.unaryRatePerSecond, options.unaryRatePerNode, performance.now());
     this.#client = createEtcdClient(options.etcdEndpoints, etcdSecurity);
     this.#etcdSecurity = etcdSecurity;
     this.#keys = keyLayout(options.namespace);
     this.#metrics = createMetrics();
-    this.#health = new EtcdHealth(options.etcdEndpoints, log, this.#metrics);
-    this.#revoker = new LeaseKeeper(this.#client, log, () => undefined);
+    this.#health = new EtcdHealth(options.etcdEndpoints, this.#log, this.#metrics);
+    this.#revoker = new LeaseKeeper(this.#client, this.#log, () => undefined);
   }
 
   /**
@@ -164,7 +177,7 @@ export class Replica {
             keyFile: options.tlsKeyFile,
             clientCaFile: options.tlsClientCaFile === "" ? undefined : options.tlsClientCaFile,
           },
-          log,
+          r.#log,
         );
       r.#watch = LeaderWatch.start({ client: r.#client, keys: r.#keys, log: r.#log, health: r.#health });
       // Each group's data source, by its config. The built-in etcd source has its own etcd
@@ -288,7 +301,7 @@ export class Replica {
       address: this.options.advertise,
       leader:
         view?.info === undefined ? null : { id: view.info.id, address: view.info.address, epoch: view.epoch },
-      leaderEpoch: this.#leadership?.epoch ?? 0,
+      leaderEpoch: this.#leadership?.epoch ?? view?.epoch ?? 0,
       etcdWrites: this.#writes + (this.#leader?.store.writes ?? 0),
       etcd: this.#health.snapshot(),
       leaderWatch: this.#watch?.live === true ? "live" : "retrying",
@@ -672,7 +685,6 @@ export class Replica {
       this.#log.warn({ event: "deposed", err: e.message });
       void leadership.resign();
     };
-    this.#log = this.#baseLog.child({ role: "leader", leaderEpoch: leadership.epoch });
     this.#successor = undefined;
     let leader: Leader | undefined;
     const starting = Promise.withResolvers<void>();
@@ -697,7 +709,7 @@ export class Replica {
       this.#leaderSince = Date.now();
       this.#metrics.elected();
       this.#syncHealth();
-      this.#log.info({ event: "leading", leaderEpoch: leadership.epoch });
+      this.#log.info({ event: "leading" });
       this.#starting = undefined;
       starting.resolve();
       await new Promise<void>((resolve) => {
@@ -722,7 +734,6 @@ export class Replica {
       }
       await leadership.resign();
       this.#leadership = undefined;
-      this.#log = this.#baseLog.child({ role: "follower", leaderEpoch: 0 });
     }
   }
 

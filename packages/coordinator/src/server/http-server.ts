@@ -90,7 +90,8 @@ export async function startHttpServer(
     help: "Leader epoch held by this replica (0 when following)",
     registers: [registry],
     collect() {
-      this.set(replica.status().leaderEpoch);
+      const st = replica.status();
+      this.set(st.role === "leader" ? st.leaderEpoch : 0);
     },
   });
   new Gauge({
