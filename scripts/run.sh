@@ -40,6 +40,7 @@ cleanup() {
   done
   sleep 1
   for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   # PostgreSQL last (fast shutdown), after everything that reads it.
   if [ -n "$PG_PID" ]; then kill -INT "$PG_PID" 2>/dev/null || true; sleep 1; kill -KILL "$PG_PID" 2>/dev/null || true; fi
   wait 2>/dev/null || true
@@ -143,7 +144,9 @@ while :; do
   if [ -n "$KILL_LEADER" ] && [ -z "$KILLED" ] && [ $((NOW - START)) -ge "$KILL_LEADER" ]; then
     LEADER=$($COORD status --etcd "$ENDPOINTS" --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).leader?.id??""))')
     if [ -n "$LEADER" ]; then
-      kill -KILL "$(cat "$RUN/$LEADER.pid")" && KILLED="$LEADER at +$((NOW - START))s"
+      VICTIM=$(cat "$RUN/$LEADER.pid")
+      # Reaped at once with its status line discarded: no "Killed" job line in the view.
+      kill -KILL "$VICTIM" && { wait "$VICTIM" 2>/dev/null || true; } && KILLED="$LEADER at +$((NOW - START))s"
     fi
   fi
   if [ -n "$DURATION" ] && [ $((NOW - START)) -ge "$DURATION" ]; then break; fi

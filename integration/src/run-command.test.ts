@@ -4,7 +4,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 
-// The README's first command, as a newcomer runs it: `bash scripts/run.sh` (here for 20 s).
+// The README's first command, as a newcomer runs it: `bash scripts/run.sh` (here for 24 s,
+// with the leader SIGKILLed after 8 s as the README's --kill-leader example does).
 // Both halves must show: the dataset workers process items, the demo tasks succeed; and
 // nothing it started may outlive it. It uses the demo's fixed ports (etcd 2379, replicas
 // 50051-50053, HTTP 9464-9466), like the README says.
@@ -22,17 +23,27 @@ function alive(pid: number): boolean {
 
 describe("bash scripts/run.sh", () => {
   it("runs etcd, 3 replicas, dataset workers and demo tasks, then stops everything", async () => {
-    const { stdout } = await run("bash", ["scripts/run.sh", "--duration", "20"], {
-      cwd: root,
-      encoding: "utf8",
-      timeout: 150_000,
-      maxBuffer: 64 * 1024 * 1024,
-      env: { ...process.env, CI: "true" },
-    });
+    const { stdout, stderr } = await run(
+      "bash",
+      ["scripts/run.sh", "--duration", "24", "--kill-leader", "8"],
+      {
+        cwd: root,
+        encoding: "utf8",
+        timeout: 150_000,
+        maxBuffer: 64 * 1024 * 1024,
+        env: { ...process.env, CI: "true" },
+      },
+    );
     const views = stdout.split("\n== ").slice(1);
     expect(views.length).toBeGreaterThanOrEqual(2);
     const last = views.at(-1) ?? "";
     expect(last).toMatch(/^leader: rm-\d/m);
+    // The leader was SIGKILLed at +8 s: the view says so, another replica leads, and the shell
+    // printed no job-control line ("Killed", "Terminated") into the view.
+    const killed = /SIGKILLed leader (rm-\d)/.exec(last)?.[1];
+    expect(killed).toBeDefined();
+    expect(last).not.toMatch(new RegExp(`^leader: ${killed}\\b`, "m"));
+    expect(`${stdout}\n${stderr}`).not.toMatch(/^.*line \d+: +\d+ (Killed|Terminated)/m);
     expect(last).toMatch(/group demo: version \d+ active/);
     expect(last).toMatch(/group jobs: version \d+ active/);
     const processed = [...last.matchAll(/worker-\d processed (\d+) items/g)].map((m) => Number(m[1]));
