@@ -59,6 +59,8 @@ export interface ElectionOptions {
   readonly self: LeaderInfo;
   readonly ttlSec: number;
   /** Times and counts the election's etcd calls and learns from its keep-alives that etcd answers. */
+  /** Each keep-alive round trip of the election lease, in seconds (a metric). */
+  readonly onKeepAlive?: (seconds: number) => void;
   readonly health?: EtcdHealth;
   /**
    * Called when resigning could not revoke the lease (etcd unreachable). Its key then stays
@@ -99,6 +101,7 @@ export class Election {
       options.log,
       (ack) => {
         if (ack.leaseId !== this.#leaseId) return;
+        options.onKeepAlive?.((performance.now() - ack.sentAt) / 1000);
         options.health?.ok();
         this.#fence.confirm(ack.sentAt, ack.ttlSec);
         this.#onFenceChange?.();

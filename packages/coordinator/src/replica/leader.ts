@@ -32,7 +32,8 @@ export interface LeaderOptions {
   /** The replica's etcd health: times and counts every fenced write, logs failures once. */
   readonly health?: EtcdHealth;
   /** Where the groups count joins, removals, versions and releases, and the tasks their events (replica/metrics.ts). */
-  readonly metrics?: GroupMetricsSink & TaskMetricsSink;
+  readonly metrics?: GroupMetricsSink &
+    TaskMetricsSink & { leaseKeepAlive?(lease: "election" | "members", seconds: number): void };
 }
 
 /** Groups read from etcd at once while a leadership starts. */
@@ -72,6 +73,7 @@ export class Leader implements SessionHost {
       o.health,
     );
     this.#keeper = new LeaseKeeper(o.client, o.log, (ack) => {
+      o.metrics?.leaseKeepAlive?.("members", (performance.now() - ack.sentAt) / 1000);
       if (ack.ttlSec <= 0) for (const g of this.#groups.values()) g.leaseGone(ack.leaseId);
     });
     const taskOptions = o.options.tasks;

@@ -50,6 +50,10 @@ export interface Metrics extends EtcdMetricsSink, GroupMetricsSink, TaskMetricsS
   readonly registry: Registry;
   /** Counts a term this replica started leading. */
   elected(): void;
+  /** Counts a HeartbeatStream refused with gRPC status `code` (its name). */
+  streamRefused(code: string): void;
+  /** One lease keep-alive's round trip: `lease` is `election` or `members`. */
+  leaseKeepAlive(lease: "election" | "members", seconds: number): void;
   readonly etcdErrors: Counter<"op" | "kind">;
   readonly etcdRequestDuration: Histogram<"op">;
 }
@@ -136,6 +140,19 @@ export function createMetrics(): Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [registry],
   });
+  const refused = new Counter({
+    name: "shard_streams_refused_total",
+    help: "HeartbeatStreams refused, by gRPC status (UNAVAILABLE from a follower, INVALID_ARGUMENT, ALREADY_EXISTS, RESOURCE_EXHAUSTED, ...)",
+    labelNames: ["code"] as const,
+    registers: [registry],
+  });
+  const keepAlive = new Histogram({
+    name: "shard_lease_keepalive_seconds",
+    help: "Round trip of lease keep-alives (election: the leader's election lease; members: member leases), sent to answered",
+    labelNames: ["lease"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
+    registers: [registry],
+  });
   const elections = new Counter({
     name: "shard_leader_elections_total",
     help: "Terms this replica started leading",
@@ -145,6 +162,12 @@ export function createMetrics(): Metrics {
     registry,
     elected() {
       elections.inc();
+    },
+    streamRefused(code) {
+      refused.inc({ code });
+    },
+    leaseKeepAlive(lease, seconds) {
+      keepAlive.observe({ lease }, seconds);
     },
     memberJoined(group, kind) {
       joins.inc({ group, kind });

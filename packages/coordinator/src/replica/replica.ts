@@ -479,6 +479,7 @@ export class Replica {
       (identity) => this.#heartbeatStreamAs(call, identity),
       (e: unknown) => {
         const st = e instanceof StatusError ? e : new StatusError(status.INTERNAL, String(e));
+        this.#metrics.streamRefused(status[st.code]);
         this.#refusals.refused(
           { event: "stream_refused", peer: call.getPeer(), code: status[st.code], details: st.message },
           performance.now(),
@@ -544,6 +545,7 @@ export class Replica {
         info !== undefined && info.id !== this.options.id && this.#watch?.live === true ? info.address : "";
       const metadata = new Metadata();
       metadata.set("x-shard-leader", address);
+      this.#metrics.streamRefused("UNAVAILABLE");
       call.emit("error", {
         code: status.UNAVAILABLE,
         details:
@@ -557,6 +559,7 @@ export class Replica {
       return;
     }
     if (this.#streams >= this.options.maxStreams) {
+      this.#metrics.streamRefused("RESOURCE_EXHAUSTED");
       call.emit("error", {
         code: status.RESOURCE_EXHAUSTED,
         details: `this replica holds its maximum of ${this.options.maxStreams} worker streams`,
@@ -578,6 +581,7 @@ export class Replica {
       },
       {
         refusals: this.#refusals,
+        onRefused: (code) => this.#metrics.streamRefused(code),
         onEnd: () => {
           this.#streams -= 1;
           guarded.forget();
@@ -604,6 +608,7 @@ export class Replica {
         self: { id: this.options.id, address: this.options.advertise, ...this.#httpInfo() },
         ttlSec: this.options.leaderTtlSec,
         health: this.#health,
+        onKeepAlive: (seconds) => this.#metrics.leaseKeepAlive("election", seconds),
         onRevokeFailed: (leaseId) => {
           // Bounded: each is revoked (or found gone) at the first probe etcd answers.
           if (this.#unrevoked.size < 64) this.#unrevoked.add(leaseId);

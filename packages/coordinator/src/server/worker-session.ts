@@ -66,6 +66,7 @@ export class WorkerSession {
   #seq = 0n;
   #peerSeq = 0n;
   readonly #refusals: RefusalLog | undefined;
+  readonly #onRefused: ((code: string) => void) | undefined;
   #state: "new" | "opening" | "open" | "closed" = "new";
   #helloTimer: NodeJS.Timeout | undefined;
   readonly #onEnd: (() => void) | undefined;
@@ -77,13 +78,19 @@ export class WorkerSession {
     host: SessionHost,
     log: Logger,
     limits: SessionLimits,
-    hooks: { refusals?: RefusalLog; onEnd?: () => void } = {},
+    hooks: {
+      refusals?: RefusalLog;
+      /** A stream ended before it was welcomed, with this status (its name): a refusal. */
+      onRefused?: (code: string) => void;
+      onEnd?: () => void;
+    } = {},
   ) {
     this.#call = call;
     this.#host = host;
     this.#log = log;
     this.#limits = limits;
     this.#refusals = hooks.refusals;
+    this.#onRefused = hooks.onRefused;
     this.#onEnd = hooks.onEnd;
     this.#bucket = new TokenBucket(limits.heartbeatBurst, limits.heartbeatsPerSecond, performance.now());
   }
@@ -149,6 +156,7 @@ export class WorkerSession {
       code: status[st.code],
       details: st.details,
     };
+    if (!wasOpen && st.code !== status.OK) this.#onRefused?.(status[st.code]);
     // A client that retries a refusal in a loop must not flood the log at info level.
     if (this.#refusals === undefined || !isRefusal(st.code)) this.#log.info(entry);
     else this.#refusals.refused(entry, performance.now());
