@@ -46,9 +46,7 @@ describe("coordinator replicas", () => {
     // election lease keep-alive round trips.
     const scrape = async (r: (typeof c.replicas)[number]) => (await fetch(`${r.httpUrl}/metrics`)).text();
     for (const r of c.replicas.filter((x) => x !== leader))
-      expect(await scrape(r)).toMatch(
-        /^shard_streams_refused_total\{[^}]*code="UNAVAILABLE"[^}]*\} [1-9]/m,
-      );
+      expect(await scrape(r)).toMatch(/^shard_streams_refused_total\{[^}]*code="UNAVAILABLE"[^}]*\} [1-9]/m);
     expect(await scrape(leader)).toMatch(
       /^shard_lease_keepalive_seconds_count\{[^}]*lease="election"[^}]*\} [1-9]/m,
     );
