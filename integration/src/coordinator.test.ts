@@ -52,6 +52,43 @@ describe("coordinator replicas", () => {
     );
   });
 
+  it("exports the releases a pending version waits for, until they come", async () => {
+    const c = await cluster(["--strategy", "sticky", "--shards", "4"]);
+    const leader = await c.waitForLeader();
+    const raw = (nodeId: string) => {
+      const s = new RawStream(leader.address);
+      const beat = setInterval(() => s.heartbeat(nodeId), 200);
+      env.cleanup(() => {
+        clearInterval(beat);
+        s.close();
+      });
+      s.hello("g-rel", nodeId);
+      return s;
+    };
+    const a = raw("a");
+    await until(
+      () => assignment(c, "g-rel"),
+      (x) => x?.phase === "active" && (x.owners.a?.length ?? 0) === 4,
+    );
+    raw("b"); // b joins: a must release shards, and (a raw client) does not until told to here
+    const pending = await until(
+      () => assignment(c, "g-rel"),
+      (x) => x?.phase === "pending",
+    );
+    const metric = (name: string) => new RegExp(`^${name}\\{[^}]*group="g-rel"[^}]*\\} (\\d+)$`, "m");
+    const scrape = async () => (await fetch(`${leader.httpUrl}/metrics`)).text();
+    const during = await scrape();
+    expect(metric("shard_group_releases_awaited").exec(during)?.[1]).toBe("1");
+    expect(metric("shard_group_pending").exec(during)?.[1]).toBe("1");
+    a.send({ kind: { case: "release", value: { version: BigInt(pending?.version ?? 0) } } });
+    await until(
+      () => assignment(c, "g-rel"),
+      (x) => x?.phase === "active" && Object.keys(x.owners).length === 2,
+    );
+    const after = await until(scrape, (t) => metric("shard_group_pending").exec(t)?.[1] === "0");
+    expect(metric("shard_group_releases_awaited").exec(after)?.[1]).toBe("0");
+  });
+
   it("persists membership and versions in etcd; GetShardInfo answers from any replica", async () => {
     const c = await cluster();
     const [a, b] = [await worker(c, "w-a"), await worker(c, "w-b")];

@@ -26,6 +26,11 @@ export class RunnerSet {
     for (const r of this.#runners) r.fenced(now);
   }
 
+  recorded(finals: readonly { readonly taskId: string; readonly attempt: number }[]): void {
+    if (finals.length === 0) return;
+    for (const r of this.#runners) r.recorded?.(finals);
+  }
+
   tick(now: number): void {
     for (const r of this.#runners) r.tick(now);
   }

@@ -219,6 +219,7 @@ export class SessionProtocol {
     );
     if (d.stale !== undefined) return this.#rejectStale(target, d.stale);
     if (ack.heartbeatIntervalMs > 0) this.#setInterval(ack.heartbeatIntervalMs);
+    this.#runners.recorded(ack.recordedFinals);
     // The ack's view first: confirming first would restart shards of a stale version.
     if (d.view !== undefined) this.#deliver(d.view, now, true);
     if (d.confirm) this.#confirm(now);

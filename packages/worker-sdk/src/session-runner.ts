@@ -51,6 +51,8 @@ export interface SessionRunner {
   confirmed(now: number): void;
   /** The session fence ran out: every piece of work must stop now. */
   fenced(now: number): void;
+  /** The leader recorded these attempts' final reports (HeartbeatAck.recorded_finals). */
+  recorded?(finals: readonly { readonly taskId: string; readonly attempt: number }[]): void;
   /** Periodic (every 50 ms), for time-based rules such as a stability window. */
   tick(now: number): void;
   /** Figures for the next heartbeat. */

@@ -233,7 +233,7 @@ describe("TaskRunner", () => {
     expect(finals("a")).toMatchObject([{ state: TaskState.CANCELLED }]);
   });
 
-  it("lists held and unconfirmed tasks for Hello, resends finals on resume, drops all on a new incarnation", async () => {
+  it("lists held and unrecorded tasks for Hello, resends finals on resume, drops all on a new incarnation", async () => {
     const { runner, sent } = setup(1);
     const g = gate();
     void runner.run(g.handler);
@@ -250,11 +250,14 @@ describe("TaskRunner", () => {
       ["a", TaskState.SUCCEEDED],
       ["b", TaskState.RUNNING],
     ]);
-    // Two acks are not enough within the first 2 s: the leader may not have written it yet.
-    runner.confirmed(performance.now());
-    runner.confirmed(performance.now());
+    // Acks, however many and however late, are not enough: the leader may not have written
+    // it (its write may have failed). Only the leader's word that it is recorded is.
+    for (let i = 0; i < 5; i++) runner.confirmed(performance.now() + i * 1000);
+    runner.confirmed(performance.now() + 60_000);
     expect(runner.heldTaskIds().sort()).toEqual(["a", "b"]);
-    runner.confirmed(performance.now() + 2000);
+    runner.recorded([{ taskId: "a", attempt: 2 }]); // another attempt's report: kept
+    expect(runner.heldTaskIds().sort()).toEqual(["a", "b"]);
+    runner.recorded([{ taskId: "a", attempt: 1 }]);
     expect(runner.heldTaskIds()).toEqual(["b"]);
     runner.welcomed(welcome(true), 4);
     expect(g.started[1]?.signal.reason).toMatchObject({ code: "new_incarnation" });

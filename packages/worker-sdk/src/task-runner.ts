@@ -18,12 +18,14 @@ import type { EventHub } from "./worker-event.js";
 type Update = MessageInitShape<typeof TaskUpdateSchema>;
 
 /**
- * How long a final report is kept (and listed in Hello) at least, in ms: the leader acks
- * heartbeats as soon as it read them, but writes the task's final state a transaction later;
- * a leader that dies in between has the report in no record, and a new leader would run
- * the finished task again unless this worker repeats it.
+ * How long a final report the leader never said it recorded is kept at most, in ms: a valve
+ * for memory, not the rule. The rule: a final report is kept (listed in Hello, sent again on
+ * each new stream) until a heartbeat ack names its attempt in `recorded_finals`. A leader
+ * acks heartbeats as soon as it reads them but writes the report a transaction later (and
+ * a write can fail while etcd elects a leader); a leader that dies in between has it in no
+ * record, and the next one would run the finished task again unless this worker repeats it.
  */
-const finalHoldMs = 2000;
+const unrecordedFinalMaxMs = 5 * 60_000;
 /** Final reports kept at most (Hello stays small under a storm of short tasks). */
 const maxFinals = 5000;
 
@@ -59,14 +61,11 @@ interface Attempt {
   };
 }
 
-/** A final report not yet known to have reached the leader. */
+/** A final report the leader has not yet said it recorded. */
 interface Final {
   readonly update: Update;
   /** When it was first sent (monotonic ms). */
   readonly at: number;
-  /** The stream (by welcome count) it was last sent on, and the confirmations seen since. */
-  stream: number;
-  confirms: number;
 }
 
 /**
@@ -75,10 +74,11 @@ interface Final {
  * timeout, self-fence, a new incarnation, shard loss or close, and every attempt's outcome
  * reported as a TaskUpdate echoing its `(attempt, leaderEpoch)`.
  *
- * Final reports are kept until they very probably were recorded (two heartbeat acks on the
- * stream that carried them, and at least 2 s): a report sent as a stream died, or received
- * by a leader that died before writing it, would otherwise be lost, and the task run again. Until then the task is listed in Hello as still
- * held, and its report is sent again on the next stream of the same incarnation.
+ * Final reports are kept until the leader says it recorded them (a heartbeat ack names the
+ * attempt in `recorded_finals`): a report sent as a stream died, received by a leader that
+ * died before writing it, or whose write failed while etcd elected a leader, would otherwise
+ * be lost, and the task run again. Until then the task is listed in Hello as still held, and
+ * its report is sent again on every new stream of the same incarnation.
  */
 export class TaskRunner implements SessionRunner {
   readonly #o: TaskRunnerOptions;
@@ -94,7 +94,6 @@ export class TaskRunner implements SessionRunner {
   #runDone: PromiseWithResolvers<void> | undefined;
   #confirmed = false;
   #retiring = false;
-  #stream = 0;
 
   constructor(o: TaskRunnerOptions, hub: EventHub, port: SessionPort, shards: ShardLookup) {
     this.#o = o;
@@ -134,7 +133,6 @@ export class TaskRunner implements SessionRunner {
   // ---- SessionRunner ---------------------------------------------------------------------
 
   welcomed(info: WelcomeInfo, _now: number): void {
-    this.#stream += 1;
     if (info.newIncarnation) {
       // The leader requeues what the old incarnation held once it has stopped: drop it all.
       this.#finals.clear();
@@ -146,11 +144,7 @@ export class TaskRunner implements SessionRunner {
       return;
     }
     // Same incarnation, maybe a new leader: repeat what it may have missed.
-    for (const f of this.#finals.values()) {
-      f.stream = this.#stream;
-      f.confirms = 0;
-      this.#port.send({ case: "taskUpdate", value: f.update });
-    }
+    for (const f of this.#finals.values()) this.#port.send({ case: "taskUpdate", value: f.update });
     for (const a of this.#running.values())
       if (a.run !== undefined && !a.run.ac.signal.aborted)
         this.#send(a, { state: TaskState.RUNNING, progress: a.run.progress?.fraction ?? 0 });
@@ -165,11 +159,19 @@ export class TaskRunner implements SessionRunner {
     if (this.#retiring) return;
     this.#confirmed = true;
     for (const [id, f] of this.#finals) {
-      if (f.stream !== this.#stream) continue;
-      f.confirms += 1;
-      if (f.confirms >= 2 && now - f.at >= finalHoldMs) this.#finals.delete(id);
+      if (now - f.at < unrecordedFinalMaxMs) continue;
+      this.#finals.delete(id);
+      this.#hub.log({ event: "task_final_unrecorded", task: id, attempt: f.update.attempt });
     }
     this.#pump();
+  }
+
+  recorded(finals: readonly { readonly taskId: string; readonly attempt: number }[]): void {
+    for (const r of finals) {
+      const f = this.#finals.get(r.taskId);
+      // Only that attempt's report: a later attempt of the same task may have ended since.
+      if (f !== undefined && f.update.attempt === r.attempt) this.#finals.delete(r.taskId);
+    }
   }
 
   fenced(_now: number): void {
@@ -395,7 +397,7 @@ export class TaskRunner implements SessionRunner {
   #sendFinal(held: HeldTask, d: TaskDispatch, u: Update): void {
     const update: Update = { ...u, taskId: held.id, attempt: held.attempt, leaderEpoch: d.leaderEpoch };
     this.#finals.delete(held.id);
-    this.#finals.set(held.id, { update, at: performance.now(), stream: this.#stream, confirms: 0 });
+    this.#finals.set(held.id, { update, at: performance.now() });
     // Bounded: the oldest first (a Map iterates in insertion order).
     for (const id of this.#finals.keys()) {
       if (this.#finals.size <= maxFinals) break;

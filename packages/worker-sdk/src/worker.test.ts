@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import * as http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import {
@@ -9,6 +9,7 @@ import {
   CommandKind,
   type CoordinatorMessageSchema,
   type FetchShardDataRequest,
+  RecordedAttemptSchema,
   ShardService,
   TaskState,
   type WorkerMessage,
@@ -551,6 +552,43 @@ describe("Worker against a scripted coordinator", () => {
     });
     expect(performance.now() - t0).toBeLessThan(2000);
     expect(c.conns).toHaveLength(1);
+  });
+
+  it("keeps a final report, however many acks and seconds pass, until an ack names its attempt recorded", async () => {
+    const c = await coordinator((conn, n) => {
+      conn.send(welcome({ epoch: 5, version: 3, shards: [0], resumed: n > 0 }));
+      ackAll(conn, { epoch: 5, version: 3, shards: [0] });
+    });
+    const o = await worker(c.address);
+    void o.w.runTasks(async () => "done");
+    const first = await c.conn(0);
+    first.send({ case: "task", value: { taskId: "t", attempt: 1, leaderEpoch: 5n } });
+    await first.next((m) => m.kind.case === "taskUpdate" && m.kind.value.state === TaskState.SUCCEEDED);
+    // Acked heartbeats for 2.5 s (about 25), none naming the report: a leader whose write of
+    // it failed. (The old rule forgot a report after two acks and 2 s.)
+    await new Promise((r) => setTimeout(r, 2500));
+    first.end(new ConnectError("leader gone", Code.Unavailable));
+    const second = await c.conn(1);
+    const hello2 = await second.next((m) => m.kind.case === "hello");
+    expect(hello2.kind.case === "hello" && hello2.kind.value.runningTaskIds).toEqual(["t"]);
+    await second.next((m) => m.kind.case === "taskUpdate" && m.kind.value.taskId === "t");
+    // Another attempt's number does not count; this attempt's does.
+    const withRecorded = async (attempt: number) => {
+      const hb = await second.next(isHeartbeat);
+      const a = ack(hb, { epoch: 5, version: 3, shards: [0] });
+      if (a?.case !== "heartbeatAck") throw new Error("not an ack");
+      second.send({
+        case: "heartbeatAck",
+        value: { ...a.value, recordedFinals: [create(RecordedAttemptSchema, { taskId: "t", attempt })] },
+      });
+    };
+    await withRecorded(2);
+    await withRecorded(1);
+    await new Promise((r) => setTimeout(r, 200));
+    second.end(new ConnectError("leader gone", Code.Unavailable));
+    const third = await c.conn(2);
+    const hello3 = await third.next((m) => m.kind.case === "hello");
+    expect(hello3.kind.case === "hello" && hello3.kind.value.runningTaskIds).toEqual([]);
   });
 
   it("runs dispatched tasks, lists held ones in the next Hello, and answers CANCEL_TASK with a CommandAck", async () => {

@@ -175,6 +175,8 @@ const ADOPT = "~adopt";
 export class Group implements TaskMembership {
   readonly #ctx: GroupContext;
   readonly #members = new Map<string, GroupMember>();
+  /** Attempts (`taskId` -> attempt) whose final report from each node is recorded, for its next ack. */
+  readonly #recorded = new Map<string, Map<string, number>>();
   // Members by lease: first-time members that join in one batch share one lease (see #flushJoins).
   readonly #byLease = new Map<string, Set<GroupMember>>();
   // When each lease was last kept alive: a shared lease is renewed once for all its members.
@@ -794,8 +796,40 @@ export class Group implements TaskMembership {
         heartbeatSeq: seq,
         sessionTimeoutMs: settings.sessionTimeoutMs,
         heartbeatIntervalMs: settings.heartbeatIntervalMs,
+        recordedFinals: this.#takeRecorded(session.nodeId),
       },
     });
+  }
+
+  /**
+   * The final report of `taskId`'s `attempt` from `nodeId` is recorded (or needs no record):
+   * its next heartbeat ack says so, and the worker forgets the report.
+   */
+  recorded(nodeId: string, taskId: string, attempt: number): void {
+    if (!this.#members.has(nodeId)) return;
+    let ids = this.#recorded.get(nodeId);
+    if (ids === undefined) {
+      ids = new Map();
+      this.#recorded.set(nodeId, ids);
+      // Nodes that left take their entries with them.
+      if (this.#recorded.size > this.#members.size + 64)
+        for (const n of this.#recorded.keys()) if (!this.#members.has(n)) this.#recorded.delete(n);
+    }
+    ids.set(taskId, attempt);
+  }
+
+  /** Up to 1,000 recorded attempts for `nodeId`'s next ack (the rest go with the following ones). */
+  #takeRecorded(nodeId: string): { taskId: string; attempt: number }[] {
+    const ids = this.#recorded.get(nodeId);
+    if (ids === undefined) return [];
+    const out: { taskId: string; attempt: number }[] = [];
+    for (const [taskId, attempt] of ids) {
+      if (out.length >= 1000) break;
+      out.push({ taskId, attempt });
+    }
+    for (const r of out) ids.delete(r.taskId);
+    if (ids.size === 0) this.#recorded.delete(nodeId);
+    return out;
   }
 
   release(session: WorkerSession, rel: Release): void {

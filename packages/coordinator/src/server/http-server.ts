@@ -151,6 +151,12 @@ export async function startHttpServer(
     labelNames: ["group", "state"],
     registers: [registry],
   });
+  const awaited = new Gauge({
+    name: "shard_group_releases_awaited",
+    help: "Members whose release the group's pending version still waits for (0 when active) (leader only)",
+    labelNames: ["group"],
+    registers: [registry],
+  });
   const connected = new Gauge({
     name: "shard_group_connected_members",
     help: "Members of each group with a live stream to this leader (leader only)",
@@ -198,7 +204,7 @@ export async function startHttpServer(
           .writeHead(ready ? 200 : 503, { "content-type": "text/plain" })
           .end(ready ? `${reason}\n` : `not ready: ${reason}\n`);
       } else if (url === "/metrics") {
-        for (const gauge of [members, version, degraded, pending, connected, tasks]) gauge.reset();
+        for (const gauge of [members, version, degraded, pending, connected, tasks, awaited]) gauge.reset();
         for (const g of replica.leaderState()?.groups ?? []) {
           const counts = g.tasks?.counts();
           if (counts === undefined) continue;
@@ -210,6 +216,7 @@ export async function startHttpServer(
           connected.set({ group: g.group }, g.members.filter((m) => m.connected).length);
           version.set({ group: g.group }, g.assignment?.version ?? 0);
           pending.set({ group: g.group }, g.assignment?.phase === "pending" ? 1 : 0);
+          awaited.set({ group: g.group }, g.awaitingRelease.length);
           for (const reason of Object.keys(g.degraded)) degraded.set({ group: g.group, reason }, 1);
         }
         res.writeHead(200, { "content-type": registry.contentType }).end(await registry.metrics());

@@ -38,6 +38,8 @@ function setup(o: { store?: FlakyStore; epoch?: number } = {}) {
   const epoch = o.epoch ?? 3;
   const options = resolveTaskOptions({});
   const sent: CoordinatorMessageKind[] = [];
+  /** Task ids the dispatcher said are recorded, at the moment it said so. */
+  const recorded: { id: string; state: string | undefined }[] = [];
   let dispatcher: TaskDispatcher | undefined;
   const board = new TaskBoard({
     persistence: store,
@@ -65,6 +67,10 @@ function setup(o: { store?: FlakyStore; epoch?: number } = {}) {
       sent.push(kind);
       return true;
     },
+    recorded: (_n, id, _attempt) => {
+      // What the store holds when the worker is told it may forget its report.
+      void store.read("g", [id]).then((m) => recorded.push({ id, state: m.get(id)?.record.state }));
+    },
   };
   dispatcher = new TaskDispatcher({
     board,
@@ -78,7 +84,7 @@ function setup(o: { store?: FlakyStore; epoch?: number } = {}) {
     d.close();
     await board.close();
   });
-  return { store, board, dispatcher: d, sent };
+  return { store, board, dispatcher: d, sent, recorded };
 }
 
 async function until(pred: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
@@ -160,5 +166,34 @@ describe("TaskDispatcher", () => {
     // The worker does not send it again (its stream stayed up): the leader must retry.
     await until(async () => (await store.read("g", ["t"])).get("t")?.record.state === "succeeded");
     expect(store.failures).toBe(0);
+  });
+
+  it("tells the worker a final report is recorded only once it is in the store, and a stale one at once", async () => {
+    const { store, board, dispatcher, sent, recorded } = setup();
+    await board.submit("g", [task("t")], never);
+    dispatcher.kick("g");
+    await until(() => sent.some((k) => k?.case === "task"));
+    const final = (attempt: number) =>
+      create(TaskUpdateSchema, { taskId: "t", attempt, state: TaskState.SUCCEEDED });
+    // Two failed writes first: no word to the worker while the report is in no record.
+    store.failures = 2;
+    dispatcher.update("g", "w", final(1));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(recorded).toEqual([]);
+    await until(() => recorded.length === 1);
+    expect(recorded).toEqual([{ id: "t", state: "succeeded" }]);
+    // The same report again (a worker repeating it to a new leader): stale now, and still
+    // the worker is told to forget it.
+    dispatcher.update("g", "w", final(1));
+    await until(() => recorded.length === 2);
+    expect(recorded[1]).toEqual({ id: "t", state: "succeeded" });
+    // A RUNNING report is never "recorded": the worker keeps nothing for it.
+    dispatcher.update(
+      "g",
+      "w",
+      create(TaskUpdateSchema, { taskId: "t", attempt: 1, state: TaskState.RUNNING }),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    expect(recorded).toHaveLength(2);
   });
 });

@@ -21,6 +21,8 @@ export interface TaskMembership {
   shardOwnership(): ShardOwnership | undefined;
   /** Sends on the live incarnation's open stream; false when there is none. */
   send(nodeId: string, kind: CoordinatorMessageKind): boolean;
+  /** `nodeId`'s final report of `taskId`'s `attempt` is recorded (or needs no record): tell it. */
+  recorded(nodeId: string, taskId: string, attempt: number): void;
 }
 
 /** What the Group tells the dispatcher. */
@@ -161,6 +163,10 @@ export class TaskDispatcher implements TaskEvents {
       })
       .then(
         (out) => {
+          // A final report is in the record now, or was dropped as stale (the leader's
+          // record already says otherwise): either way the worker need not keep it.
+          if (state === "succeeded" || state === "failed" || state === "cancelled")
+            this.#o.membership(group)?.recorded(nodeId, u.taskId, u.attempt);
           if (out.accepted && !attemptInFlight(out.record)) {
             this.#cancelSent.delete(u.taskId);
             this.kick(group); // a slot is free
