@@ -211,6 +211,8 @@ describe("gRPC TLS", () => {
     const c = await startCluster(env, ["--tls-cert", live.certFile, "--tls-key", live.keyFile]);
     const r = c.replicas[0];
     if (r === undefined) throw new Error("no replica");
+    // Started is not listening yet (a loaded machine showed it: ECONNREFUSED).
+    await r.waitForLog((l) => l.event === "grpc_listening", 30_000);
     const fp = (p: CertPair) => new X509Certificate(p.cert).fingerprint256;
     expect(await servedFingerprint(r.address, ca.ca.cert)).toBe(fp(first));
     const from = r.logs.length;

@@ -76,5 +76,24 @@ if (kind === "replica") {
   process.stderr.write("usage: leak-probe replica|worker <target>\n");
   process.exit(2);
 }
-// Let already-queued close callbacks run before looking.
-setImmediate(() => report("closed"));
+// Let already-queued close callbacks run before looking. A socket still connecting when its
+// client closed (an etcd reconnect attempt to an address that refuses) ends at its next
+// poll: sockets get up to 500 ms to finish closing; every other resource (a timer, a
+// server) is reported as it stood at the first look.
+setImmediate(async () => {
+  const active = () => process.getActiveResourcesInfo().filter((r) => r !== "TTYWrap");
+  const first = active();
+  const sockets = () => active().filter((r) => r === "TCPSocketWrap").length;
+  const deadline = performance.now() + 500;
+  while (sockets() > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const left = sockets();
+  process.stdout.write(
+    `${JSON.stringify({
+      phase: "closed",
+      resources: [
+        ...first.filter((r) => r !== "TCPSocketWrap"),
+        ...Array<string>(left).fill("TCPSocketWrap"),
+      ],
+    })}\n`,
+  );
+});
