@@ -69,6 +69,10 @@ export async function benchData(rep: Reporter, smoke: boolean): Promise<void> {
     "45",
     "--rebalance-delay",
     "300",
+    // One reader reads every shard several times a second (three timed passes of up to 8
+    // shards each way): above the default 20 data calls per second per node.
+    "--unary-rate-per-node",
+    "10000",
   ]);
   const [host, port] = leader.address.split(":");
   const proxy = await startCountingProxy({ host: host ?? "", port: Number(port) });
