@@ -42,8 +42,9 @@ const watching = (async () => {
       const s = e.task.state;
       if (s === "succeeded" || s === "failed" || s === "cancelled") finals.set(e.task.id, s);
     }
-  } catch {
+  } catch (e) {
     // closed, or the feed ended with the client
+    process.stderr.write(`watch ended: ${String(e)}\n`);
   }
 })();
 

@@ -26,6 +26,8 @@ interface Replica {
   route: TaskHostRoute;
   board: TaskBoard | undefined;
   lead(epochKey: string): Promise<TaskBoard>;
+  /** Drops every connection at once, as a process killed by SIGKILL does (streams reset). */
+  kill(): void;
 }
 
 async function cluster(n: number) {
@@ -63,6 +65,9 @@ async function cluster(n: number) {
         this.board = board;
         this.route = { host: board };
         return board;
+      },
+      kill() {
+        server.forceShutdown();
       },
     };
     addTaskService(server, () => r.route, { signal: shutdown.signal, log, limits: options });
@@ -245,6 +250,50 @@ describe("task client", () => {
     ac.abort();
     await consumer;
     expect(boardB.epoch).toBeGreaterThan(boardA.epoch);
+  });
+
+  it("keeps a watch going when the leader's connections drop at once (its process killed)", async () => {
+    const { replicas } = await cluster(2);
+    const [a, b] = replicas as [Replica, Replica];
+    const boardA = await a.lead("a");
+    b.route = { leader: a.address };
+    const tasks = client([a.address, b.address]);
+    await tasks.submit("g", [{ id: "x" }]);
+    const ac = new AbortController();
+    const events: TaskWatchEvent[] = [];
+    let failed: unknown;
+    const consumer = (async () => {
+      try {
+        for await (const e of tasks.watch("g", { signal: ac.signal })) events.push(e);
+      } catch (e) {
+        failed = e;
+      }
+    })();
+    const until = async (pred: () => boolean, what: string) => {
+      const deadline = performance.now() + 15_000;
+      while (!pred()) {
+        if (failed !== undefined)
+          throw new Error(
+            `the watch ended (${String(failed)}, cause ${String((failed as TaskClientError).cause)}) waiting for ${what}`,
+          );
+        if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await until(() => events.some((e) => e.type === "synced"), "the first snapshot");
+    // The streams are reset under the watcher (the client sees CANCEL, not UNAVAILABLE).
+    a.kill();
+    await boardA.close();
+    const boardB = await b.lead("b");
+    await boardB.cancel("g", "x", "after the kill", new AbortController().signal);
+    await until(
+      () => events.some((e) => e.type === "task" && e.task.id === "x" && e.task.state === "cancelled"),
+      "x cancelled on the new leader",
+    );
+    ac.abort();
+    await consumer;
+    expect(failed).toBeUndefined();
+    expect(events.filter((e) => e.type === "synced").length).toBeGreaterThanOrEqual(2);
   });
 
   it("close() ends watches and fails later calls with closed", async () => {

@@ -52,6 +52,19 @@ describe("classifyStreamError: statuses", () => {
     expect(classifyStreamError(new ConnectError("x", code)).fatal).toBeUndefined();
   });
 
+  it("a session closed with CANCEL (what grpc-js's forceShutdown sends) is transient, unlike other session errors", () => {
+    const sessionError = (n: number) =>
+      new ConnectError(
+        `Session closed with error code ${n}`,
+        Code.Internal,
+        undefined,
+        undefined,
+        Object.assign(new Error(`Session closed with error code ${n}`), { code: "ERR_HTTP2_SESSION_ERROR" }),
+      );
+    expect(classifyStreamError(sessionError(8)).fatal).toBeUndefined();
+    expect(classifyStreamError(sessionError(1)).fatal).toBe("not_coordinator");
+  });
+
   it("our own aborts say the replica did not answer", () => {
     const f = classifyStreamError(
       new ConnectError("x", Code.Canceled, undefined, undefined, new StreamAbort("NO_ACK", "silent")),
@@ -124,5 +137,31 @@ describe("classifyStreamError: real endpoints", () => {
     const f = await attempt(target);
     expect(f).toMatchObject({ code: "UNAVAILABLE", fatal: undefined });
     expect(f.message).toMatch(/ECONNREFUSED/);
+  });
+
+  // A coordinator dropping the call mid-way (killed, or force-closed as grpc-js's
+  // forceShutdown does) is not a refusal: the worker must try another replica.
+  async function midway(drop: (stream: http2.ServerHttp2Stream, session: http2.ServerHttp2Session) => void) {
+    const server = http2.createServer();
+    server.on("stream", (stream) => {
+      stream.respond({ ":status": 200, "content-type": "application/grpc" });
+      setTimeout(() => drop(stream, stream.session as http2.ServerHttp2Session), 50);
+    });
+    return attempt(await listen(server));
+  }
+
+  it("a GOAWAY with CANCEL mid-stream is transient", async () => {
+    const f = await midway((_s, session) => session.destroy(undefined, http2.constants.NGHTTP2_CANCEL));
+    expect(f.fatal).toBeUndefined();
+  });
+
+  it("an RST_STREAM with CANCEL mid-stream is transient", async () => {
+    const f = await midway((stream) => stream.close(http2.constants.NGHTTP2_CANCEL));
+    expect(f.fatal).toBeUndefined();
+  });
+
+  it("a connection reset mid-stream is transient", async () => {
+    const f = await midway((_s, session) => session.socket.destroy());
+    expect(f.fatal).toBeUndefined();
   });
 });

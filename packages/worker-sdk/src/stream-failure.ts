@@ -74,6 +74,24 @@ export function tlsFailure(e: unknown): string | undefined {
 const tlsCodes =
   /^(ERR_SSL_|ERR_TLS_|CERT_|UNABLE_TO_(GET|VERIFY|DECRYPT)|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH|INVALID_CA|EPROTO$)/;
 
+/**
+ * Whether the coordinator dropped the call mid-way rather than answered it: an HTTP/2
+ * RST_STREAM or GOAWAY with CANCEL (what a server force-closing its connections sends;
+ * connect-node reports CANCELED, or INTERNAL "Session closed with error code 8"), or a reset
+ * connection (a process killed). Another replica heals it. The caller must have ruled out
+ * its own abort, which also reads CANCELED.
+ */
+export function peerDropped(ce: ConnectError): boolean {
+  if (ce.code === Code.Canceled) return true;
+  for (let c: unknown = ce.cause, depth = 0; c !== undefined && c !== null && depth < 5; depth += 1) {
+    const code = nodeCode(c);
+    if (code === "ECONNRESET" || code === "EPIPE" || code === "ERR_HTTP2_GOAWAY_SESSION") return true;
+    if (code === "ERR_HTTP2_SESSION_ERROR" && /error code 8$/.test((c as Error).message)) return true;
+    c = (c as { cause?: unknown }).cause;
+  }
+  return false;
+}
+
 function nodeCode(e: unknown): string | undefined {
   const code = (e as { code?: unknown } | undefined)?.code;
   return typeof code === "string" ? code : undefined;
@@ -120,7 +138,7 @@ export function classifyStreamError(e: unknown): StreamFailure {
       break;
     case Code.Internal: {
       const cause = nodeCode(ce.cause);
-      if (cause !== undefined && notHttp2.has(cause)) fatal = "not_coordinator";
+      if (cause !== undefined && notHttp2.has(cause) && !peerDropped(ce)) fatal = "not_coordinator";
       break;
     }
     default:

@@ -3,7 +3,7 @@ import { type Client, Code, ConnectError, createClient } from "@connectrpc/conne
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { TaskService } from "@org/proto";
 import { backoffDelay } from "./backoff.js";
-import { tlsFailure } from "./stream-failure.js";
+import { peerDropped, tlsFailure } from "./stream-failure.js";
 import { TaskClientError, type TaskClientErrorCode } from "./task-client-error.js";
 import {
   type ResolvedTaskClientOptions,
@@ -53,7 +53,10 @@ const statusCodes = new Map<Code, TaskClientErrorCode>([
   [Code.PermissionDenied, "permission_denied"],
 ]);
 
-/** Codes worth another attempt (at the leader, or after a backoff); all calls here are idempotent. */
+/**
+ * Codes worth another attempt (at the leader, or after a backoff); all calls here are idempotent.
+ * A call the coordinator dropped mid-way (killed, force-closed) is retried too: see peerDropped.
+ */
 const retryable: ReadonlySet<Code> = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Aborted]);
 
 /**
@@ -358,7 +361,8 @@ export class TaskClient implements AsyncDisposable {
     // A failed handshake does not heal by retrying: say so at once.
     const tls = tlsFailure(ce.cause ?? e);
     if (tls !== undefined) return new TaskClientError("tls_failed", tls, { cause: ce });
-    if (!retryable.has(ce.code))
+    // The callers check their own signal first: a drop seen here is the coordinator's doing.
+    if (!retryable.has(ce.code) && !peerDropped(ce))
       return new TaskClientError(statusCodes.get(ce.code) ?? "internal", ce.rawMessage, { cause: ce });
     // ABORTED: the leader ended a watch that fell behind; resume there at once.
     if (ce.code === Code.Aborted && redirects < 3) return "redirect";
