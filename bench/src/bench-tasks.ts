@@ -163,5 +163,7 @@ export async function benchTasks(rep: Reporter, smoke: boolean): Promise<void> {
   } finally {
     await Promise.all(workers.map((w) => w.close()));
     await tc.close();
+    // SIGTERM first: a replica run with RM_CPU_PROF writes its profile only on a clean exit.
+    await Promise.all(cluster.replicas.map((r) => r.stop()));
   }
 }
