@@ -3,6 +3,7 @@ import { copyFile, writeFile } from "node:fs/promises";
 import { get as httpsGet } from "node:https";
 import { networkInterfaces } from "node:os";
 import { connect as tlsConnect } from "node:tls";
+import { sseData } from "@org/coordinator";
 import { connectWorker, WorkerError } from "@org/worker-sdk";
 import { describe, expect, it } from "vitest";
 import { getFreePorts } from "./harness/free-port.js";
@@ -18,6 +19,26 @@ async function newCa(): Promise<TestCa> {
   const ca = await TestCa.create();
   env.cleanup(() => ca.remove());
   return ca;
+}
+
+/**
+ * What the tests beyond loopback share: this machine's first non-loopback IPv4 address, a CA,
+ * a server certificate `name` for it (and 127.0.0.1), and an HTTP token file holding `token`.
+ * Undefined (the test says it skipped) on a machine without such an address.
+ */
+async function beyondLoopback(name: string, token: string) {
+  const ip = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
+  if (ip === undefined) {
+    console.log("no non-loopback IPv4 address on this machine: skipped");
+    return undefined;
+  }
+  const ca = await newCa();
+  const server = await ca.issue(name, { cn: "replica", san: [`IP:${ip}`, "IP:127.0.0.1"], usage: "server" });
+  const tokenFile = `${ca.dir}/${name}-token`;
+  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+  return { ip, ca, server, tokenFile, token };
 }
 
 function tlsFlags(server: CertPair, clientCa?: string): string[] {
@@ -278,22 +299,9 @@ describe("gRPC TLS", () => {
   });
 
   it("a follower's console relays the leader's feed over HTTPS with the token, beyond loopback", async () => {
-    const ip = Object.values(networkInterfaces())
-      .flat()
-      .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
-    if (ip === undefined) {
-      console.log("no non-loopback IPv4 address on this machine: skipped");
-      return;
-    }
-    const ca = await newCa();
-    const server = await ca.issue("relay-ip", {
-      cn: "replica",
-      san: [`IP:${ip}`, "IP:127.0.0.1"],
-      usage: "server",
-    });
-    const tokenFile = `${ca.dir}/relay-token`;
-    const token = "another-long-enough-http-token";
-    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const beyond = await beyondLoopback("relay-ip", "another-long-enough-http-token");
+    if (beyond === undefined) return;
+    const { ip, ca, server, tokenFile, token } = beyond;
     const ports = await getFreePorts(4);
     const replicas = [0, 1].map(
       (i) =>
@@ -331,26 +339,16 @@ describe("gRPC TLS", () => {
           `https://${ip}:${follower.options.httpPort}/events`,
           { ca: ca.ca.cert, headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" } },
           (res) => {
-            let buf = "";
-            res.setEncoding("utf8");
-            res.on("data", (d: string) => {
-              buf += d;
-              for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
-                const data = buf
-                  .slice(0, i)
-                  .split("\n")
-                  .filter((l) => l.startsWith("data: "))
-                  .map((l) => l.slice(6))
-                  .join("\n");
-                buf = buf.slice(i + 2);
-                if (data === "") continue;
+            void (async () => {
+              for await (const data of sseData(res)) {
                 const v = JSON.parse(data) as { builtBy: string; servedBy: string; problem: string | null };
                 if (v.problem === null && v.builtBy === leader.id) {
                   req.destroy();
                   resolve(v);
+                  return;
                 }
               }
-            });
+            })().catch(() => undefined); // destroyed: the timeout below reports it
           },
         );
         req.on("error", (e) => reject(e));
@@ -365,22 +363,9 @@ describe("gRPC TLS", () => {
   });
 
   it("HTTP: HTTPS with the same certificate; probes open, /status and /metrics only for loopback or the --http-token-file token", async () => {
-    const ip = Object.values(networkInterfaces())
-      .flat()
-      .find((a) => a !== undefined && a.family === "IPv4" && !a.internal)?.address;
-    if (ip === undefined) {
-      console.log("no non-loopback IPv4 address on this machine: skipped");
-      return;
-    }
-    const ca = await newCa();
-    const server = await ca.issue("replica-ip", {
-      cn: "replica",
-      san: [`IP:${ip}`, "IP:127.0.0.1"],
-      usage: "server",
-    });
-    const tokenFile = `${ca.dir}/http-token`;
-    const token = "a-long-enough-http-token-for-tests";
-    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const beyond = await beyondLoopback("replica-ip", "a-long-enough-http-token-for-tests");
+    if (beyond === undefined) return;
+    const { ip, ca, server, tokenFile, token } = beyond;
     const [port, httpPort] = await getFreePorts(2);
     const r = new RmProcess({
       id: "rm-http",

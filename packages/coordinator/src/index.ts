@@ -23,6 +23,7 @@ export type {
   ConsoleView,
   TimelineSegment,
 } from "./console/console-view.js";
+export { sseData } from "./console/replica-http.js";
 export type { CoordinatorErrorCode } from "./errors.js";
 export { CoordinatorError } from "./errors.js";
 export { FencedStore } from "./leadership/fenced-store.js";

@@ -1,6 +1,11 @@
 import type { Etcd3 } from "etcd3";
 import type { ConsoleGroup, ConsoleView } from "../console/console-view.js";
-import { type ReplicaHttpAuth, type ReplicaHttpTarget, replicaRequest } from "../console/replica-http.js";
+import {
+  type ReplicaHttpAuth,
+  type ReplicaHttpTarget,
+  replicaRequest,
+  sseData,
+} from "../console/replica-http.js";
 import { CoordinatorError } from "../errors.js";
 import { parseLeaderInfo } from "../leadership/election.js";
 import type { KeyLayout } from "../store/keys.js";
@@ -36,22 +41,8 @@ export async function* consoleViews(
   auth: ReplicaHttpAuth = {},
 ): AsyncGenerator<ConsoleView> {
   const res = await replicaRequest(target, "/events", auth, { signal, accept: "text/event-stream" });
-  res.setEncoding("utf8");
-  let buf = "";
   try {
-    for await (const chunk of res) {
-      buf += chunk as string;
-      for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
-        const data = buf
-          .slice(0, i)
-          .split("\n")
-          .filter((l) => l.startsWith("data: "))
-          .map((l) => l.slice(6))
-          .join("\n");
-        buf = buf.slice(i + 2);
-        if (data !== "") yield JSON.parse(data) as ConsoleView;
-      }
-    }
+    for await (const data of sseData(res)) yield JSON.parse(data) as ConsoleView;
   } finally {
     res.destroy();
   }

@@ -4,7 +4,7 @@ import { sleep } from "../store/backoff.js";
 import { consoleGroup, runningOwners } from "./console-group.js";
 import type { ConsoleReplica, ConsoleView } from "./console-view.js";
 import { OwnershipTimeline } from "./ownership-timeline.js";
-import { type ReplicaHttpAuth, replicaRequest } from "./replica-http.js";
+import { type ReplicaHttpAuth, replicaRequest, sseData } from "./replica-http.js";
 
 /** What the feed reads from its replica (implemented by `Replica`). */
 export interface ConsoleSource {
@@ -244,30 +244,17 @@ export class ConsoleFeed {
           accept: "text/event-stream",
           headers: { "x-console-relay": this.#source.id },
         });
-        res.setEncoding("utf8");
-        let buf = "";
-        for await (const chunk of res) {
-          buf += chunk as string;
-          for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
-            const event = buf.slice(0, i);
-            buf = buf.slice(i + 2);
-            const data = event
-              .split("\n")
-              .filter((l) => l.startsWith("data: "))
-              .map((l) => l.slice(6))
-              .join("\n");
-            if (data === "") continue;
-            const relayed = JSON.parse(data) as ConsoleView;
-            up.lastAt = performance.now();
-            const view: ConsoleView = {
-              ...relayed,
-              groups: relayed.groups.map((g) => ({
-                ...g,
-                timeline: this.#timeline.adopt(g.group, g.timeline, relayed.at),
-              })),
-            };
-            if (!signal.aborted) this.#broadcast(view);
-          }
+        for await (const data of sseData(res)) {
+          const relayed = JSON.parse(data) as ConsoleView;
+          up.lastAt = performance.now();
+          const view: ConsoleView = {
+            ...relayed,
+            groups: relayed.groups.map((g) => ({
+              ...g,
+              timeline: this.#timeline.adopt(g.group, g.timeline, relayed.at),
+            })),
+          };
+          if (!signal.aborted) this.#broadcast(view);
         }
       } catch (e) {
         // The leader went away or is not serving yet: the tick reports it; retry. A refusal

@@ -82,3 +82,30 @@ export async function readBody(res: IncomingMessage): Promise<string> {
   for await (const chunk of res) body += chunk as string;
   return body;
 }
+
+/**
+ * The `data` of each server-sent event of a response (`text/event-stream`), as it comes; the
+ * lines of a multi-line `data` are joined with "\n", events without data are skipped.
+ *
+ * @example
+ * ```ts
+ * for await (const data of sseData(res)) console.log(JSON.parse(data));
+ * ```
+ */
+export async function* sseData(res: IncomingMessage): AsyncGenerator<string> {
+  res.setEncoding("utf8");
+  let buf = "";
+  for await (const chunk of res) {
+    buf += chunk as string;
+    for (let i = buf.indexOf("\n\n"); i >= 0; i = buf.indexOf("\n\n")) {
+      const data = buf
+        .slice(0, i)
+        .split("\n")
+        .filter((l) => l.startsWith("data: "))
+        .map((l) => l.slice(6))
+        .join("\n");
+      buf = buf.slice(i + 2);
+      if (data !== "") yield data;
+    }
+  }
+}
