@@ -181,6 +181,120 @@ async function storm(
   }
 }
 
+/**
+ * Cancels and timeouts under a storm: 300 tasks on three task workers, interleaved: 100 of
+ * 200 ms (must succeed), 100 of 3 s with a 400 ms timeout and 2 attempts (each attempt must
+ * be cancelled by the leader and end on its worker, the second starting only after the
+ * first stopped; then failed with reason timeout), and 100 of 3 s that the drill cancels
+ * (the first 20 while queued, the rest as soon as their worker says they started; each must
+ * end cancelled, its handler stopped). Then: every task in the state its kind calls for, no
+ * two attempts of one task overlapping, no attempt left running on a live worker.
+ */
+async function cancelTimeoutStorm(env: DrillEnvironment): Promise<ScenarioResult> {
+  const workers = ["tw-0", "tw-1", "tw-2"].map(
+    (node) => new TaskWorkerProcess({ node, group, coordinators: env.rm.addresses, capacity: 4 }),
+  );
+  const tc = createTaskClient({ coordinators: env.rm.addresses });
+  const problems: string[] = [];
+  const per = tasks / 3;
+  const timeoutMs = 400;
+  const id = (kind: string, i: number) => `${kind}-${String(i).padStart(3, "0")}`;
+  try {
+    await Promise.all(workers.map((w) => w.waitFor((e) => e.event === "connected", 60_000)));
+    const specs = Array.from({ length: per }, (_, i) => [
+      { id: id("ok", i), payload: "200", maxAttempts: 10 },
+      { id: id("slow", i), payload: "3000", timeoutMs, maxAttempts: 2 },
+      { id: id("cancel", i), payload: "3000", maxAttempts: 10 },
+    ]).flat();
+    for (let i = 0; i < specs.length; i += 100) await tc.submit(group, specs.slice(i, i + 100));
+    // Cancel each "cancel" task: the first 20 at once (most still queued), the others once a
+    // worker printed their start. Each cancel's time, to measure cancel -> handler stopped.
+    const cancelledAt = new Map<string, number>();
+    const cancel = async (taskId: string) => {
+      cancelledAt.set(taskId, Date.now());
+      await tc.cancel(group, taskId, { reason: "drill" });
+    };
+    await Promise.all(Array.from({ length: 20 }, (_, i) => cancel(id("cancel", i))));
+    const lines = () => workers.flatMap((w) => w.events);
+    let finals = new Map<string, string>();
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const started = lines().filter(
+        (l) => l.event === "task_start" && l.task?.startsWith("cancel-") === true && !cancelledAt.has(l.task),
+      );
+      await Promise.all(started.map((l) => cancel(l.task ?? "")));
+      finals = await finalStates(tc);
+      if (finals.size >= tasks || Date.now() > deadline) break;
+      await sleep(100);
+    }
+    const want = (taskId: string) =>
+      taskId.startsWith("ok-") ? "succeeded" : taskId.startsWith("slow-") ? "failed" : "cancelled";
+    const ids = specs.map((t) => t.id);
+    const wrong = ids.filter((t) => finals.get(t) !== want(t));
+    if (wrong.length > 0)
+      problems.push(
+        `${wrong.length} of ${tasks} tasks are not in their expected final state, e.g. ${wrong
+          .slice(0, 5)
+          .map((t) => `${t}: ${finals.get(t) ?? "unfinished"}`)
+          .join("; ")}`,
+      );
+    // The states are checked above; the accounting is for overlaps and open attempts (a
+    // cancelled or timed-out handler that never stopped).
+    const all = lines();
+    const a = taskAccounting(all, new Map(ids.map((t) => [t, "succeeded"])), new Map());
+    if (a.attemptOverlaps > 0) problems.push(`${a.attemptOverlaps} pairs of attempts of one task overlapped`);
+    if (a.openAttempts > 0) problems.push(`${a.openAttempts} attempts never ended on a live worker`);
+    if (a.unexplainedDuplicates > 0)
+      problems.push(`${a.unexplainedDuplicates} tasks ran again after a run that was not cut short`);
+    // Timeouts: each slow task ran its 2 attempts, each aborted; the reason says timeout.
+    const slowRuns = a.spans.filter((r) => r.task.startsWith("slow-"));
+    const notTwo = ids
+      .filter((t) => t.startsWith("slow-"))
+      .filter((t) => slowRuns.filter((r) => r.task === t).length !== 2);
+    if (notTwo.length > 0)
+      problems.push(
+        `${notTwo.length} timed-out tasks did not run exactly 2 attempts, e.g. ${notTwo.slice(0, 3).join(", ")}`,
+      );
+    const completedSlow = slowRuns.filter((r) => r.outcome !== "aborted");
+    if (completedSlow.length > 0)
+      problems.push(`${completedSlow.length} attempts of timed-out tasks were not aborted`);
+    const sample = await tc.get(group, id("slow", 0));
+    if (sample.error?.reason !== "timeout")
+      problems.push(`${sample.id} failed with reason ${sample.error?.reason ?? "none"}, not timeout`);
+    // An attempt's run past its timeout: its last work minus its start, less the timeout.
+    const overrun = slowRuns.map((r) => r.end - r.start - timeoutMs).sort((x, y) => x - y);
+    // Cancel -> the handler's end line (the worker stopped it), for tasks that had started.
+    const stops = all
+      .filter((l) => l.event === "task_end" && l.task?.startsWith("cancel-") === true)
+      .map((l) => l.t - (cancelledAt.get(l.task ?? "") ?? Number.NaN))
+      .filter((ms) => Number.isFinite(ms) && ms >= 0)
+      .sort((x, y) => x - y);
+    const pct = (xs: number[], p: number) =>
+      xs.length === 0 ? null : (xs[Math.min(xs.length - 1, Math.floor(p * xs.length))] ?? null);
+    return {
+      workersAlive: true,
+      expectSameVersion: true,
+      handlersMayRestart: true,
+      problems,
+      measured: {
+        tasks,
+        tasksLost: ids.filter((t) => !["succeeded", "failed", "cancelled"].includes(finals.get(t) ?? ""))
+          .length,
+        attemptOverlaps: a.attemptOverlaps,
+        duplicateAttempts: a.duplicateAttempts,
+        cancelledRunning: stops.length,
+        cancelToStopP50Ms: pct(stops, 0.5),
+        cancelToStopMaxMs: stops.at(-1) ?? null,
+        timeoutOverrunP50Ms: pct(overrun, 0.5),
+        timeoutOverrunMaxMs: overrun.at(-1) ?? null,
+      },
+    };
+  } finally {
+    await tc.close();
+    await Promise.all(workers.map((w) => w.kill()));
+  }
+}
+
 export const taskScenarios: readonly Scenario[] = [
   {
     name: "task-storm",
@@ -248,5 +362,11 @@ export const taskScenarios: readonly Scenario[] = [
         await victim.restart();
         return { victim: "", at, inFlight: new Set<string>(), killed: false };
       }),
+  },
+  {
+    name: "task-cancel-timeout",
+    description:
+      "300 tasks: a third succeed, a third time out (2 attempts each), a third cancelled queued or running",
+    run: cancelTimeoutStorm,
   },
 ];
