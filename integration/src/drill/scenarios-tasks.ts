@@ -43,6 +43,8 @@ interface StormFault {
   readonly inFlight: ReadonlySet<string>;
   readonly killed: boolean;
   readonly failoverMs?: number;
+  /** The attempts (`task#attempt`) the leader still had in flight on the victim right after the fault. */
+  readonly unreported?: ReadonlySet<string>;
 }
 
 interface StormContext {
@@ -53,6 +55,12 @@ interface StormContext {
   waitSucceeded(n: number): Promise<void>;
   /** A first-generation worker with an attempt in flight (waits up to 30 s for one). */
   busyWorker(): Promise<TaskWorkerProcess>;
+  /**
+   * The attempts the leader has in flight (dispatched or running) on `node`, read 250 ms
+   * after a fault stopped it, so reports already on the wire have landed: the attempts
+   * whose outcome the leader never got.
+   */
+  leaderInFlight(node: string): Promise<Set<string>>;
 }
 
 /**
@@ -100,6 +108,19 @@ async function storm(
           await sleep(20);
         }
       },
+      async leaderInFlight(node) {
+        await sleep(250);
+        const out = new Set<string>();
+        for (const state of ["dispatched", "running"] as const) {
+          let pageToken = "";
+          do {
+            const page = await tc.list(group, { state, pageSize: 500, pageToken });
+            for (const t of page.tasks) if (t.worker === node) out.add(`${t.id}#${t.attempt}`);
+            pageToken = page.nextPageToken;
+          } while (pageToken !== "");
+        }
+        return out;
+      },
       async busyWorker() {
         const deadline = Date.now() + 30_000;
         for (;;) {
@@ -120,9 +141,14 @@ async function storm(
     }
     const states = new Map(ids.map((id) => [id, finals.get(id) ?? "unfinished"]));
     const lines = workers.flatMap((w) => w.events);
-    const a = taskAccounting(lines, states, f.killed ? new Map([[f.victim, f.at]]) : new Map());
+    const a = taskAccounting(
+      lines,
+      states,
+      f.killed ? new Map([[f.victim, f.at]]) : new Map(),
+      f.unreported === undefined ? new Map() : new Map([[f.victim, f.unreported]]),
+    );
     // The fault -> each of the victim's in-flight tasks started elsewhere: the slowest of them.
-    const restarts = [...f.inFlight].map(
+    const restarts = [...new Set([...f.inFlight, ...(f.unreported ?? [])])].map(
       (k) =>
         lines.find(
           (l) => l.event === "task_start" && l.task === k.slice(0, k.lastIndexOf("#")) && l.node !== f.victim,
@@ -172,6 +198,7 @@ async function storm(
         attemptOverlaps: a.attemptOverlaps,
         duplicateAttempts: a.duplicateAttempts,
         inFlightOnVictim: f.inFlight.size,
+        unreportedOnVictim: f.unreported?.size ?? null,
         migrationMs,
       },
     };
@@ -311,9 +338,10 @@ export const taskScenarios: readonly Scenario[] = [
         const victim = await ctx.busyWorker();
         const at = Date.now();
         await victim.kill();
+        const unreported = await ctx.leaderInFlight(victim.node);
         ctx.spawn("tw-3");
         // Every line it printed has been read once it is gone: what it ran when it died.
-        return { victim: victim.node, at, inFlight: running(victim), killed: true, failoverMs };
+        return { victim: victim.node, at, inFlight: running(victim), killed: true, failoverMs, unreported };
       }),
   },
   {
@@ -325,13 +353,14 @@ export const taskScenarios: readonly Scenario[] = [
         const victim = await ctx.busyWorker();
         const at = Date.now();
         victim.signal("SIGSTOP");
-        await sleep(100); // the lines it wrote before the stop reach us
+        // Also lets the lines it wrote before the stop reach us.
+        const unreported = await ctx.leaderInFlight(victim.node);
         const inFlight = running(victim);
         // Its fence runs out, the leader expels it and gives its tasks to the others; when
         // it wakes up it must not do one more step of them (task.valid()).
         await sleep(drillTiming.sessionTimeoutMs + 2000);
         victim.signal("SIGCONT");
-        return { victim: victim.node, at, inFlight, killed: false };
+        return { victim: victim.node, at, inFlight, killed: false, unreported };
       }),
   },
   {

@@ -39,6 +39,29 @@ describe("taskAccounting", () => {
     expect(a).toMatchObject({ attemptOverlaps: 0, duplicateAttempts: 1, unexplainedDuplicates: 0 });
   });
 
+  it("a run that finished on a worker lost before its report reached the leader: explained only when the leader still had it in flight", () => {
+    // w1 prints its end line at 9 and is stopped at 10 before the report leaves; the leader
+    // expels it and runs attempt 2 on w2.
+    const lines = [
+      start(1, "w1", "a", 1),
+      end(9, "w1", "a", 1),
+      start(20, "w2", "a", 2),
+      end(25, "w2", "a", 2),
+    ];
+    const states = new Map([["a", "succeeded"]]);
+    const explained = taskAccounting(lines, states, new Map(), new Map([["w1", new Set(["a#1"])]]));
+    expect(explained).toMatchObject({ attemptOverlaps: 0, duplicateAttempts: 1, unexplainedDuplicates: 0 });
+    // The leader had recorded it (not in flight at the fault), or another attempt was: unexplained.
+    for (const unreported of [
+      new Map(),
+      new Map([["w1", new Set(["a#2"])]]),
+      new Map([["w2", new Set(["a#1"])]]),
+    ]) {
+      const a = taskAccounting(lines, states, new Map(), unreported);
+      expect(a).toMatchObject({ duplicateAttempts: 1, unexplainedDuplicates: 1 });
+    }
+  });
+
   it("counts overlaps (a second attempt before the first ended or its worker died), lost tasks and unexplained runs", () => {
     const a = taskAccounting(
       [

@@ -45,13 +45,20 @@ export interface TaskAccounting {
 /**
  * Checks the task invariants on the worker processes' lines: every task succeeded (none
  * lost), no two attempts of one task overlap in time, and a task ran more than once only
- * when an earlier run was cut short (its worker was killed, or its handler aborted).
- * `killedAt` maps each SIGKILLed node to the kill time.
+ * when an earlier run was cut short (its worker was killed, or its handler aborted) or its
+ * outcome never reached the leader because its worker was lost first.
+ * `killedAt` maps each SIGKILLed node to the kill time. `unreported` maps a node a fault
+ * took away (killed, or paused past its session timeout) to the attempts (`task#attempt`)
+ * the leader still had in flight on it right after the fault: a run of one of those that
+ * finished on the worker (its end line printed) had not had its report delivered when the
+ * worker stopped, so running it again is the at-least-once case of an attempt in flight on
+ * a dead worker, not a lost report.
  */
 export function taskAccounting(
   lines: readonly TaskLine[],
   finalStates: ReadonlyMap<string, string>,
   killedAt: ReadonlyMap<string, number>,
+  unreported: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
 ): TaskAccounting {
   const open = new Map<
     string,
@@ -105,8 +112,13 @@ export function taskAccounting(
     const ran = runs.filter((r) => r.outcome !== "aborted");
     if (ran.length > 1) {
       duplicateAttempts += ran.length - 1;
-      // Explained: every run but the last was killed with its worker.
-      const notKilled = ran.slice(0, -1).filter((r) => r.outcome !== "killed");
+      // Explained: every run but the last was killed with its worker, or ended on a worker
+      // the fault took before its report reached the leader.
+      const notKilled = ran
+        .slice(0, -1)
+        .filter(
+          (r) => r.outcome !== "killed" && unreported.get(r.node)?.has(`${r.task}#${r.attempt}`) !== true,
+        );
       unexplainedDuplicates += notKilled.length;
       unexplained.push(...notKilled);
     }
