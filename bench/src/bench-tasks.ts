@@ -50,6 +50,28 @@ async function allSucceeded(tc: TaskClient, group: string, n: number, signal: Ab
   throw new Error("watch ended early");
 }
 
+/** Submits `n` empty tasks (`<prefix>-0`...) in batches of `batch`, 4 batches in flight. */
+async function submitAll(
+  tc: TaskClient,
+  group: string,
+  n: number,
+  batch: number,
+  prefix: string,
+): Promise<void> {
+  let next = 0;
+  const submitter = async () => {
+    while (next < n) {
+      const from = next;
+      next = Math.min(n, next + batch);
+      await tc.submit(
+        group,
+        Array.from({ length: next - from }, (_, i) => ({ id: `${prefix}-${from + i}` })),
+      );
+    }
+  };
+  await Promise.all([submitter(), submitter(), submitter(), submitter()]);
+}
+
 /** Submits `n` no-op tasks as fast as batches of 200 (4 in flight) go: tasks/s end to end. */
 async function throughput(
   rep: Reporter,
@@ -67,18 +89,7 @@ async function throughput(
   const t0 = performance.now();
   const finished = allSucceeded(tc, group, n, ac.signal);
   rep.progress(`tasks: submitting ${n} no-op tasks`);
-  let next = 0;
-  const submitter = async () => {
-    while (next < n) {
-      const from = next;
-      next = Math.min(n, next + 200);
-      await tc.submit(
-        group,
-        Array.from({ length: next - from }, (_, i) => ({ id: `tp-${from + i}` })),
-      );
-    }
-  };
-  await Promise.all([submitter(), submitter(), submitter(), submitter()]);
+  await submitAll(tc, group, n, 200, "tp");
   const submittedAt = performance.now();
   const t1 = await finished;
   const cpu = cpuSeconds(leaderPid) - cpu0;
@@ -365,18 +376,7 @@ async function queuedMemory(rep: Reporter, coordinators: readonly string[], lead
     const before = rssBytes(leaderPid);
     rep.progress(`tasks: queueing ${n} tasks with no worker`);
     const t0 = performance.now();
-    let next = 0;
-    const submitter = async () => {
-      while (next < n) {
-        const from = next;
-        next = Math.min(n, next + 500);
-        await tc.submit(
-          group,
-          Array.from({ length: next - from }, (_, i) => ({ id: `q-${from + i}` })),
-        );
-      }
-    };
-    await Promise.all([submitter(), submitter(), submitter(), submitter()]);
+    await submitAll(tc, group, n, 500, "q");
     const s = (performance.now() - t0) / 1000;
     await new Promise((r) => setTimeout(r, 1000));
     const after = rssBytes(leaderPid);
