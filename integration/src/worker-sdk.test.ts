@@ -69,6 +69,10 @@ describe("@org/worker-sdk against real replicas", () => {
       );
       const before = ws.map(({ w }) => ({ version: w.assignment.version, shards: w.assignment.shards }));
       const leader = await c.waitForLeader();
+      // On a slow machine "b" may join after the rebalance delay of "a"'s version, so "a"
+      // may already have restarted its handler once for the second version: what must not
+      // happen is a restart caused by the failover, so count from here.
+      const startsBefore = [...starts];
       const t0 = Date.now();
       if (kind === "SIGKILL") await leader.kill();
       else await leader.stop();
@@ -84,12 +88,13 @@ describe("@org/worker-sdk against real replicas", () => {
         before,
       );
       expect(ws.every(({ w }) => w.assignment.running.length === 1)).toBe(true);
-      expect(starts).toEqual([1, 1]);
       expect(
         ws.flatMap(({ events }) =>
-          events.filter((x) => x.e.type === "fenced" || x.e.type === "shard_stopped"),
+          events.filter((x) => x.at >= t0 && (x.e.type === "fenced" || x.e.type === "shard_stopped")),
         ),
       ).toEqual([]);
+      expect(starts).toEqual(startsBefore);
+      expect(startsBefore.every((n) => n >= 1)).toBe(true);
       console.log(`leader ${kind}: workers reattached in ${reattachMs.join(", ")} ms`);
       for (const { w } of ws) await w.close();
       await gate;
