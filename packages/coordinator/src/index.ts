@@ -103,7 +103,12 @@ export { defaultPutLimits } from "./sharding/put-shard-data.js";
 export type { DataReadStats } from "./sharding/shard-data-reader.js";
 export type { PostgresShardLocation } from "./sharding/shard-location.js";
 export { shardLocation, shardLocations } from "./sharding/shard-location.js";
-export { createEtcdClient, etcdCallTimeoutMs, rawLeaseClient } from "./store/etcd-client.js";
+export {
+  createEtcdClient,
+  etcdCallTimeoutMs,
+  rawLeaseClient,
+  revokeEverywhere,
+} from "./store/etcd-client.js";
 export type { EtcdErrorKind } from "./store/etcd-errors.js";
 export { classifyEtcdError } from "./store/etcd-errors.js";
 export type { EtcdConnectionState, EtcdHealthSnapshot } from "./store/etcd-health.js";

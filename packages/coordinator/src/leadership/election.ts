@@ -90,6 +90,8 @@ export class Election {
   readonly #o: ElectionOptions;
   readonly #keeper: LeaseKeeper;
   readonly #fence: LeaseFence;
+  // Reads of a predecessor's key still in flight (see waitForDelete), awaited by close().
+  readonly #polls = new Set<Promise<unknown>>();
   #leaseId: string | undefined;
   #onFenceChange: (() => void) | undefined;
 
@@ -271,7 +273,7 @@ export class Election {
         continue;
       }
       try {
-        await waitForDelete(client, first.key, first.revision, signal);
+        await waitForDelete(client, first.key, first.revision, signal, this.#polls);
         backoff.reset();
       } catch (e) {
         // A cancelled watch (its start revision compacted away while it reconnected, say)
@@ -299,20 +301,38 @@ export class Election {
     return this.#o.health === undefined ? fn() : this.#o.health.call(op, fn);
   }
 
-  /** Stops everything this election runs (it does not revoke; call resign() for that). */
-  close(): void {
+  /**
+   * Stops everything this election runs (it does not revoke; call resign() for that) and
+   * resolves once its reads still in flight have ended (each within its 2 s deadline).
+   */
+  async close(): Promise<void> {
     this.#keeper.close();
+    await Promise.allSettled([...this.#polls]);
   }
 }
 
+/** How often a campaign waiting for its predecessor's key also reads it (see waitForDelete). */
+const predecessorPollMs = 500;
+
+/**
+ * Resolves when `key` is deleted: seen by a watch from `fromRevision`, or by a read that
+ * finds the key gone. The reads (one every 500 ms, at most 4 in flight: one sent to a member
+ * without quorum fails only at its 2 s deadline) are there because a watch can sit on a
+ * member cut off from the others and hear nothing: etcd cancels such a stream only after 3
+ * election timeouts without a leader (see `withRequireLeader`), and until then the next
+ * replica would not lead although the key is long gone. `polls` collects the reads in
+ * flight, for the owner to wait for on close.
+ */
 async function waitForDelete(
   client: Etcd3,
   key: string,
   fromRevision: string,
   signal: AbortSignal,
+  polls: Set<Promise<unknown>>,
 ): Promise<void> {
   let watcher: Watcher | undefined;
   let onAbort: (() => void) | undefined;
+  let poller: NodeJS.Timeout | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       if (signal.aborted) {
@@ -321,6 +341,25 @@ async function waitForDelete(
       }
       onAbort = () => reject(signal.reason);
       signal.addEventListener("abort", onAbort, { once: true });
+      let inFlight = 0;
+      poller = setInterval(() => {
+        if (inFlight >= 4) return;
+        inFlight += 1;
+        const poll: Promise<unknown> = client
+          .get(key)
+          .exec()
+          .then(
+            (res) => {
+              if (res.kvs.length === 0) resolve();
+            },
+            () => undefined, // the watch, or the next read, will tell
+          )
+          .finally(() => {
+            inFlight -= 1;
+            polls.delete(poll);
+          });
+        polls.add(poll);
+      }, predecessorPollMs);
       client
         .watch()
         .key(key)
@@ -337,6 +376,7 @@ async function waitForDelete(
         }, reject);
     });
   } finally {
+    clearInterval(poller);
     if (onAbort !== undefined) signal.removeEventListener("abort", onAbort);
     await watcher?.cancel().catch(() => undefined);
   }

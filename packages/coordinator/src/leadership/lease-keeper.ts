@@ -1,6 +1,11 @@
-import { type Etcd3, EtcdLeaseInvalidError, type ILeaseKeepAliveResponse, type LeaseClient } from "etcd3";
+import type { Etcd3, ILeaseKeepAliveResponse, LeaseClient } from "etcd3";
 import type { Logger } from "pino";
-import { type LeaseKeepAliveStream, openLeaseKeepAlive, rawLeaseClient } from "../store/etcd-client.js";
+import {
+  type LeaseKeepAliveStream,
+  openLeaseKeepAlive,
+  rawLeaseClient,
+  revokeEverywhere,
+} from "../store/etcd-client.js";
 
 /** What one keep-alive answer tells: etcd acknowledged a keep-alive that we sent at `sentAt`. */
 export interface LeaseAck {
@@ -71,15 +76,14 @@ export class LeaseKeeper {
     return { leaseId: res.ID, sentAt };
   }
 
-  /** Revokes a lease (its keys go with it). A lease already gone is not an error. */
+  /**
+   * Revokes a lease (its keys go with it) through every endpoint at once (see
+   * `revokeEverywhere`: whoever waits for the keys to go should not wait for one member cut
+   * off from the others). A lease already gone is not an error.
+   */
   async revoke(leaseId: string): Promise<void> {
     this.#inFlight.delete(leaseId);
-    try {
-      await this.#leases.leaseRevoke({ ID: leaseId });
-    } catch (e) {
-      // etcd3 maps etcd's "requested lease not found" to this class.
-      if (!(e instanceof EtcdLeaseInvalidError)) throw e;
-    }
+    await revokeEverywhere(this.#client, leaseId);
   }
 
   /** Forgets a lease's pending answers (after the owner stops caring about it). */

@@ -629,7 +629,7 @@ export class Replica {
         attempt += 1;
         this.#health.failed("campaign", e, pause, { event: "campaign_failed", attempt });
       } finally {
-        election.close();
+        await election.close();
       }
       // Woken early when etcd answers again (the probe or the leader watch saw it).
       await this.#health.sleep(pause, signal);

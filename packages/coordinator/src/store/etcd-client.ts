@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from "node:async_hooks";
+import { Metadata } from "@grpc/grpc-js";
 import {
   ConsecutiveBreaker,
   ConstantBackoff,
@@ -148,7 +149,7 @@ function hostPolicy(endpointCount: number): () => IPolicy<IDefaultPolicyContext>
  * ```
  */
 export function createEtcdClient(endpoints: readonly string[], security: EtcdSecurity = {}): Etcd3 {
-  return new Etcd3({
+  const client = new Etcd3({
     hosts: [...endpoints],
     // TLS (https:// endpoints verified against --etcd-ca, a client certificate with
     // --etcd-cert) and etcd's own users (--etcd-user; etcd3 trades the password for a token).
@@ -179,6 +180,38 @@ export function createEtcdClient(endpoints: readonly string[], security: EtcdSec
       }) as unknown as IBackoff<unknown>,
     },
   });
+  requireLeaderOnWatches(client);
+  return client;
+}
+
+/**
+ * gRPC metadata that asks an etcd member to refuse a stream, or to cancel an open one, when
+ * it has no raft leader (Go's `clientv3.WithRequireLeader`; etcd's key `hasleader`). A
+ * member cut off from the others keeps its streams open and silent: a watch on it never
+ * sees another event, so a campaign waiting there for its predecessor's key to go waited
+ * until the cut healed (the `net-etcd-leader-cut` drill: 6 s without a leader, workers
+ * fenced). With it, the member cancels the stream after 3 election timeouts without a
+ * leader (etcd's `monitorLeader`), and etcd3 re-creates the watch, from the last revision
+ * it saw, on another endpoint. Unary calls do not carry it: a brief election would fail
+ * them at once instead of letting them wait within their deadline.
+ */
+export function withRequireLeader(metadata: unknown): Metadata {
+  // etcd3's metadata carries its auth token: keep it (a copy: etcd3 caches and reuses it).
+  const md = metadata instanceof Metadata ? metadata.clone() : new Metadata();
+  md.set("hasleader", "true");
+  return md;
+}
+
+/** Makes every watch stream of `client` carry {@link withRequireLeader}. */
+function requireLeaderOnWatches(client: Etcd3): void {
+  const pool = (client as unknown as { pool: Pick<PoolInternals, "withConnection"> }).pool;
+  const inner = pool.withConnection.bind(pool);
+  pool.withConnection = (service, fn, hosts) =>
+    inner(
+      service,
+      service === "Watch" ? (c) => fn({ ...c, metadata: withRequireLeader(c.metadata) }) : fn,
+      hosts,
+    );
 }
 
 /**
@@ -198,14 +231,21 @@ interface PoolInternals {
   readonly hosts: readonly object[];
   withConnection<T>(
     service: string,
-    fn: (c: {
-      resource: object;
-      client: { leaseKeepAlive(metadata: unknown, options: object): LeaseKeepAliveStream };
-      metadata: unknown;
-    }) => T,
-    hosts: Iterator<object>,
+    fn: (c: { resource: object; client: RawLeaseService; metadata: unknown }) => T,
+    hosts?: Iterator<object>,
   ): Promise<T>;
   markFailed(resource: object, error: Error): void;
+}
+
+/** The grpc-js Lease service client etcd3 hands to `withConnection`, the calls we make on it. */
+interface RawLeaseService {
+  leaseKeepAlive(metadata: unknown, options: object): LeaseKeepAliveStream;
+  leaseRevoke(
+    req: { ID: string },
+    metadata: unknown,
+    options: { deadline: number },
+    cb: (err: Error | null) => void,
+  ): void;
 }
 
 /** A lease keep-alive stream, as etcd3 types it. */
@@ -237,7 +277,9 @@ export function openLeaseKeepAlive(
   return pool.withConnection(
     "Lease",
     ({ resource, client: lease, metadata }) => {
-      const stream = lease.leaseKeepAlive(metadata, {});
+      // Required leader: a member cut off from the others cancels the stream (see
+      // withRequireLeader) instead of leaving it to the keeper's stall check alone.
+      const stream = lease.leaseKeepAlive(withRequireLeader(metadata), {});
       // As etcd3 does: an error on a live stream counts against the host's breaker.
       stream.on("error", (err: Error) => {
         if ((stream as unknown as { writable: boolean }).writable) pool.markFailed(resource, err);
@@ -246,4 +288,36 @@ export function openLeaseKeepAlive(
     },
     order(),
   );
+}
+
+/**
+ * Revokes `leaseId` through every endpoint at once and resolves at the first that answers
+ * (a lease already gone counts as revoked); rejects when none did within the deadline
+ * (with the first endpoint's failure). A resign goes this way because it is the one call whose delay
+ * everyone else waits for: the next candidate leads only once the lease's key is gone. One
+ * call to a random endpoint can land on a member cut off from the others and wait its whole
+ * 2 s deadline, after which nothing retries it (a timed-out call is not retried), and the
+ * key stays for the rest of its TTL. Revoking twice does nothing more than once.
+ */
+export async function revokeEverywhere(client: Etcd3, leaseId: string): Promise<void> {
+  const pool = (client as unknown as { pool: PoolInternals }).pool;
+  const deadline = Date.now() + etcdCallTimeoutMs;
+  const attempts = pool.hosts.map((host) =>
+    pool.withConnection(
+      "Lease",
+      ({ client: lease, metadata }) =>
+        new Promise<void>((resolve, reject) => {
+          lease.leaseRevoke({ ID: leaseId }, metadata, { deadline }, (err) => {
+            if (err === null || /requested lease not found/.test(err.message)) resolve();
+            else reject(err);
+          });
+        }),
+      [host][Symbol.iterator](),
+    ),
+  );
+  try {
+    await Promise.any(attempts);
+  } catch (e) {
+    throw e instanceof AggregateError ? e.errors[0] : e;
+  }
 }
