@@ -312,7 +312,11 @@ export async function revokeEverywhere(client: Etcd3, leaseId: string): Promise<
             else reject(err);
           });
         }),
-      [host][Symbol.iterator](),
+      // etcd3 takes the next host from this iterator for each of its attempts: always this
+      // one (with its breaker open, the call fails with BrokenCircuitError, not a TypeError).
+      (function* only() {
+        for (;;) yield host;
+      })(),
     ),
   );
   try {
