@@ -195,7 +195,7 @@ export function createEtcdClient(endpoints: readonly string[], security: EtcdSec
  * it saw, on another endpoint. Unary calls do not carry it: a brief election would fail
  * them at once instead of letting them wait within their deadline.
  */
-export function withRequireLeader(metadata: unknown): Metadata {
+function withRequireLeader(metadata: unknown): Metadata {
   // etcd3's metadata carries its auth token: keep it (a copy: etcd3 caches and reuses it).
   const md = metadata instanceof Metadata ? metadata.clone() : new Metadata();
   md.set("hasleader", "true");
@@ -292,12 +292,12 @@ export function openLeaseKeepAlive(
 
 /**
  * Revokes `leaseId` through every endpoint at once and resolves at the first that answers
- * (a lease already gone counts as revoked); rejects when none did within the deadline
- * (with the first endpoint's failure). A resign goes this way because it is the one call whose delay
- * everyone else waits for: the next candidate leads only once the lease's key is gone. One
- * call to a random endpoint can land on a member cut off from the others and wait its whole
- * 2 s deadline, after which nothing retries it (a timed-out call is not retried), and the
- * key stays for the rest of its TTL. Revoking twice does nothing more than once.
+ * (a lease already gone counts as revoked); rejects when none did within the deadline (with
+ * the first endpoint's failure). A resign goes this way because it is the one call whose
+ * delay everyone else waits for: the next candidate leads only once the lease's key is gone.
+ * One call to a random endpoint can land on a member cut off from the others and wait its
+ * whole 2 s deadline, after which nothing retries it (a timed-out call is not retried), and
+ * the key stays for the rest of its TTL. Revoking twice does nothing more than once.
  */
 export async function revokeEverywhere(client: Etcd3, leaseId: string): Promise<void> {
   const pool = (client as unknown as { pool: PoolInternals }).pool;
