@@ -15,7 +15,7 @@ import { type ShardServer, StatusError, startShardServer } from "../server/shard
 import { ReloadingServerCredentials, type TlsSummary } from "../server/tls-credentials.js";
 import { UnaryLimiter } from "../server/unary-limiter.js";
 import { type SessionHost, WorkerSession } from "../server/worker-session.js";
-import { DataSourceRegistry } from "../sharding/data-source-registry.js";
+import { DataSourceRegistry, type SourceReadTotals } from "../sharding/data-source-registry.js";
 import { putHeadersFrom, putShardData } from "../sharding/put-shard-data.js";
 import { fetchShardData, getShardInfo } from "../sharding/shard-queries.js";
 import { backoffDelayMs } from "../store/backoff.js";
@@ -273,6 +273,11 @@ export class Replica {
   /** The replica's metrics (the HTTP server exports their registry at `/metrics`). */
   get metrics(): Metrics {
     return this.#metrics;
+  }
+
+  /** What FetchShardData read from the data stores so far, by kind (see `DataSourceRegistry.readTotals`). */
+  dataReadTotals(): { etcd: SourceReadTotals; postgres: SourceReadTotals } {
+    return this.#source?.readTotals() ?? { etcd: { rows: 0, bytes: 0 }, postgres: { rows: 0, bytes: 0 } };
   }
 
   /** The replica's view of its etcd connection. */

@@ -4,7 +4,7 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import { rootCertificates, type SecureContextOptions } from "node:tls";
 import type { Logger } from "pino";
-import { collectDefaultMetrics, Gauge } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge } from "prom-client";
 import { ConsoleFeed } from "../console/console-feed.js";
 import type { Replica } from "../replica/replica.js";
 import { isLoopbackHost } from "../replica/replica-options.js";
@@ -102,6 +102,31 @@ export async function startHttpServer(
       this.set(replica.status().etcdWrites);
     },
   });
+  // Cumulative totals kept by the data sources, copied at each scrape.
+  for (const [name, field, help] of [
+    [
+      "shard_data_source_rows_read_total",
+      "rows",
+      "Records FetchShardData read from the group's data store, by kind",
+    ],
+    [
+      "shard_data_source_bytes_read_total",
+      "bytes",
+      "Id and payload bytes FetchShardData read from the data store",
+    ],
+  ] as const)
+    new Counter({
+      name,
+      help,
+      labelNames: ["kind"],
+      registers: [registry],
+      collect() {
+        const totals = replica.dataReadTotals();
+        this.reset();
+        this.inc({ kind: "etcd" }, totals.etcd[field]);
+        this.inc({ kind: "postgres" }, totals.postgres[field]);
+      },
+    });
   new Gauge({
     name: "shard_etcd_up",
     help: "1 while this replica's etcd calls and keep-alives are answered, 0 while etcd is unreachable",

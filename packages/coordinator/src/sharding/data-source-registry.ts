@@ -25,7 +25,7 @@ export interface DataSourceRegistryOptions {
   readonly etcdSecurity?: EtcdSecurity;
   readonly log: Logger;
   /** Options of every PostgreSQL source (env, page and batch sizes). */
-  readonly postgres?: Omit<PostgresDataSourceOptions, "log">;
+  readonly postgres?: Omit<PostgresDataSourceOptions, "log" | "onFetched">;
   /**
    * How long a source whose config or credentials were refused is remembered
    * before the next call tries again, in ms: a burst of calls gets the same clear error
@@ -33,6 +33,12 @@ export interface DataSourceRegistryOptions {
    * @default 2000
    */
   readonly failureCacheMs?: number;
+}
+
+/** Rows (records) and bytes read from the sources of one kind since the registry started. */
+export interface SourceReadTotals {
+  rows: number;
+  bytes: number;
 }
 
 /** A group's source as resolved for one call. */
@@ -71,6 +77,8 @@ export class DataSourceRegistry implements DataSource, DataSink {
   readonly #etcd: EtcdDataSource;
   readonly #entries = new Map<string, Entry>();
   readonly #groupKey = new Map<string, string>();
+  /** Summed over every PostgreSQL source ever opened, closed ones included. */
+  readonly #postgresRead: SourceReadTotals = { rows: 0, bytes: 0 };
   #closed: Promise<void> | undefined;
 
   private constructor(options: DataSourceRegistryOptions) {
@@ -81,6 +89,20 @@ export class DataSourceRegistry implements DataSource, DataSink {
   /** A registry (no I/O until the first call). */
   static create(options: DataSourceRegistryOptions): DataSourceRegistry {
     return new DataSourceRegistry(options);
+  }
+
+  /**
+   * What reads fetched from the stores, by kind, cumulative: the replica exports it as
+   * `shard_data_source_rows_read_total` and `shard_data_source_bytes_read_total`. Next to what
+   * reached the workers it shows read-ahead (PostgreSQL: one page at most) and, for etcd, the
+   * records of other shards a read had to skip.
+   */
+  readTotals(): { etcd: SourceReadTotals; postgres: SourceReadTotals } {
+    const etcd = this.#etcd.stats();
+    return {
+      etcd: { rows: etcd.recordsFetched, bytes: etcd.bytesFetched },
+      postgres: { ...this.#postgresRead },
+    };
   }
 
   /** The built-in source (for its stats). */
@@ -114,7 +136,14 @@ export class DataSourceRegistry implements DataSource, DataSink {
 
   #open(key: string, group: string, config: DataSourceConfig & { kind: "postgres" }): Entry {
     const log = this.#o.log;
-    const source = PostgresDataSource.create(config, { ...this.#o.postgres, log });
+    const source = PostgresDataSource.create(config, {
+      ...this.#o.postgres,
+      log,
+      onFetched: (rows, bytes) => {
+        this.#postgresRead.rows += rows;
+        this.#postgresRead.bytes += bytes;
+      },
+    });
     const started = performance.now();
     const entry: Entry = {
       source,

@@ -33,6 +33,8 @@ export interface PostgresDataSourceOptions {
   readonly batchBytes?: number;
   /** A query (a page, a batch) that takes longer fails, in ms. @default 30000 */
   readonly queryTimeoutMs?: number;
+  /** Told the rows and bytes of every page read, as it arrives (the replica's metrics). */
+  readonly onFetched?: (rows: number, bytes: number) => void;
 }
 
 /** What reads fetched, cumulative. */
@@ -107,6 +109,7 @@ export class PostgresDataSource implements DataSource, DataSink {
   readonly #indexes = new Map<number, IndexState>();
   readonly #builds = new Set<Promise<void>>();
   readonly #stats: PostgresReadStats = { queries: 0, rowsFetched: 0, bytesFetched: 0 };
+  readonly #onFetched: ((rows: number, bytes: number) => void) | undefined;
   readonly #connection: pg.PoolConfig;
   #tableReady: Promise<void> | undefined;
   /** The table was found in the right shape once: reads skip the catalog queries after that. */
@@ -116,6 +119,7 @@ export class PostgresDataSource implements DataSource, DataSink {
   private constructor(config: PostgresSourceConfig, options: PostgresDataSourceOptions) {
     this.config = config;
     this.#log = options.log;
+    this.#onFetched = options.onFetched;
     this.#pageBytes = options.pageBytes ?? 1 << 20;
     this.#batchRecords = options.batchRecords ?? 500;
     this.#batchBytes = options.batchBytes ?? 4 << 20;
@@ -233,10 +237,11 @@ export class PostgresDataSource implements DataSource, DataSink {
     } catch (e) {
       throw classifyPostgresError(e, `reading ${this.config.table}`);
     }
-    for (const r of res.rows) {
-      this.#stats.rowsFetched += 1;
-      this.#stats.bytesFetched += r.id.length + r.payload.length;
-    }
+    let bytes = 0;
+    for (const r of res.rows) bytes += r.id.length + r.payload.length;
+    this.#stats.rowsFetched += res.rows.length;
+    this.#stats.bytesFetched += bytes;
+    this.#onFetched?.(res.rows.length, bytes);
     return res.rows;
   }
 
