@@ -79,9 +79,22 @@ async function throughput(
   tally: Tally,
   n: number,
   leaderPid: number,
+  etcdPids: readonly number[],
+  leaderHttpUrl: string,
 ): Promise<{ row: Row; tasksPerS: number }> {
+  // Fenced transactions the leader committed (its shard_etcd_writes gauge).
+  const txns = async () => {
+    const text = await (await fetch(`${leaderHttpUrl}/metrics`)).text();
+    const m = /^shard_etcd_writes(?:\{[^}]*\})? (\d+)$/m.exec(text);
+    if (m?.[1] === undefined) throw new Error("shard_etcd_writes not exported");
+    return Number(m[1]);
+  };
+  const txns0 = await txns();
   const group = "bench-tasks";
+  const etcdCpu = () => etcdPids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   const cpu0 = cpuSeconds(leaderPid);
+  const etcd0 = etcdCpu();
+  const own0 = process.cpuUsage();
   tally.startMs.length = 0;
   tally.done = 0;
   tally.want = n;
@@ -93,7 +106,10 @@ async function throughput(
   const submittedAt = performance.now();
   const t1 = await finished;
   const cpu = cpuSeconds(leaderPid) - cpu0;
+  const etcd = etcdCpu() - etcd0;
+  const own = process.cpuUsage(own0);
   ac.abort();
+  const txnCount = (await txns()) - txns0;
   const s = summarize(tally.startMs);
   const tasksPerS = n / ((t1 - t0) / 1000);
   return {
@@ -106,6 +122,10 @@ async function throughput(
       "submit->start p50 ms": Math.round(s.p50),
       "submit->start p99 ms": Math.round(s.p99),
       "leader CPU %": Math.round((100 * cpu) / ((t1 - t0) / 1000)),
+      "etcd CPU %": Math.round((100 * etcd) / ((t1 - t0) / 1000)),
+      "bench CPU %": Math.round((100 * ((own.user + own.system) / 1e6)) / ((t1 - t0) / 1000)),
+      "etcd txns": txnCount,
+      "CPU ms per task": round(((cpu + etcd + (own.user + own.system) / 1e6) * 1000) / n, 2),
     },
   };
 }
@@ -419,7 +439,8 @@ export async function benchTasks(rep: Reporter, smoke: boolean): Promise<void> {
       workers.push(w);
     }
     const n = smoke ? 200 : 2000;
-    const tp = await throughput(rep, tc, tally, n, leaderPid);
+    const etcdPids = etcd.members.flatMap((m) => (m.pid === undefined ? [] : [m.pid]));
+    const tp = await throughput(rep, tc, tally, n, leaderPid, etcdPids, leader.httpUrl);
     // A real record's size, for the ceiling's writes.
     const probe = new Etcd3({ hosts: [...etcd.endpoints] });
     const sample = await probe
@@ -433,9 +454,10 @@ export async function benchTasks(rep: Reporter, smoke: boolean): Promise<void> {
     const rows: Row[] = [
       tp.row,
       {
-        measurement: `bare etcd3: the same ${n} tasks' transactions (${ceiling.txns})`,
+        measurement: `bare etcd3: the same ${n} tasks' transactions`,
         "end-to-end s": round(ceiling.seconds, 2),
         "tasks/s": Math.round(ceiling.tasksPerS),
+        "etcd txns": ceiling.txns,
       },
       {
         measurement: "ratio: end to end / bare etcd",
@@ -453,7 +475,7 @@ export async function benchTasks(rep: Reporter, smoke: boolean): Promise<void> {
         "submit->start: the handler's Date.now() minus the task's createdAt (the leader's clock at submit; one machine).",
         "end-to-end: from the first submit until WatchTasks showed every task succeeded (offered rates: until the last handler ran); tasks/s = tasks / end-to-end.",
         `bare etcd3: a create (record + payload), a dispatch (record) and a final (record on a lease, payload deleted) per task, records of ${recordBytes} bytes as the leader wrote them, behind a fence compare, up to 128 operations per transaction and 4 in flight, as the task store batches.`,
-        "leader CPU %: the leader process's CPU time over the run's wall time (100 = one core).",
+        "leader CPU %: the leader process's CPU time over the run's wall time (100 = one core); etcd CPU %: the three members' together; bench CPU %: this process (the submitter, the watcher and the 4 SDK workers); etcd txns: fenced transactions the leader committed during the row (its shard_etcd_writes), or the bare client sent; CPU ms per task: the three summed, per task (the machine's 2 cores give 2,000 ms per second).",
       ],
     });
     rep.table({
