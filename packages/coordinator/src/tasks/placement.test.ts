@@ -135,6 +135,7 @@ function reference(s: Scenario): PlacementDecision[] {
     free.sort(
       (a, b) =>
         util(a) - util(b) ||
+        b.slots - a.slots ||
         a.cpuPercent - b.cpuPercent ||
         a.eventLoopDelayMs - b.eventLoopDelayMs ||
         a.memoryRssBytes - b.memoryRssBytes ||
@@ -266,14 +267,26 @@ describe("placeTasks examples", () => {
     expect([per("a"), per("b"), per("c")]).toEqual([1, 2, 4]);
   });
 
-  it("spreads by running/slots first, then by CPU", () => {
-    const ws = [
-      worker("a", 4, { running: 2, cpuPercent: 0 }),
-      worker("b", 2, { running: 0, cpuPercent: 90 }),
-    ];
-    const out = placeTasks([{ kind: "balanced", selector: {}, tasks: tasks(2) }], ws);
-    // b (0/2) first; then a (2/4) and b (1/2) tie on utilisation: a has less CPU.
-    expect(out.map((d) => d.nodeId)).toEqual(["b", "a"]);
+  it("spreads by running/slots first, then by most slots, then by CPU", () => {
+    const place = (ws: PlacementWorker[], n: number) =>
+      placeTasks([{ kind: "balanced", selector: {}, tasks: tasks(n) }], ws).map((d) => d.nodeId);
+    // b (0/2) first; then a (2/4) and b (1/2) tie on utilisation: a has more slots, though
+    // more CPU.
+    expect(
+      place(
+        [worker("a", 4, { running: 2, cpuPercent: 90 }), worker("b", 2, { running: 0, cpuPercent: 0 })],
+        2,
+      ),
+    ).toEqual(["b", "a"]);
+    // An idle group: the big worker first (one task moves it to 1/4, the small one to 1/1).
+    expect(place([worker("e", 1), worker("f", 4)], 1)).toEqual(["f"]);
+    // Same load and slots: less CPU.
+    expect(
+      place(
+        [worker("c", 2, { running: 1, cpuPercent: 50 }), worker("d", 2, { running: 1, cpuPercent: 10 })],
+        1,
+      ),
+    ).toEqual(["d"]);
   });
 
   it("places higher priority first, even when it was submitted later", () => {

@@ -8,8 +8,8 @@
  *   prefetched beyond them (Celery's prefetch hoarding is the counter-example).
  * - Tasks are considered in priority order (1 first), FIFO (by `seq`) within a priority.
  * - `balanced`: among accepting workers whose labels carry every selector entry and that
- *   have a free slot, the best one: lowest running/slots, then CPU, event-loop delay,
- *   memory, queue length, node id.
+ *   have a free slot, the best one: lowest running/slots, then most slots, then CPU,
+ *   event-loop delay, memory, queue length, node id.
  * - `shard`: the owner of the task's shard in the active version, only while that shard
  *   is not moving (a pending version changes its owner) and the owner has a free slot.
  * - Work-conserving: when a task stays waiting, none of the workers that may run it has a
@@ -108,6 +108,9 @@ function compareSlots(a: Slot, b: Slot): number {
   // Cross-multiplied running/slots: exact, no float ties broken by rounding.
   return (
     a.running * b.slots - b.running * a.slots ||
+    // Equally loaded: the one with more slots, whose load grows least by one task (1/slots),
+    // so small workers are not the first pick every time the group is idle.
+    b.slots - a.slots ||
     a.w.cpuPercent - b.w.cpuPercent ||
     a.w.eventLoopDelayMs - b.w.eventLoopDelayMs ||
     a.w.memoryRssBytes - b.w.memoryRssBytes ||
