@@ -44,6 +44,16 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
       leader.signal(sig);
       const newLeader = await cluster.waitForLeader({ not: leader, timeoutMs: 30_000 });
       const electedMs = performance.now() - p0;
+      // The new leader's own clock, from its log: when its campaign won (`elected`) and when
+      // it served (`leading`, after loading every group). Polling /status above also counts
+      // how long a replica busy with a reconnect storm takes to answer.
+      const logged = (event: string) => {
+        // pino's isoTime: "2026-11-25T07:30:00.123Z".
+        const at = (l: { readonly [key: string]: unknown }) =>
+          typeof l.time === "string" ? Date.parse(l.time) : Number.NaN;
+        const line = newLeader.logs.find((l) => l.event === event && at(l) > t0);
+        return line === undefined ? "–" : Math.round(at(line) - t0);
+      };
       const back = () =>
         [...fleet.workers.values()].map((w) => w.events.find((e) => e.t === "welcome" && e.at > t0));
       await fleet.until(
@@ -59,6 +69,8 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
         signal: sig,
         workers: n,
         "new leader after ms": Math.round(electedMs),
+        "elected (its log) ms": logged("elected"),
+        "serving (its log) ms": logged("leading"),
         reattached: welcomes.length,
         "p50 ms": Math.round(reattach.p50),
         "p99 ms": Math.round(reattach.p99),
@@ -77,6 +89,7 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
       settings: { workers: n, replicas: 3, flags: FAILOVER_FLAGS.join(" "), version },
       rows,
       notes: [
+        "new leader after: until /status of a replica said leader (polled every 25 ms); elected / serving (its log): the new leader's own log lines `elected` and `leading`, minus the signal's time (one machine, one clock).",
         "reattach = from the signal until the worker's next Welcome; the workers follow x-shard-leader and otherwise",
         "rotate through the replicas with full-jitter backoff (the SDK's backoffDelay: 50 ms base, 500 ms cap).",
       ],
