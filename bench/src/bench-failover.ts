@@ -71,6 +71,10 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
         "new leader after ms": Math.round(electedMs),
         "elected (its log) ms": logged("elected"),
         "serving (its log) ms": logged("leading"),
+        "of it loading ms": (() => {
+          const l = newLeader.logs.findLast((x) => x.event === "leader_started");
+          return typeof l?.loadMs === "number" ? l.loadMs : "–";
+        })(),
         reattached: welcomes.length,
         "p50 ms": Math.round(reattach.p50),
         "p99 ms": Math.round(reattach.p99),
@@ -89,7 +93,7 @@ export async function benchFailover(rep: Reporter, smoke: boolean): Promise<void
       settings: { workers: n, replicas: 3, flags: FAILOVER_FLAGS.join(" "), version },
       rows,
       notes: [
-        "new leader after: until /status of a replica said leader (polled every 25 ms); elected / serving (its log): the new leader's own log lines `elected` and `leading`, minus the signal's time (one machine, one clock).",
+        "new leader after: until /status of a replica said leader (polled every 25 ms); elected / serving (its log): the new leader's own log lines `elected` and `leading`, minus the signal's time (one machine, one clock); of it loading: its leader_started loadMs (cluster settings and every group read from etcd, members adopted).",
         "reattach = from the signal until the worker's next Welcome; the workers follow x-shard-leader and otherwise",
         "rotate through the replicas with full-jitter backoff (the SDK's backoffDelay: 50 ms base, 500 ms cap).",
       ],
