@@ -17,6 +17,7 @@ const FLAGS = [
   String(SESSION_TIMEOUT_MS),
   "--max-queued-tasks",
   "150000",
+  ...(process.env.BENCH_TASK_FLAGS ? process.env.BENCH_TASK_FLAGS.split(" ") : []),
 ] as const;
 const WORKERS = 4;
 const SLOTS = 8;

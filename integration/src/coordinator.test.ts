@@ -386,6 +386,8 @@ describe("coordinator CLI", () => {
       [["--strategy", "round-robin"], /strategy/],
       [["--listen", "nope"], /listen/],
       [["--no-such-flag"], /unknown option/],
+      [["--task-write-linger", "5000"], /--task-write-linger must be an integer in 0\.\.1000/],
+      [["--max-txns-in-flight", "0"], /--max-txns-in-flight must be an integer in 1\.\.64/],
     ];
     for (const [args, re] of cases) {
       const r = spawnSync(process.execPath, [coordinatorBin, ...args], { encoding: "utf8", timeout: 10_000 });
@@ -415,6 +417,8 @@ describe("coordinator CLI", () => {
       "--strategy",
       "--shards",
       "--http-listen",
+      "--task-write-linger",
+      "--max-txns-in-flight",
     ]) {
       expect(r.stdout).toContain(flag);
     }

@@ -294,6 +294,19 @@ program
       .env("RM_TASK_RETENTION")
       .default("3600000"),
   )
+  .addOption(
+    new Option(
+      "--task-write-linger <ms>",
+      "how long a task write waits for others to share its etcd transaction",
+    )
+      .env("RM_TASK_WRITE_LINGER")
+      .default("2"),
+  )
+  .addOption(
+    new Option("--max-txns-in-flight <n>", "task transactions in flight at once")
+      .env("RM_MAX_TXNS_IN_FLIGHT")
+      .default("4"),
+  )
   .action(async (flags: Record<string, string | boolean | undefined>) => {
     // Every flag is a string but --insecure (a switch).
     const o = Object.fromEntries(
@@ -338,6 +351,8 @@ program
           maxTaskBytes: o.maxTaskBytes,
           maxQueuedTasks: o.maxQueuedTasks,
           taskRetentionMs: o.taskRetention,
+          writeLingerMs: o.taskWriteLinger,
+          maxTxnsInFlight: o.maxTxnsInFlight,
         },
       });
     } catch (e) {
