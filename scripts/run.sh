@@ -152,13 +152,21 @@ while :; do
   if [ -n "$DURATION" ] && [ $((NOW - START)) -ge "$DURATION" ]; then break; fi
   OUT=$($COORD status --etcd "$ENDPOINTS" 2>&1 || true)
   [ -t 1 ] && printf '\033[2J\033[H'
-  echo "== $(date +%T)  (+$((NOW - START))s)${KILLED:+   SIGKILLed leader $KILLED}"
+  # The clock and the offset are the same instant (the status read above takes a moment).
+  echo "== $(date -d "@$NOW" +%T)  (+$((NOW - START))s)${KILLED:+   SIGKILLed leader $KILLED}"
   echo "$OUT"
   for i in $(seq 1 "$WORKERS"); do
     n=$(grep -c '"event":"processed"' "$RUN/worker-$i.log" 2>/dev/null || true)
     echo "  worker-$i processed ${n:-0} items"
   done
-  FEED=$(tail -n 1 "$RUN/task-feed.log" 2>/dev/null || true)
-  [ -n "$FEED" ] && echo "  tasks (group jobs): $FEED"
+  # The feed's last JSON line, read out: what it submitted and the finals its watch saw.
+  FEED=$(tail -n 1 "$RUN/task-feed.log" 2>/dev/null | node -e '
+    let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      try {
+        const f = JSON.parse(s), n = (k) => f.finished?.[k] ?? 0;
+        console.log(`submitted ${f.submitted}, succeeded ${n("succeeded")}, failed ${n("failed")}, cancelled ${n("cancelled")} (as of ${f.time.slice(11, 19)})`);
+      } catch {}
+    });' || true)
+  [ -n "$FEED" ] && echo "  task feed (group jobs): $FEED"
   sleep 1
 done

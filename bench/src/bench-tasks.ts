@@ -83,11 +83,11 @@ async function throughput(
   etcdPids: readonly number[],
   leaderHttpUrl: string,
 ): Promise<{ row: Row; tasksPerS: number }> {
-  // Fenced transactions the leader committed (its shard_etcd_writes gauge).
+  // Fenced transactions the leader committed (its shard_etcd_writes_total counter).
   const txns = async () => {
     const text = await (await fetch(`${leaderHttpUrl}/metrics`)).text();
-    const m = /^shard_etcd_writes(?:\{[^}]*\})? (\d+)$/m.exec(text);
-    if (m?.[1] === undefined) throw new Error("shard_etcd_writes not exported");
+    const m = /^shard_etcd_writes_total(?:\{[^}]*\})? (\d+)$/m.exec(text);
+    if (m?.[1] === undefined) throw new Error("shard_etcd_writes_total not exported");
     return Number(m[1]);
   };
   const txns0 = await txns();
@@ -476,7 +476,7 @@ export async function benchTasks(rep: Reporter, smoke: boolean): Promise<void> {
         "submit->start: the handler's Date.now() minus the task's createdAt (the leader's clock at submit; one machine).",
         "end-to-end: from the first submit until WatchTasks showed every task succeeded (offered rates: until the last handler ran); tasks/s = tasks / end-to-end.",
         `bare etcd3: a create (record + payload), a dispatch (record) and a final (record on a lease, payload deleted) per task, records of ${recordBytes} bytes as the leader wrote them, behind a fence compare, up to 128 operations per transaction and 4 in flight, as the task store batches.`,
-        "leader CPU %: the leader process's CPU time over the run's wall time (100 = one core); etcd CPU %: the three members' together; bench CPU %: this process (the submitter, the watcher and the 4 SDK workers); etcd txns: fenced transactions the leader committed during the row (its shard_etcd_writes), or the bare client sent; CPU ms per task: the three summed, per task (the machine's 2 cores give 2,000 ms per second).",
+        "leader CPU %: the leader process's CPU time over the run's wall time (100 = one core); etcd CPU %: the three members' together; bench CPU %: this process (the submitter, the watcher and the 4 SDK workers); etcd txns: fenced transactions the leader committed during the row (its shard_etcd_writes_total), or the bare client sent; CPU ms per task: the three summed, per task (the machine's 2 cores give 2,000 ms per second).",
       ],
     });
     rep.table({

@@ -62,7 +62,9 @@ if (values["wait-for-signal"]) {
   const go = new Promise<void>((resolve) => process.once("SIGUSR2", () => resolve())).finally(() =>
     clearInterval(keepAlive),
   );
-  process.stdout.write(`${JSON.stringify({ t: Date.now(), node: values.node, event: "waiting" })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ time: new Date().toISOString(), node: values.node, event: "waiting" })}\n`,
+  );
   await go;
 }
 const ckptHosts = values["checkpoint-etcd"];
@@ -74,7 +76,9 @@ if (values.node === undefined) {
 }
 const itemMs = Number(values["item-ms"]);
 const print = (event: string, fields: Record<string, unknown> = {}) =>
-  process.stdout.write(`${JSON.stringify({ t: Date.now(), node: values.node, event, ...fields })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ time: new Date().toISOString(), node: values.node, event, ...fields })}\n`,
+  );
 
 // DATASET_JOB_SDK_LOG=1 prints the SDK's own log entries on stderr (one JSON line each), so a
 // drill or a test can tell why a worker reconnected or fenced itself.
@@ -87,9 +91,7 @@ const worker = await connectWorker({
   nodeId: values.node,
   capacity: Number(values.capacity),
   ...(token === undefined ? {} : { token }),
-  ...(sdkLog
-    ? { onLog: (entry) => process.stderr.write(`${JSON.stringify({ t: Date.now(), ...entry })}\n`) }
-    : {}),
+  ...(sdkLog ? { onLog: (entry) => process.stderr.write(`${JSON.stringify(entry)}\n`) } : {}),
 });
 print("joined", { assignment: worker.assignment, incarnation: worker.incarnation });
 const shutdown = () => {

@@ -52,7 +52,7 @@ const report = setInterval(() => {
   const finished: Record<string, number> = {};
   for (const s of finals.values()) finished[s] = (finished[s] ?? 0) + 1;
   process.stdout.write(
-    `${JSON.stringify({ t: Date.now(), event: "feed", group, submitted, failedSubmits, finished })}\n`,
+    `${JSON.stringify({ time: new Date().toISOString(), event: "feed", group, submitted, failedSubmits, finished })}\n`,
   );
 }, 1000);
 let n = 0;

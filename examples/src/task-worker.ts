@@ -31,7 +31,7 @@ const node = values.node;
 const defaultMs = Number(values["task-ms"]);
 
 function emit(event: string, fields: Record<string, unknown> = {}): void {
-  process.stdout.write(`${JSON.stringify({ t: Date.now(), node, event, ...fields })}\n`);
+  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), node, event, ...fields })}\n`);
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -61,9 +61,12 @@ describe("replica logs of a normal lifecycle", () => {
     // The leader's lines while it led say so; nobody else's do.
     const leading = lines.filter((l) => l.event === "leading");
     expect(leading.map((l) => [l.replica, l.role])).toEqual([[leader.id, "leader"]]);
-    // The leader's lines from its "leading" line to its "leadership_resigned" line say leader.
+    // The leader's lines from its "elected" line to its "leadership_resigned" line say leader,
+    // with the epoch it won.
     const own = lines.filter((l) => l.replica === leader.id);
-    const from = own.findIndex((l) => l.event === "leading");
+    const elected = own.filter((l) => l.event === "elected");
+    expect(elected.map((l) => [l.role, l.leaderEpoch, l.epoch])).toEqual([["leader", epoch, epoch]]);
+    const from = own.findIndex((l) => l.event === "elected");
     const to = own.findIndex((l) => l.event === "leadership_resigned");
     expect(from).toBeGreaterThanOrEqual(0);
     expect(to).toBeGreaterThan(from);

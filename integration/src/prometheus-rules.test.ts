@@ -55,6 +55,18 @@ describe("Prometheus alert rules", () => {
     const names = exportedNames(text);
     expect(used.filter((n) => !names.has(n))).toEqual([]);
     expect(dashboardNames.filter((n) => !names.has(n))).toEqual([]);
+    // Our names follow Prometheus' conventions as its own linter reads them (`_total` on
+    // counters and only there, base units, snake case); prom-client's default process and
+    // Node.js metrics are not ours to rename and are left out.
+    const lint = await new Promise<string>((resolve, reject) => {
+      const child = execFile(promtool, ["check", "metrics"], (e, stdout, stderr) =>
+        // promtool exits 3 when it finds problems: they are what we read.
+        e !== null && e.code !== 3 ? reject(e) : resolve(`${stdout}${stderr}`),
+      );
+      child.stdin?.end(text);
+    });
+    const ours = lint.split("\n").filter((l) => /\bshard_/.test(l));
+    expect(ours).toEqual([]);
     // The replica label every rule's `by (replica)` relies on.
     expect(text).toMatch(/shard_replica_is_leader\{replica="rm-\d"\} 1/);
   });

@@ -6,11 +6,12 @@ import { withParentDeathSignal } from "../harness/parent-death-signal.js";
 import { loopbackHost, type ProcessHost } from "../harness/process-host.js";
 import { trackChild } from "../harness/process-registry.js";
 import { ArrivalWaiter } from "./arrival-waiter.js";
+import { parseEventLine } from "./event-line.js";
 
 /** The example dataset job (built by `pnpm build`): a real worker process using the SDK. */
 export const datasetJob = fileURLToPath(new URL("../../../examples/dist/dataset-job.js", import.meta.url));
 
-/** One JSON line the job printed: `t` is its wall clock in ms (the drill timeline's type). */
+/** One JSON line the job printed; `t` is its `time` in epoch ms (the drill timeline's type). */
 export type JobEvent = WorkerEvent & { readonly [key: string]: unknown };
 
 /**
@@ -75,7 +76,7 @@ export class JobProcess {
     this.exited = new Promise((resolve) => this.#child.once("exit", (code) => resolve(code)));
     createInterface({ input: this.#child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
-        const e = JSON.parse(line) as JobEvent;
+        const e = parseEventLine<JobEvent>(line);
         this.events.push(this.incarnation === undefined ? e : { ...e, incarnation: this.incarnation });
       } catch {
         this.stderr.push(line);

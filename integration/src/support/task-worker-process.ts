@@ -4,13 +4,14 @@ import { fileURLToPath } from "node:url";
 import { withParentDeathSignal } from "../harness/parent-death-signal.js";
 import { trackChild } from "../harness/process-registry.js";
 import { ArrivalWaiter } from "./arrival-waiter.js";
+import { parseEventLine } from "./event-line.js";
 
 /** The example task worker (built by `pnpm build`): a real worker process running tasks with the SDK. */
 export const taskWorkerScript = fileURLToPath(
   new URL("../../../examples/dist/task-worker.js", import.meta.url),
 );
 
-/** One JSON line the worker printed: `t` is its wall clock in ms. */
+/** One JSON line the worker printed; `t` is its `time` in epoch ms. */
 export interface TaskWorkerEvent {
   readonly t: number;
   readonly node: string;
@@ -50,7 +51,7 @@ export class TaskWorkerProcess {
     this.#closed = new Promise((resolve) => this.#child.once("close", () => resolve()));
     createInterface({ input: this.#child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       try {
-        this.events.push(JSON.parse(line) as TaskWorkerEvent);
+        this.events.push(parseEventLine<TaskWorkerEvent>(line));
       } catch {
         this.stderr.push(line);
       }

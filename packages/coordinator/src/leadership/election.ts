@@ -148,7 +148,6 @@ export class Election {
       const epoch = await this.#putCandidateKey(key, leaseId, lost.signal);
       await this.#waitForTurn(epoch, lost.signal);
       lost.signal.throwIfAborted();
-      log.info({ event: "elected", epoch, key });
       const holds = () => !lost.signal.aborted && this.#fence.holds(performance.now());
       return { epoch, key, leaseId, signal: lost.signal, holds, resign };
     } catch (e) {

@@ -625,6 +625,9 @@ export class Replica {
         const leadership = await election.campaign(signal);
         attempt = 0;
         this.#leadership = leadership;
+        // Logged here, not by the election, so the line already says role leader and the
+        // new epoch (the role of its moment: this replica holds the leadership from now).
+        this.#log.info({ event: "elected", epoch: leadership.epoch, key: leadership.key });
         await this.#lead(leadership);
       } catch (e) {
         if (signal.aborted) break;

@@ -94,12 +94,14 @@ export async function startHttpServer(
       this.set(st.role === "leader" ? st.leaderEpoch : 0);
     },
   });
-  new Gauge({
-    name: "shard_etcd_writes",
+  // A count since start, copied at each scrape: a counter (it only goes down on a restart).
+  new Counter({
+    name: "shard_etcd_writes_total",
     help: "Fenced etcd transactions committed by this replica since start",
     registers: [registry],
     collect() {
-      this.set(replica.status().etcdWrites);
+      this.reset();
+      this.inc(replica.status().etcdWrites);
     },
   });
   // Cumulative totals kept by the data sources, copied at each scrape.
