@@ -28,8 +28,20 @@ describe("console", () => {
     const browser: Browser = await launchChromium();
     env.cleanup(() => browser.close());
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-    // Served by a follower that stays up: it relays the leader's feed.
-    const served = c.replicas.find((r) => r !== leader);
+    // Served by a follower that stays up: it relays the leader's feed. The last one in the
+    // election's line, so the next leader is the other follower (whose timeline starts at its
+    // election: the page must join it to the history it relayed before).
+    const line = await until(
+      async () =>
+        await env.client
+          .getAll()
+          .prefix(`${c.namespace}/election/leader/`)
+          .sort("Create", "Ascend")
+          .strings(),
+      (kvs) => Object.keys(kvs).length === 3,
+    );
+    const lastInLine = (JSON.parse(Object.values(line).at(-1) ?? "{}") as { id?: string }).id;
+    const served = c.replicas.find((r) => r !== leader && r.id === lastInLine);
     expect(served).toBeDefined();
     if (served === undefined) return;
     await served.waitForLog((l) => l.event === "http_listening");
@@ -54,6 +66,7 @@ describe("console", () => {
     const killedAt = performance.now();
     await leader.kill();
     const next = await c.waitForLeader({ not: leader, timeoutMs: 30_000 });
+    expect(next).not.toBe(served);
     await until(
       async () => ({
         leader: await testIdText(page, "leader-id"),
@@ -67,6 +80,16 @@ describe("console", () => {
     expect(shownAfterMs).toBeLessThan(20_000);
     expect(await page.evaluate(() => (window as unknown as { consoleMark?: number }).consoleMark)).toBe(42);
     expect(await memberRows(page, "g1")).toEqual(["w-a", "w-b", "w-c"]);
+    // The failover changed no owner, and the timeline says so: one unbroken segment per shard
+    // from before the kill, no gap, no second owner (the page keeps its history).
+    const acrossFailover = await until(
+      () => timelineOwners(page, "g1"),
+      (t) => t.length === 6 && t.every((owners) => owners.length === 1),
+      10_000,
+    );
+    const ownerOf = (shard: number) =>
+      Object.entries(active?.owners ?? {}).find(([, shards]) => shards.includes(shard))?.[0];
+    expect(acrossFailover).toEqual(Array.from({ length: 6 }, (_, shard) => [ownerOf(shard)]));
 
     // w-c leaves: its row goes, the version moves on, and its shards' timelines show the handoff.
     const owned = (await assignmentOf(env, c))?.owners["w-c"] ?? [];

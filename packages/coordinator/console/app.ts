@@ -97,7 +97,7 @@ function timeline(g: ConsoleGroup, at: number, windowMs: number): string {
   const owners = [...new Set(g.timeline.flat().map((s) => s.owner))]
     .filter((o): o is string => o !== null)
     .sort();
-  return `<div class="legend">${owners.map((o) => `<span><i style="background:${colour(o)}"></i>${esc(o)}</span>`).join("")}<span class="muted">hatched: no owner (handoff)</span></div>
+  return `<div class="legend">${owners.map((o) => `<span><i style="background:${colour(o)}"></i>${esc(o)}</span>`).join("")}<span class="muted">hatched: no owner (handoff) · plain grey: not yet recorded by this replica</span></div>
 <div class="timeline">${g.timeline.map(row).join("")}</div>
 <div class="tl-axis"><span>−${Math.round(spanMs / 1000)} s</span><span>now</span></div>`;
 }

@@ -33,7 +33,7 @@ describe("OwnershipTimeline", () => {
     expect(t.record("g", ["a"], 2000)).toEqual([[{ owner: "a", from: 0, to: 2000 }]]);
   });
 
-  it("keeps its own history before a new leader's shorter timeline", () => {
+  it("keeps its own history before a new leader's shorter timeline, joined across the failover when the owner stayed", () => {
     const t = new OwnershipTimeline(60_000);
     t.adopt("g", [[{ owner: "a", from: 0, to: 10_000 }], [{ owner: "c", from: 0, to: 10_000 }]], 10_000);
     // The new leader knows only the seconds since its election (from 12 s).
@@ -42,15 +42,21 @@ describe("OwnershipTimeline", () => {
       [[{ owner: "a", from: 12_000, to: 14_000 }], [{ owner: "b", from: 12_000, to: 14_000 }]],
       14_000,
     );
+    // Shard 0 stayed with a: one segment. Shard 1 changed hands: 10-12 s stays unrecorded.
     expect(merged).toEqual([
-      [
-        { owner: "a", from: 0, to: 10_000 },
-        { owner: "a", from: 12_000, to: 14_000 },
-      ],
+      [{ owner: "a", from: 0, to: 14_000 }],
       [
         { owner: "c", from: 0, to: 10_000 },
         { owner: "b", from: 12_000, to: 14_000 },
       ],
     ]);
+    // The next relayed view (the leader's timeline grew) is merged the same way.
+    expect(
+      t.adopt(
+        "g",
+        [[{ owner: "a", from: 12_000, to: 15_000 }], [{ owner: "b", from: 12_000, to: 15_000 }]],
+        15_000,
+      )[0],
+    ).toEqual([{ owner: "a", from: 0, to: 15_000 }]);
   });
 });

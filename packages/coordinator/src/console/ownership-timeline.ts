@@ -44,7 +44,10 @@ export class OwnershipTimeline {
    * Takes over a timeline built elsewhere (the leader's, relayed by this follower) and
    * returns it merged with what this replica already had before it: a leader elected
    * moments ago knows only its own seconds, the follower relaying it remembers the minutes
-   * before. Per shard, this replica's segments up to the first relayed one are kept.
+   * before. Per shard, this replica's segments up to the first relayed one are kept; when
+   * the last of them and the first relayed one name the same owner, they become one segment
+   * across the stretch between (a failover: no leader could move the shard meanwhile, as
+   * only a leader writes versions); with different owners that stretch stays unrecorded.
    */
   adopt(
     group: string,
@@ -57,7 +60,14 @@ export class OwnershipTimeline {
       const older = (own[shard] ?? [])
         .filter((s) => s.from < first && s.to >= at - this.windowMs)
         .map((s) => (s.to > first ? { ...s, to: first } : { ...s }));
-      return [...older, ...segs.map((s) => ({ ...s }))];
+      const relayed = segs.map((s) => ({ ...s }));
+      const tail = older.at(-1);
+      const head = relayed[0];
+      if (tail !== undefined && head !== undefined && tail.owner === head.owner) {
+        older[older.length - 1] = { ...tail, to: head.to };
+        relayed.shift();
+      }
+      return [...older, ...relayed];
     });
     this.#groups.set(group, merged);
     return merged;
