@@ -1,5 +1,5 @@
 /**
- * node bench/dist/cli.js [heartbeat|etcd-cost|failover|detection|churn|data|tasks|coldstart|tls ...] [--json] [--smoke]
+ * node bench/dist/cli.js [heartbeat|tail|etcd-cost|failover|detection|churn|data|tasks|coldstart|tls ...] [--json] [--smoke]
  *
  * Prints the machine line first, then one table per measurement (or, with --json, one JSON
  * object per row). --smoke runs a reduced version of each (~30 s in all) so CI can check that
@@ -13,6 +13,7 @@ import { benchDetection } from "./bench-detection.js";
 import { benchEtcdCost } from "./bench-etcd-cost.js";
 import { benchFailover } from "./bench-failover.js";
 import { benchHeartbeat } from "./bench-heartbeat.js";
+import { benchTail } from "./bench-tail.js";
 import { benchTasks } from "./bench-tasks.js";
 import { benchTls } from "./bench-tls.js";
 import { describeMachine, machineLine } from "./machine.js";
@@ -20,6 +21,7 @@ import { Reporter } from "./report.js";
 
 const benches: Record<string, (rep: Reporter, smoke: boolean) => Promise<void>> = {
   heartbeat: benchHeartbeat,
+  tail: benchTail,
   "etcd-cost": benchEtcdCost,
   failover: benchFailover,
   detection: benchDetection,

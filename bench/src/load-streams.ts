@@ -23,6 +23,8 @@ export interface LoadOptions {
   readonly measureMs: number;
   /** gRPC over TLS, the target's certificate verified against this CA (PEM). */
   readonly tlsCa?: Buffer;
+  /** Also return every latency (ms, to the µs), so the results of several processes can be merged. */
+  readonly samples?: boolean;
 }
 
 export interface LoadResult {
@@ -37,6 +39,8 @@ export interface LoadResult {
   /** Streams that ended before the run did, by gRPC code (a healthy run has none). */
   readonly ended: Record<string, number>;
   readonly loadgenCpuPercent: number;
+  /** Every latency of the window, sorted (only with `samples`). */
+  readonly samplesMs?: number[];
 }
 
 type Phase = "connect" | "warmup" | "measure" | "done";
@@ -173,5 +177,6 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
     },
     ended,
     loadgenCpuPercent: ((cpu.user + cpu.system) / 1000 / windowMs) * 100,
+    ...(o.samples === true ? { samplesMs: latencies.map((x) => Math.round(x * 1000) / 1000) } : {}),
   };
 }

@@ -33,6 +33,7 @@ const { positionals, values } = parseArgs({
     "warmup-ms": { type: "string", default: "3000" },
     "measure-ms": { type: "string", default: "10000" },
     "tls-ca": { type: "string" },
+    samples: { type: "boolean", default: false },
   },
 });
 const int = (s: string) => {
@@ -59,6 +60,7 @@ if (positionals[0] === "load") {
       warmupMs: int(values["warmup-ms"]),
       measureMs: int(values["measure-ms"]),
       ...(values["tls-ca"] === undefined ? {} : { tlsCa: readFileSync(values["tls-ca"]) }),
+      samples: values.samples,
     },
     emit,
   );

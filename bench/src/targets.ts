@@ -13,6 +13,8 @@ export interface Target {
   readonly pid: number;
   /** RSS right after start, before any stream (for RSS per stream). */
   readonly baselineRssBytes: number;
+  /** The leader's HTTP listener (its /metrics), for the leader only. */
+  readonly httpUrl?: string;
   stop(): Promise<void>;
 }
 
@@ -40,6 +42,7 @@ export async function startLeader(etcd: EtcdCluster, args: readonly string[]): P
   return {
     kind: "leader",
     address: leader.address,
+    httpUrl: leader.httpUrl,
     pid,
     baselineRssBytes: rssBytes(pid),
     // SIGTERM first: a replica run with RM_CPU_PROF writes its profile only on a clean exit.

@@ -119,6 +119,8 @@ export class RmProcess {
       // RM_CPU_PROF=<dir>: each replica writes a V8 CPU profile there when it exits cleanly
       // (SIGTERM; docs/benchmarks.md, "Profiling a replica").
       ...(process.env.RM_CPU_PROF ? ["--cpu-prof", `--cpu-prof-dir=${process.env.RM_CPU_PROF}`] : []),
+      // RM_NODE_FLAGS="--flag ...": Node/V8 flags for each replica (benchmark experiments).
+      ...(process.env.RM_NODE_FLAGS ?? "").split(" ").filter((f) => f !== ""),
       coordinatorBin,
       "serve",
       "--etcd",
