@@ -140,6 +140,8 @@ const sameLabels = (a: Readonly<Record<string, string>>, b: Readonly<Record<stri
   JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
 
 // Deadline keys besides node ids (`~` cannot appear in a node id).
+/** The shards of an ack to a member with no view yet (shared: acks are never changed). */
+const noShards: readonly number[] = [];
 /** New members written per transaction (etcd's --max-txn-ops defaults to 128). */
 const membersPerTxn = 100;
 /** New members written per batch (their lease grants run concurrently). */
@@ -174,6 +176,7 @@ const ADOPT = "~adopt";
  */
 export class Group implements TaskMembership {
   readonly #ctx: GroupContext;
+  #epochBigint: bigint | undefined;
   readonly #members = new Map<string, GroupMember>();
   /** Attempts (`taskId` -> attempt) whose final report from each node is recorded, for its next ack. */
   readonly #recorded = new Map<string, Map<string, number>>();
@@ -754,6 +757,12 @@ export class Group implements TaskMembership {
     }
   }
 
+  /** The leader epoch as acks carry it, converted once (a bigint per ack is garbage). */
+  get #epochBig(): bigint {
+    this.#epochBigint ??= BigInt(this.#ctx.epoch);
+    return this.#epochBigint;
+  }
+
   heartbeat(session: WorkerSession, hb: Heartbeat, seq: bigint): void {
     const m = this.#members.get(session.nodeId);
     if (m !== undefined && m.session === session && m.removing) return; // leaving: no more acks
@@ -780,25 +789,28 @@ export class Group implements TaskMembership {
     const settings = this.#ctx.settings();
     m.lastAckSentAt = now;
     if (!m.shownRunnable) this.#noteShown(m);
-    session.send({
-      case: "heartbeatAck",
-      value: {
-        nodeId: session.nodeId,
-        ts: hb.ts,
-        accepted: true,
-        totalShards: v?.totalShards ?? 0,
-        shardId: v?.shardId ?? -1,
-        shards: v?.shards ?? [],
-        shardVersion: v?.version ?? 0n,
-        phase: v?.phase ?? AssignmentPhase.UNSPECIFIED,
-        active: v?.phase === AssignmentPhase.ACTIVE,
-        leaderEpoch: BigInt(this.#ctx.epoch),
-        heartbeatSeq: seq,
-        sessionTimeoutMs: settings.sessionTimeoutMs,
-        heartbeatIntervalMs: settings.heartbeatIntervalMs,
-        recordedFinals: this.#takeRecorded(session.nodeId),
-      },
-    });
+    const ack = {
+      nodeId: session.nodeId,
+      ts: hb.ts,
+      accepted: true,
+      totalShards: v?.totalShards ?? 0,
+      shardId: v?.shardId ?? -1,
+      shards: v?.shards ?? noShards,
+      shardVersion: v?.version ?? 0n,
+      phase: v?.phase ?? AssignmentPhase.UNSPECIFIED,
+      active: v?.phase === AssignmentPhase.ACTIVE,
+      leaderEpoch: this.#epochBig,
+      heartbeatSeq: seq,
+      sessionTimeoutMs: settings.sessionTimeoutMs,
+      heartbeatIntervalMs: settings.heartbeatIntervalMs,
+    };
+    // Most acks carry no recorded task finals: those take the hand-encoded path.
+    if (!this.#recorded.has(session.nodeId)) session.sendHeartbeatAck(ack);
+    else
+      session.send({
+        case: "heartbeatAck",
+        value: { ...ack, shards: [...ack.shards], recordedFinals: this.#takeRecorded(session.nodeId) },
+      });
   }
 
   /**

@@ -193,12 +193,15 @@ export class Leader implements SessionHost {
     return this.#groups;
   }
 
+  /** The settings from this replica's flags (no cluster record), built once. */
+  #fromOptions: EffectiveSettings | undefined;
+
   /** The cluster settings in force now. */
   settings(): EffectiveSettings {
     const tracker = this.#config?.tracker;
     if (tracker === undefined) {
       const o = this.#o.options;
-      return {
+      this.#fromOptions ??= {
         sessionTimeoutMs: o.sessionTimeoutMs,
         heartbeatIntervalMs: o.heartbeatIntervalMs,
         strategy: o.strategy,
@@ -206,6 +209,7 @@ export class Leader implements SessionHost {
         expiryMs: o.sessionTimeoutMs,
         fenceMs: o.sessionTimeoutMs,
       };
+      return this.#fromOptions;
     }
     return tracker.effective(performance.now());
   }

@@ -113,6 +113,7 @@ export function createMetrics(): Metrics {
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30],
     registers: [registry],
   });
+  const gapChildren = new Map<string, ReturnType<typeof gaps.labels>>();
   const taskCounters = Object.fromEntries(
     (["submitted", "dispatched", "succeeded", "failed", "cancelled", "requeued"] as const).map((e) => [
       e,
@@ -185,7 +186,13 @@ export function createMetrics(): Metrics {
       releases.inc({ group });
     },
     heartbeatGap(group, ms) {
-      gaps.observe({ group }, ms / 1000);
+      // One child per group, kept: observe({ group }) hashes the labels on every heartbeat.
+      let child = gapChildren.get(group);
+      if (child === undefined) {
+        child = gaps.labels({ group });
+        gapChildren.set(group, child);
+      }
+      child.observe(ms / 1000);
     },
     taskEvent(group, event, n) {
       taskCounters[event].inc({ group }, n);

@@ -473,7 +473,7 @@ export class Replica {
     if (over !== undefined) throw new StatusError(status.RESOURCE_EXHAUSTED, over);
   }
 
-  #heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void {
+  #heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage | Buffer>): void {
     const auth = this.#auth;
     if (auth === undefined || auth.mode === "none") {
       this.#heartbeatStreamAs(call, undefined);
@@ -526,7 +526,7 @@ export class Replica {
   }
 
   #heartbeatStreamAs(
-    call: ServerDuplexStream<Buffer, CoordinatorMessage>,
+    call: ServerDuplexStream<Buffer, CoordinatorMessage | Buffer>,
     identity: Identity | undefined,
     waited = false,
   ): void {

@@ -29,6 +29,8 @@ export class SettingsTracker {
   #current: ClusterSettings;
   #previousSessionTimeoutMs: number;
   #settledAt: number;
+  /** The settings once settled, kept: they are read on every heartbeat ack. */
+  #settled: EffectiveSettings | undefined;
 
   /**
    * `takeoverAt`: when this leadership began. A new leader does not know when its predecessor
@@ -51,15 +53,17 @@ export class SettingsTracker {
     this.#previousSessionTimeoutMs = Math.max(before.fenceMs, this.#current.sessionTimeoutMs);
     this.#settledAt = now + this.#previousSessionTimeoutMs;
     this.#current = next;
+    this.#settled = undefined;
   }
 
   effective(now: number): EffectiveSettings {
+    if (this.#settled !== undefined) return this.#settled;
     const c = this.#current;
     const settling = now < this.#settledAt;
     const longest = settling
       ? Math.max(c.sessionTimeoutMs, this.#previousSessionTimeoutMs)
       : c.sessionTimeoutMs;
-    return {
+    const e: EffectiveSettings = {
       sessionTimeoutMs: c.sessionTimeoutMs,
       heartbeatIntervalMs: c.heartbeatIntervalMs,
       strategy: c.strategy,
@@ -67,5 +71,7 @@ export class SettingsTracker {
       expiryMs: longest,
       fenceMs: longest,
     };
+    if (!settling) this.#settled = e;
+    return e;
   }
 }

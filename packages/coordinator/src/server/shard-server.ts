@@ -46,7 +46,7 @@ export class StatusError extends Error {
 
 /** What serves the four RPCs; the server only does transport. */
 export interface ShardHandlers {
-  heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage>): void;
+  heartbeatStream(call: ServerDuplexStream<Buffer, CoordinatorMessage | Buffer>): void;
   getShardInfo(req: GetShardInfoRequest, signal: AbortSignal): Promise<GetShardInfoResponse>;
   /** Serves FetchShardData and FetchShardDataPages alike; the transport decides the framing. */
   fetchShardData(
@@ -114,7 +114,9 @@ const service: ServiceDefinition = {
     responseStream: true,
     requestSerialize: identity,
     requestDeserialize: identity,
-    responseSerialize: (m: CoordinatorMessage) => asBuffer(toBinary(CoordinatorMessageSchema, m)),
+    // A heartbeat ack comes already encoded (server/heartbeat-ack-codec.ts).
+    responseSerialize: (m: CoordinatorMessage | Buffer) =>
+      Buffer.isBuffer(m) ? m : asBuffer(toBinary(CoordinatorMessageSchema, m)),
     responseDeserialize: (b: Buffer) => fromBinary(CoordinatorMessageSchema, b),
   },
   GetShardInfo: {
@@ -288,7 +290,8 @@ export async function startShardServer(handlers: ShardHandlers, o: ShardServerOp
       });
   };
   server.addService(service, {
-    HeartbeatStream: (call: ServerDuplexStream<Buffer, CoordinatorMessage>) => handlers.heartbeatStream(call),
+    HeartbeatStream: (call: ServerDuplexStream<Buffer, CoordinatorMessage | Buffer>) =>
+      handlers.heartbeatStream(call),
     GetShardInfo: (
       call: ServerUnaryCall<Buffer, GetShardInfoResponse>,
       callback: sendUnaryData<GetShardInfoResponse>,

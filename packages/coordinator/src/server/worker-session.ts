@@ -14,6 +14,7 @@ import {
   WorkerMessageSchema,
 } from "@org/proto";
 import type { Logger } from "pino";
+import { encodeHeartbeatAckMessage, type HeartbeatAckFields } from "./heartbeat-ack-codec.js";
 import { checkLabels, checkName } from "./names.js";
 import { TokenBucket } from "./rate-limiter.js";
 import { isRefusal, type RefusalLog } from "./refusal-log.js";
@@ -58,7 +59,7 @@ export type CoordinatorMessageKind = MessageInitShape<typeof CoordinatorMessageS
  * Membership decisions belong to the host; this class only speaks the protocol.
  */
 export class WorkerSession {
-  readonly #call: ServerDuplexStream<Buffer, CoordinatorMessage>;
+  readonly #call: ServerDuplexStream<Buffer, CoordinatorMessage | Buffer>;
   readonly #host: SessionHost;
   readonly #log: Logger;
   readonly #limits: SessionLimits;
@@ -74,7 +75,7 @@ export class WorkerSession {
   nodeId = "";
 
   constructor(
-    call: ServerDuplexStream<Buffer, CoordinatorMessage>,
+    call: ServerDuplexStream<Buffer, CoordinatorMessage | Buffer>,
     host: SessionHost,
     log: Logger,
     limits: SessionLimits,
@@ -129,7 +130,24 @@ export class WorkerSession {
 
   /** Queues a message; a reader that lets `maxQueued` pile up is disconnected. */
   send(kind: CoordinatorMessageKind): void {
-    if (this.#state === "closed") return;
+    if (!this.#writable()) return;
+    this.#seq += 1n;
+    this.#call.write(create(CoordinatorMessageSchema, { seq: this.#seq, ackSeq: this.#peerSeq, kind }));
+  }
+
+  /**
+   * Queues a heartbeat ack, encoded by hand (see `encodeHeartbeatAckMessage`): the same bytes
+   * `send({ case: "heartbeatAck", value: ack })` would write, with a fraction of the garbage.
+   */
+  sendHeartbeatAck(ack: HeartbeatAckFields): void {
+    if (!this.#writable()) return;
+    this.#seq += 1n;
+    this.#call.write(encodeHeartbeatAckMessage(this.#seq, this.#peerSeq, ack));
+  }
+
+  /** Whether a message may be queued; a reader that lets `maxQueued` pile up is disconnected. */
+  #writable(): boolean {
+    if (this.#state === "closed") return false;
     if (this.#call.writableLength >= this.#limits.maxQueued) {
       this.close({
         code: status.RESOURCE_EXHAUSTED,
@@ -137,10 +155,9 @@ export class WorkerSession {
       });
       // The status sits behind the queue the peer does not read: reset the stream now.
       this.#reset();
-      return;
+      return false;
     }
-    this.#seq += 1n;
-    this.#call.write(create(CoordinatorMessageSchema, { seq: this.#seq, ackSeq: this.#peerSeq, kind }));
+    return true;
   }
 
   /** Ends the stream with `st` (OK ends it cleanly). Safe to call more than once. */
