@@ -18,7 +18,9 @@ export function allocationSites(
   const stack: ProfileNode[] = [profile.head];
   for (let n = stack.pop(); n !== undefined; n = stack.pop()) {
     const f = n.callFrame;
-    const file = f.url.split("/").at(-1) ?? "";
+    // The package and file (`sonic-boom/index.js`), or our own last two path segments.
+    const inPackage = f.url.split("node_modules/").at(-1) ?? "";
+    const file = f.url.includes("node_modules/") ? inPackage : f.url.split("/").slice(-2).join("/");
     const site = `${f.functionName || "(anonymous)"} ${file}:${f.lineNumber + 1}`;
     bySite.set(site, (bySite.get(site) ?? 0) + n.selfSize);
     total += n.selfSize;

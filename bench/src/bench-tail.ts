@@ -28,19 +28,22 @@ async function gcTotals(httpUrl: string): Promise<GcTotals> {
 }
 
 /**
- * Ack latency tail at 5,000 streams at 1 Hz, the goal's own terms: bare grpc-js and the
+ * Ack latency tail at 5,000 streams at 1 Hz (BENCH_TAIL_STREAMS), the goal's own terms: bare grpc-js and the
  * leader back to back in each of three rounds (leader p99 < 20 ms in three consecutive
  * rounds, and leader/bare-grpc-js p99 <= 1.2 in each). The streams are split over several
  * load generator processes (`BENCH_LOADGEN_PROCS`, default 4), whose CPU is reported. The
  * leader's garbage collection during its window is read from its /metrics.
  *
- * BENCH_ALLOC=1 also samples what the leader allocates during its window (V8's sampling
+ * BENCH_ALLOC=1 also samples what the leader allocates during its measuring window (V8's sampling
  * heap profiler, preloaded from alloc-sampler.js) and reports bytes per ack and the top
  * allocation sites. The profiler costs CPU: latency figures of such a run are not comparable.
  */
 export async function benchTail(rep: Reporter, smoke: boolean): Promise<void> {
-  const streams = smoke ? 200 : 5000;
-  const rounds = smoke ? 1 : 3;
+  // BENCH_TAIL_STREAMS / BENCH_TAIL_ROUNDS: other sizes (the 20,000-stream run).
+  const streams = smoke ? 200 : Number(process.env.BENCH_TAIL_STREAMS ?? 5000);
+  const rounds = smoke ? 1 : Number(process.env.BENCH_TAIL_ROUNDS ?? 3);
+  if (!Number.isInteger(streams) || streams < 1 || !Number.isInteger(rounds) || rounds < 1)
+    throw new Error("BENCH_TAIL_STREAMS and BENCH_TAIL_ROUNDS must be positive integers");
   const measureMs = smoke ? 3000 : 10_000;
   await using etcd: EtcdCluster = await startEtcd();
   const rows: Row[] = [];
@@ -70,12 +73,17 @@ export async function benchTail(rep: Reporter, smoke: boolean): Promise<void> {
     try {
       const url = leader.httpUrl ?? "";
       l = await loadAgainst(leader, streams, "rate", measureMs, smoke ? 2500 : 4000, undefined, async () => {
-        if (alloc) process.kill(leader.pid, "SIGUSR2");
+        // Scraped first: a scrape builds a snapshot of every member (not heartbeat work).
         gc0 = await gcTotals(url);
+        if (alloc) {
+          process.kill(leader.pid, "SIGUSR2");
+          // Stopped when the window ends, before the generators close their streams (5,000
+          // stream_ended log lines and detaches are not heartbeat work either).
+          setTimeout(() => process.kill(leader.pid, "SIGUSR2"), measureMs);
+        }
       });
       gc1 = await gcTotals(url);
       if (alloc) {
-        process.kill(leader.pid, "SIGUSR2");
         const file = join(allocDir, `alloc-${leader.pid}.heapprofile`);
         for (let waited = 0; !existsSync(file) && waited < 20_000; waited += 100)
           await new Promise((r) => setTimeout(r, 100));

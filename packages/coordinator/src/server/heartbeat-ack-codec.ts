@@ -25,7 +25,7 @@ const MSG_HEARTBEAT_ACK = 11;
 const VARINT = 0;
 const LEN = 2;
 const tag = (field: number, wire: number) => field * 8 + wire;
-const U64 = (1n << 64n) - 1n;
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 /** Bytes of `n` (0 <= n < 2^53) as a varint. */
 function varintSize(n: number): number {
@@ -37,26 +37,16 @@ function varintSize(n: number): number {
   return size;
 }
 
-/** A 64-bit field's value as an unsigned number when it is exact, else as a bigint. */
-function u64(v: bigint): number | bigint {
-  // Number() first: no bigint arithmetic (which allocates) for the usual small values.
-  const n = Number(v);
-  if (n >= 0 && n <= Number.MAX_SAFE_INTEGER) return n;
-  return v < 0n ? v & U64 : v; // negative int64: two's complement, 10 bytes on the wire
-}
+/** An int32 on the wire: a negative one is sign-extended to 64 bits, always 10 bytes. */
+const int32Size = (n: number) => (n < 0 ? 10 : varintSize(n));
 
-function u64Size(v: number | bigint): number {
-  if (typeof v === "number") return varintSize(v);
-  let size = 1;
-  while (v >= 128n) {
-    v >>= 7n;
-    size += 1;
-  }
-  return size;
-}
-
-/** int32 on the wire: a negative value is sign-extended to 64 bits (10 bytes). */
-const int32 = (n: number): number | bigint => (n < 0 ? BigInt(n) & U64 : n);
+/**
+ * A 64-bit field's value as a number, or -1 when it is negative or beyond 2^53 (never in
+ * practice: sequence numbers, epochs, versions and millisecond clocks; the caller then
+ * falls back to protobuf-es). Numbers only from here on: no bigint arithmetic, which
+ * allocates, and one shape for every function below.
+ */
+const small = (v: bigint): number => (v >= 0n && v <= MAX_SAFE ? Number(v) : -1);
 
 class Writer {
   pos = 0;
@@ -68,16 +58,21 @@ class Writer {
     }
     this.buf[this.pos++] = n;
   }
-  u64(v: number | bigint): void {
-    if (typeof v === "number") {
-      this.varint(v);
+  int32(n: number): void {
+    if (n >= 0) {
+      this.varint(n);
       return;
     }
-    while (v >= 128n) {
-      this.buf[this.pos++] = Number(v & 127n) | 128;
-      v >>= 7n;
+    // Two's complement over 64 bits: the low 32 bits are n's, the high 32 bits all ones.
+    let lo = n >>> 0;
+    for (let i = 0; i < 4; i++) {
+      this.buf[this.pos++] = (lo & 127) | 128;
+      lo >>>= 7;
     }
-    this.buf[this.pos++] = Number(v);
+    // Bits 28-34: the low word's top 4 bits and three ones; then 7 ones x 4, then the last one.
+    this.buf[this.pos++] = (lo & 15) | 0x70 | 128;
+    for (let i = 0; i < 4; i++) this.buf[this.pos++] = 0xff;
+    this.buf[this.pos++] = 1;
   }
 }
 
@@ -88,45 +83,50 @@ class Writer {
  * chunks) allocated about 1.9 KB per ack, a third of all the leader allocated per
  * heartbeat, and the young-generation collections that garbage cost were the leader's ack
  * latency tail. Fields at their default are left out, as protobuf-es does. Acks that carry
- * `recorded_finals` are not encoded here (the session uses protobuf-es for those).
+ * `recorded_finals` are not encoded here (the session uses protobuf-es for those), nor are
+ * 64-bit values outside [0, 2^53): then this returns undefined and the caller does the same.
  */
-export function encodeHeartbeatAckMessage(seq: bigint, ackSeq: bigint, a: HeartbeatAckFields): Buffer {
-  const ts = u64(a.ts);
-  const shardId = int32(a.shardId);
-  const version = u64(a.shardVersion);
-  const epoch = u64(a.leaderEpoch);
-  const hbSeq = u64(a.heartbeatSeq);
+export function encodeHeartbeatAckMessage(
+  seq: bigint,
+  ackSeq: bigint,
+  a: HeartbeatAckFields,
+): Buffer | undefined {
+  const s = small(seq);
+  const as = small(ackSeq);
+  const ts = small(a.ts);
+  const version = small(a.shardVersion);
+  const epoch = small(a.leaderEpoch);
+  const hbSeq = small(a.heartbeatSeq);
+  if (s < 0 || as < 0 || ts < 0 || version < 0 || epoch < 0 || hbSeq < 0) return undefined;
   const nodeIdBytes = Buffer.byteLength(a.nodeId, "utf8");
   let packed = 0;
-  for (const s of a.shards) packed += varintSize(s);
+  for (const x of a.shards) packed += varintSize(x);
   let ack = 0;
   if (nodeIdBytes > 0) ack += 1 + varintSize(nodeIdBytes) + nodeIdBytes;
-  if (ts !== 0) ack += 1 + u64Size(ts);
+  if (ts !== 0) ack += 1 + varintSize(ts);
   if (a.accepted) ack += 2;
   if (a.totalShards !== 0) ack += 1 + varintSize(a.totalShards);
-  if (shardId !== 0) ack += 1 + u64Size(shardId);
+  if (a.shardId !== 0) ack += 1 + int32Size(a.shardId);
   if (a.shards.length > 0) ack += 1 + varintSize(packed) + packed;
-  if (version !== 0) ack += 1 + u64Size(version);
+  if (version !== 0) ack += 1 + varintSize(version);
   if (a.phase !== 0) ack += 1 + varintSize(a.phase);
   if (a.active) ack += 2;
-  if (epoch !== 0) ack += 1 + u64Size(epoch);
-  if (hbSeq !== 0) ack += 1 + u64Size(hbSeq);
+  if (epoch !== 0) ack += 1 + varintSize(epoch);
+  if (hbSeq !== 0) ack += 1 + varintSize(hbSeq);
   if (a.sessionTimeoutMs !== 0) ack += 1 + varintSize(a.sessionTimeoutMs);
   if (a.heartbeatIntervalMs !== 0) ack += 1 + varintSize(a.heartbeatIntervalMs);
-  const s = u64(seq);
-  const as = u64(ackSeq);
   let total = 1 + varintSize(ack) + ack;
-  if (s !== 0) total += 1 + u64Size(s);
-  if (as !== 0) total += 1 + u64Size(as);
+  if (s !== 0) total += 1 + varintSize(s);
+  if (as !== 0) total += 1 + varintSize(as);
 
   const w = new Writer(Buffer.allocUnsafe(total));
   if (s !== 0) {
     w.varint(tag(MSG_SEQ, VARINT));
-    w.u64(s);
+    w.varint(s);
   }
   if (as !== 0) {
     w.varint(tag(MSG_ACK_SEQ, VARINT));
-    w.u64(as);
+    w.varint(as);
   }
   w.varint(tag(MSG_HEARTBEAT_ACK, LEN));
   w.varint(ack);
@@ -137,7 +137,7 @@ export function encodeHeartbeatAckMessage(seq: bigint, ackSeq: bigint, a: Heartb
   }
   if (ts !== 0) {
     w.varint(tag(2, VARINT));
-    w.u64(ts);
+    w.varint(ts);
   }
   if (a.accepted) {
     w.varint(tag(3, VARINT));
@@ -147,9 +147,9 @@ export function encodeHeartbeatAckMessage(seq: bigint, ackSeq: bigint, a: Heartb
     w.varint(tag(5, VARINT));
     w.varint(a.totalShards);
   }
-  if (shardId !== 0) {
+  if (a.shardId !== 0) {
     w.varint(tag(6, VARINT));
-    w.u64(shardId);
+    w.int32(a.shardId);
   }
   if (a.shards.length > 0) {
     w.varint(tag(7, LEN));
@@ -158,7 +158,7 @@ export function encodeHeartbeatAckMessage(seq: bigint, ackSeq: bigint, a: Heartb
   }
   if (version !== 0) {
     w.varint(tag(8, VARINT));
-    w.u64(version);
+    w.varint(version);
   }
   if (a.phase !== 0) {
     w.varint(tag(9, VARINT));
@@ -170,11 +170,11 @@ export function encodeHeartbeatAckMessage(seq: bigint, ackSeq: bigint, a: Heartb
   }
   if (epoch !== 0) {
     w.varint(tag(11, VARINT));
-    w.u64(epoch);
+    w.varint(epoch);
   }
   if (hbSeq !== 0) {
     w.varint(tag(12, VARINT));
-    w.u64(hbSeq);
+    w.varint(hbSeq);
   }
   if (a.sessionTimeoutMs !== 0) {
     w.varint(tag(13, VARINT));

@@ -141,8 +141,13 @@ export class WorkerSession {
    */
   sendHeartbeatAck(ack: HeartbeatAckFields): void {
     if (!this.#writable()) return;
+    const bytes = encodeHeartbeatAckMessage(this.#seq + 1n, this.#peerSeq, ack);
+    if (bytes === undefined) {
+      this.send({ case: "heartbeatAck", value: { ...ack, shards: [...ack.shards] } });
+      return;
+    }
     this.#seq += 1n;
-    this.#call.write(encodeHeartbeatAckMessage(this.#seq, this.#peerSeq, ack));
+    this.#call.write(bytes);
   }
 
   /** Whether a message may be queued; a reader that lets `maxQueued` pile up is disconnected. */
