@@ -54,7 +54,8 @@ export class NodeChild {
   }
 
   #pushErr(line: string): void {
-    this.#stderr.push(line);
+    // Bounded: an error message quotes these lines.
+    this.#stderr.push(line.length > 500 ? `${line.slice(0, 500)}... (${line.length} characters)` : line);
     if (this.#stderr.length > 50) this.#stderr.shift();
   }
 

@@ -64,8 +64,9 @@ if (positionals[0] === "load") {
     },
     emit,
   );
-  emit(result);
-  process.exit(0);
+  // Exit once the line is flushed: stdout to a pipe is asynchronous, and process.exit()
+  // right after a large write (the samples of 5,000 streams) cut it short.
+  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
 } else if (positionals[0] === "follow") {
   const targets = values.targets.split(",").filter((s) => s !== "");
   const n = int(values.streams);
