@@ -109,6 +109,8 @@ export async function loadAgainst(
       "--measure-ms",
       String(measureMs),
       ...(procs > 1 ? ["--samples"] : []),
+      // BENCH_RAMP_MS: open the streams over this long instead of all at once.
+      ...(process.env.BENCH_RAMP_MS === undefined ? [] : ["--ramp-ms", process.env.BENCH_RAMP_MS]),
       ...(tlsCaFile === undefined ? [] : ["--tls-ca", tlsCaFile]),
     ]);
   });

@@ -103,6 +103,7 @@ export async function benchTail(rep: Reporter, smoke: boolean): Promise<void> {
         round: i,
         target: r.target,
         streams,
+        connected: r.result.connected,
         "acks/s": Math.round(r.result.acksPerSec),
         "p50 ms": round(r.result.latencyMs.p50),
         "p99 ms": round(r.result.latencyMs.p99),
@@ -115,6 +116,10 @@ export async function benchTail(rep: Reporter, smoke: boolean): Promise<void> {
         "major GC ms/s":
           r === l ? round(((gc("seconds", "major") + gc("seconds", "incremental")) * 1000) / windowS, 1) : "",
         "loadgen CPU %": round(r.result.loadgenCpuPercent, 1),
+        // gRPC code: count of streams that ended during the run (a healthy run has none).
+        "streams ended": Object.entries(r.result.ended)
+          .map(([code, n]) => `${code}:${n}`)
+          .join(" "),
         ...(alloc ? { "leader alloc bytes/ack": r === l ? Math.round(allocPerAck ?? Number.NaN) : "" } : {}),
       });
   }

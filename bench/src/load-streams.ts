@@ -23,6 +23,8 @@ export interface LoadOptions {
   readonly measureMs: number;
   /** gRPC over TLS, the target's certificate verified against this CA (PEM). */
   readonly tlsCa?: Buffer;
+  /** Spread the stream opens over this long (ms; 0: all at once, a cold start). */
+  readonly rampMs?: number;
   /** Also return every latency (ms, to the µs), so the results of several processes can be merged. */
   readonly samples?: boolean;
 }
@@ -69,6 +71,9 @@ export async function runLoad(o: LoadOptions, emit: (m: object) => void): Promis
   });
 
   for (let i = 0; i < o.streams; i++) {
+    // A ramp opens one connection's streams at a time, evenly over rampMs.
+    if (i > 0 && i % o.perChannel === 0 && (o.rampMs ?? 0) > 0)
+      await new Promise((r) => setTimeout(r, ((o.rampMs ?? 0) * o.perChannel) / o.streams));
     if (i % o.perChannel === 0)
       channels.push(o.transport === "grpc" ? grpcChannel(o.target, o.tlsCa) : http2Channel(o.target));
     const channel = channels[channels.length - 1] as BenchChannel;

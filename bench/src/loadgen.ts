@@ -34,6 +34,7 @@ const { positionals, values } = parseArgs({
     "measure-ms": { type: "string", default: "10000" },
     "tls-ca": { type: "string" },
     samples: { type: "boolean", default: false },
+    "ramp-ms": { type: "string", default: "0" },
   },
 });
 const int = (s: string) => {
@@ -61,6 +62,7 @@ if (positionals[0] === "load") {
       measureMs: int(values["measure-ms"]),
       ...(values["tls-ca"] === undefined ? {} : { tlsCa: readFileSync(values["tls-ca"]) }),
       samples: values.samples,
+      rampMs: int(values["ramp-ms"]),
     },
     emit,
   );
