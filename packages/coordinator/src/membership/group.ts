@@ -139,12 +139,11 @@ const capacityOf = (c: number) => (Number.isInteger(c) && c > 0 ? c : 1);
 const sameLabels = (a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>) =>
   JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort());
 
-// Deadline keys besides node ids (`~` cannot appear in a node id).
 /** The shards of an ack to a member with no view yet (shared: acks are never changed). */
 const noShards: readonly number[] = [];
 /** New members written per transaction (etcd's --max-txn-ops defaults to 128). */
 const membersPerTxn = 100;
-/** New members written per batch (their lease grants run concurrently). */
+/** New members written per batch (one shared lease, its transactions sent together). */
 const maxJoinBatch = 5000;
 
 /** A brand-new member's Hello, waiting for its batch to be written. */
@@ -162,6 +161,7 @@ interface PendingJoin {
   };
 }
 
+// Deadline keys besides node ids (`~` cannot appear in a node id).
 const REBALANCE = "~rebalance";
 const HANDOFF = "~handoff";
 const ADOPT = "~adopt";
