@@ -55,78 +55,94 @@ export async function benchTail(rep: Reporter, smoke: boolean): Promise<void> {
     process.env.RM_NODE_FLAGS = `${nodeFlags ?? ""} --import ${benchScript("alloc-sampler.js")}`;
     process.env.ALLOC_PROFILE_DIR = allocDir;
   }
-  for (let i = 1; i <= rounds; i++) {
-    rep.progress(`tail: round ${i}, bare grpc-js`);
-    const bare = await startBare("grpc-js");
-    let b: Run;
-    try {
-      b = await loadAgainst(bare, streams, "rate", measureMs, smoke ? 1500 : 3000);
-    } finally {
-      await bare.stop();
-    }
-    rep.progress(`tail: round ${i}, leader`);
-    const leader = await startLeader(etcd, RATE_FLAGS);
-    let l: Run;
-    let gc0: GcTotals | undefined;
-    let gc1: GcTotals | undefined;
-    let allocPerAck: number | undefined;
-    try {
-      const url = leader.httpUrl ?? "";
-      l = await loadAgainst(leader, streams, "rate", measureMs, smoke ? 2500 : 4000, undefined, async () => {
-        // Scraped first: a scrape builds a snapshot of every member (not heartbeat work).
-        gc0 = await gcTotals(url);
-        if (alloc) {
-          process.kill(leader.pid, "SIGUSR2");
-          // Stopped when the window ends, before the generators close their streams (5,000
-          // stream_ended log lines and detaches are not heartbeat work either).
-          setTimeout(() => process.kill(leader.pid, "SIGUSR2"), measureMs);
-        }
-      });
-      gc1 = await gcTotals(url);
-      if (alloc) {
-        const file = join(allocDir, `alloc-${leader.pid}.heapprofile`);
-        for (let waited = 0; !existsSync(file) && waited < 20_000; waited += 100)
-          await new Promise((r) => setTimeout(r, 100));
-        await new Promise((r) => setTimeout(r, 500)); // written in one call; let it finish
-        const a = allocationSites(file, l.result.acks);
-        allocPerAck = a.bytesPerUnit;
-        for (const site of a.sites)
-          siteRows.push({ round: i, site: site.site, "bytes per ack": Math.round(site.bytesPerUnit) });
+  try {
+    for (let i = 1; i <= rounds; i++) {
+      rep.progress(`tail: round ${i}, bare grpc-js`);
+      const bare = await startBare("grpc-js");
+      let b: Run;
+      try {
+        b = await loadAgainst(bare, streams, "rate", measureMs, smoke ? 1500 : 3000);
+      } finally {
+        await bare.stop();
       }
-    } finally {
-      await leader.stop();
+      rep.progress(`tail: round ${i}, leader`);
+      const leader = await startLeader(etcd, RATE_FLAGS);
+      let l: Run;
+      let gc0: GcTotals | undefined;
+      let gc1: GcTotals | undefined;
+      let allocPerAck: number | undefined;
+      try {
+        const url = leader.httpUrl ?? "";
+        l = await loadAgainst(
+          leader,
+          streams,
+          "rate",
+          measureMs,
+          smoke ? 2500 : 4000,
+          undefined,
+          async () => {
+            // Scraped first: a scrape builds a snapshot of every member (not heartbeat work).
+            gc0 = await gcTotals(url);
+            if (alloc) {
+              process.kill(leader.pid, "SIGUSR2");
+              // Stopped when the window ends, before the generators close their streams (5,000
+              // stream_ended log lines and detaches are not heartbeat work either).
+              setTimeout(() => process.kill(leader.pid, "SIGUSR2"), measureMs);
+            }
+          },
+        );
+        gc1 = await gcTotals(url);
+        if (alloc) {
+          const file = join(allocDir, `alloc-${leader.pid}.heapprofile`);
+          for (let waited = 0; !existsSync(file) && waited < 20_000; waited += 100)
+            await new Promise((r) => setTimeout(r, 100));
+          await new Promise((r) => setTimeout(r, 500)); // written in one call; let it finish
+          const a = allocationSites(file, l.result.acks);
+          allocPerAck = a.bytesPerUnit;
+          for (const site of a.sites)
+            siteRows.push({ round: i, site: site.site, "bytes per ack": Math.round(site.bytesPerUnit) });
+        }
+      } finally {
+        await leader.stop();
+      }
+      const gc = (f: "count" | "seconds", kind: string) => (gc1?.[f][kind] ?? 0) - (gc0?.[f][kind] ?? 0);
+      const windowS = l.result.windowMs / 1000;
+      for (const r of [b, l])
+        rows.push({
+          round: i,
+          target: r.target,
+          streams,
+          connected: r.result.connected,
+          "acks/s": Math.round(r.result.acksPerSec),
+          "p50 ms": round(r.result.latencyMs.p50),
+          "p99 ms": round(r.result.latencyMs.p99),
+          "max ms": round(r.result.latencyMs.max),
+          "p99 / bare": r === l ? round(l.result.latencyMs.p99 / b.result.latencyMs.p99, 2) : "",
+          "server CPU %": round(r.cpuPercent, 1),
+          "RSS/stream KiB": round((r.rssBytes - r.baselineRssBytes) / 1024 / streams, 1),
+          "minor GCs/s": r === l ? round(gc("count", "minor") / windowS, 2) : "",
+          "minor GC ms/s": r === l ? round((gc("seconds", "minor") * 1000) / windowS, 1) : "",
+          "major GC ms/s":
+            r === l
+              ? round(((gc("seconds", "major") + gc("seconds", "incremental")) * 1000) / windowS, 1)
+              : "",
+          "loadgen CPU %": round(r.result.loadgenCpuPercent, 1),
+          // gRPC code: count of streams that ended during the run (a healthy run has none).
+          "streams ended": Object.entries(r.result.ended)
+            .map(([code, n]) => `${code}:${n}`)
+            .join(" "),
+          ...(alloc
+            ? { "leader alloc bytes/ack": r === l ? Math.round(allocPerAck ?? Number.NaN) : "" }
+            : {}),
+        });
     }
-    const gc = (f: "count" | "seconds", kind: string) => (gc1?.[f][kind] ?? 0) - (gc0?.[f][kind] ?? 0);
-    const windowS = l.result.windowMs / 1000;
-    for (const r of [b, l])
-      rows.push({
-        round: i,
-        target: r.target,
-        streams,
-        connected: r.result.connected,
-        "acks/s": Math.round(r.result.acksPerSec),
-        "p50 ms": round(r.result.latencyMs.p50),
-        "p99 ms": round(r.result.latencyMs.p99),
-        "max ms": round(r.result.latencyMs.max),
-        "p99 / bare": r === l ? round(l.result.latencyMs.p99 / b.result.latencyMs.p99, 2) : "",
-        "server CPU %": round(r.cpuPercent, 1),
-        "RSS/stream KiB": round((r.rssBytes - r.baselineRssBytes) / 1024 / streams, 1),
-        "minor GCs/s": r === l ? round(gc("count", "minor") / windowS, 2) : "",
-        "minor GC ms/s": r === l ? round((gc("seconds", "minor") * 1000) / windowS, 1) : "",
-        "major GC ms/s":
-          r === l ? round(((gc("seconds", "major") + gc("seconds", "incremental")) * 1000) / windowS, 1) : "",
-        "loadgen CPU %": round(r.result.loadgenCpuPercent, 1),
-        // gRPC code: count of streams that ended during the run (a healthy run has none).
-        "streams ended": Object.entries(r.result.ended)
-          .map(([code, n]) => `${code}:${n}`)
-          .join(" "),
-        ...(alloc ? { "leader alloc bytes/ack": r === l ? Math.round(allocPerAck ?? Number.NaN) : "" } : {}),
-      });
-  }
-  if (alloc) {
-    if (nodeFlags === undefined) delete process.env.RM_NODE_FLAGS;
-    else process.env.RM_NODE_FLAGS = nodeFlags;
-    rmSync(allocDir, { recursive: true, force: true });
+  } finally {
+    // Restored even when a round fails: the next benchmark of this run must not inherit them.
+    if (alloc) {
+      if (nodeFlags === undefined) delete process.env.RM_NODE_FLAGS;
+      else process.env.RM_NODE_FLAGS = nodeFlags;
+      rmSync(allocDir, { recursive: true, force: true });
+    }
   }
   rep.table({
     measurement: "tail",

@@ -37,9 +37,6 @@ function varintSize(n: number): number {
   return size;
 }
 
-/** An int32 on the wire: a negative one is sign-extended to 64 bits, always 10 bytes. */
-const int32Size = (n: number) => (n < 0 ? 10 : varintSize(n));
-
 /**
  * A 64-bit field's value as a number, or -1 when it is negative or beyond 2^53 (never in
  * practice: sequence numbers, epochs, versions and millisecond clocks; the caller then
@@ -48,32 +45,98 @@ const int32Size = (n: number) => (n < 0 ? 10 : varintSize(n));
  */
 const small = (v: bigint): number => (v >= 0n && v <= MAX_SAFE ? Number(v) : -1);
 
+/**
+ * Writes protobuf wire format into `buf`, or, without a buffer, only counts the bytes it
+ * would write: the same calls size a message and then write it, so the two cannot disagree.
+ */
 class Writer {
   pos = 0;
-  constructor(readonly buf: Buffer) {}
+  constructor(readonly buf?: Buffer) {}
   varint(n: number): void {
+    const buf = this.buf;
+    if (buf === undefined) {
+      this.pos += varintSize(n);
+      return;
+    }
     while (n >= 128) {
-      this.buf[this.pos++] = (n % 128) | 128;
+      buf[this.pos++] = (n % 128) | 128;
       n = Math.floor(n / 128);
     }
-    this.buf[this.pos++] = n;
+    buf[this.pos++] = n;
   }
-  int32(n: number): void {
+  /** A varint field, left out at its default (0, false) as protobuf-es does. */
+  field(field: number, n: number): void {
+    if (n === 0) return;
+    this.varint(tag(field, VARINT));
+    this.varint(n);
+  }
+  /** An int32 field: a negative value is sign-extended to 64 bits, always 10 bytes. */
+  int32(field: number, n: number): void {
     if (n >= 0) {
-      this.varint(n);
+      this.field(field, n);
+      return;
+    }
+    this.varint(tag(field, VARINT));
+    const buf = this.buf;
+    if (buf === undefined) {
+      this.pos += 10;
       return;
     }
     // Two's complement over 64 bits: the low 32 bits are n's, the high 32 bits all ones.
     let lo = n >>> 0;
     for (let i = 0; i < 4; i++) {
-      this.buf[this.pos++] = (lo & 127) | 128;
+      buf[this.pos++] = (lo & 127) | 128;
       lo >>>= 7;
     }
     // Bits 28-34: the low word's top 4 bits and three ones; then 7 ones x 4, then the last one.
-    this.buf[this.pos++] = (lo & 15) | 0x70 | 128;
-    for (let i = 0; i < 4; i++) this.buf[this.pos++] = 0xff;
-    this.buf[this.pos++] = 1;
+    buf[this.pos++] = (lo & 15) | 0x70 | 128;
+    for (let i = 0; i < 4; i++) buf[this.pos++] = 0xff;
+    buf[this.pos++] = 1;
   }
+  /** A string field of `bytes` UTF-8 bytes, left out when empty. */
+  string(field: number, s: string, bytes: number): void {
+    if (bytes === 0) return;
+    this.varint(tag(field, LEN));
+    this.varint(bytes);
+    if (this.buf === undefined) this.pos += bytes;
+    else this.pos += this.buf.write(s, this.pos, "utf8");
+  }
+  /** A packed repeated uint32 field of `bytes` varint bytes, left out when empty. */
+  packed(field: number, values: readonly number[], bytes: number): void {
+    if (values.length === 0) return;
+    this.varint(tag(field, LEN));
+    this.varint(bytes);
+    for (const v of values) this.varint(v);
+  }
+}
+
+/** Counts bytes only (one for the module: encoding is synchronous). */
+const sizer = new Writer();
+
+/** The HeartbeatAck's fields (shard.proto numbers), with its 64-bit values already as numbers. */
+function writeAck(
+  w: Writer,
+  a: HeartbeatAckFields,
+  nodeIdBytes: number,
+  packedBytes: number,
+  ts: number,
+  version: number,
+  epoch: number,
+  hbSeq: number,
+): void {
+  w.string(1, a.nodeId, nodeIdBytes);
+  w.field(2, ts);
+  w.field(3, a.accepted ? 1 : 0);
+  w.field(5, a.totalShards);
+  w.int32(6, a.shardId);
+  w.packed(7, a.shards, packedBytes);
+  w.field(8, version);
+  w.field(9, a.phase);
+  w.field(10, a.active ? 1 : 0);
+  w.field(11, epoch);
+  w.field(12, hbSeq);
+  w.field(13, a.sessionTimeoutMs);
+  w.field(14, a.heartbeatIntervalMs);
 }
 
 /**
@@ -99,91 +162,23 @@ export function encodeHeartbeatAckMessage(
   const hbSeq = small(a.heartbeatSeq);
   if (s < 0 || as < 0 || ts < 0 || version < 0 || epoch < 0 || hbSeq < 0) return undefined;
   const nodeIdBytes = Buffer.byteLength(a.nodeId, "utf8");
-  let packed = 0;
-  for (const x of a.shards) packed += varintSize(x);
-  let ack = 0;
-  if (nodeIdBytes > 0) ack += 1 + varintSize(nodeIdBytes) + nodeIdBytes;
-  if (ts !== 0) ack += 1 + varintSize(ts);
-  if (a.accepted) ack += 2;
-  if (a.totalShards !== 0) ack += 1 + varintSize(a.totalShards);
-  if (a.shardId !== 0) ack += 1 + int32Size(a.shardId);
-  if (a.shards.length > 0) ack += 1 + varintSize(packed) + packed;
-  if (version !== 0) ack += 1 + varintSize(version);
-  if (a.phase !== 0) ack += 1 + varintSize(a.phase);
-  if (a.active) ack += 2;
-  if (epoch !== 0) ack += 1 + varintSize(epoch);
-  if (hbSeq !== 0) ack += 1 + varintSize(hbSeq);
-  if (a.sessionTimeoutMs !== 0) ack += 1 + varintSize(a.sessionTimeoutMs);
-  if (a.heartbeatIntervalMs !== 0) ack += 1 + varintSize(a.heartbeatIntervalMs);
-  let total = 1 + varintSize(ack) + ack;
-  if (s !== 0) total += 1 + varintSize(s);
-  if (as !== 0) total += 1 + varintSize(as);
+  let packedBytes = 0;
+  for (const x of a.shards) packedBytes += varintSize(x);
+  sizer.pos = 0;
+  writeAck(sizer, a, nodeIdBytes, packedBytes, ts, version, epoch, hbSeq);
+  const ack = sizer.pos;
+  sizer.pos = 0;
+  sizer.field(MSG_SEQ, s);
+  sizer.field(MSG_ACK_SEQ, as);
+  const total = sizer.pos + 1 + varintSize(ack) + ack;
 
-  const w = new Writer(Buffer.allocUnsafe(total));
-  if (s !== 0) {
-    w.varint(tag(MSG_SEQ, VARINT));
-    w.varint(s);
-  }
-  if (as !== 0) {
-    w.varint(tag(MSG_ACK_SEQ, VARINT));
-    w.varint(as);
-  }
+  const buf = Buffer.allocUnsafe(total);
+  const w = new Writer(buf);
+  w.field(MSG_SEQ, s);
+  w.field(MSG_ACK_SEQ, as);
   w.varint(tag(MSG_HEARTBEAT_ACK, LEN));
   w.varint(ack);
-  if (nodeIdBytes > 0) {
-    w.varint(tag(1, LEN));
-    w.varint(nodeIdBytes);
-    w.pos += w.buf.write(a.nodeId, w.pos, "utf8");
-  }
-  if (ts !== 0) {
-    w.varint(tag(2, VARINT));
-    w.varint(ts);
-  }
-  if (a.accepted) {
-    w.varint(tag(3, VARINT));
-    w.varint(1);
-  }
-  if (a.totalShards !== 0) {
-    w.varint(tag(5, VARINT));
-    w.varint(a.totalShards);
-  }
-  if (a.shardId !== 0) {
-    w.varint(tag(6, VARINT));
-    w.int32(a.shardId);
-  }
-  if (a.shards.length > 0) {
-    w.varint(tag(7, LEN));
-    w.varint(packed);
-    for (const x of a.shards) w.varint(x);
-  }
-  if (version !== 0) {
-    w.varint(tag(8, VARINT));
-    w.varint(version);
-  }
-  if (a.phase !== 0) {
-    w.varint(tag(9, VARINT));
-    w.varint(a.phase);
-  }
-  if (a.active) {
-    w.varint(tag(10, VARINT));
-    w.varint(1);
-  }
-  if (epoch !== 0) {
-    w.varint(tag(11, VARINT));
-    w.varint(epoch);
-  }
-  if (hbSeq !== 0) {
-    w.varint(tag(12, VARINT));
-    w.varint(hbSeq);
-  }
-  if (a.sessionTimeoutMs !== 0) {
-    w.varint(tag(13, VARINT));
-    w.varint(a.sessionTimeoutMs);
-  }
-  if (a.heartbeatIntervalMs !== 0) {
-    w.varint(tag(14, VARINT));
-    w.varint(a.heartbeatIntervalMs);
-  }
+  writeAck(w, a, nodeIdBytes, packedBytes, ts, version, epoch, hbSeq);
   if (w.pos !== total) throw new Error(`heartbeat ack encoding: wrote ${w.pos} of ${total} bytes`);
-  return w.buf;
+  return buf;
 }

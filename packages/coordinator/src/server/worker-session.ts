@@ -130,7 +130,10 @@ export class WorkerSession {
 
   /** Queues a message; a reader that lets `maxQueued` pile up is disconnected. */
   send(kind: CoordinatorMessageKind): void {
-    if (!this.#writable()) return;
+    if (this.#writable()) this.#write(kind);
+  }
+
+  #write(kind: CoordinatorMessageKind): void {
     this.#seq += 1n;
     this.#call.write(create(CoordinatorMessageSchema, { seq: this.#seq, ackSeq: this.#peerSeq, kind }));
   }
@@ -143,7 +146,7 @@ export class WorkerSession {
     if (!this.#writable()) return;
     const bytes = encodeHeartbeatAckMessage(this.#seq + 1n, this.#peerSeq, ack);
     if (bytes === undefined) {
-      this.send({ case: "heartbeatAck", value: { ...ack, shards: [...ack.shards] } });
+      this.#write({ case: "heartbeatAck", value: { ...ack, shards: [...ack.shards] } });
       return;
     }
     this.#seq += 1n;
